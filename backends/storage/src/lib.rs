@@ -1,0 +1,177 @@
+//! The storage contract of ftpgate.
+//!
+//! Every FTP file-system operation reaches storage through [`StorageBackend`], used as
+//! `Arc<dyn StorageBackend>`. Backends live in their own crates (local disk, memory,
+//! S3); cross-cutting concerns are wrappers that implement the same trait.
+//!
+//! # Contract
+//! - **Paths** are [`VPath`]s: absolute, normalised, validated. A backend never sees
+//!   `..`, NUL, CR/LF or backslashes. `/` is the backend's root and always exists.
+//! - **Uploads commit on success.** [`StorageBackend::create`] returns an [`Upload`].
+//!   Nothing is visible under the final name until [`Upload::complete`] returned `Ok`,
+//!   and by then the data is durable (fsynced, or acknowledged by the object store).
+//!   [`Upload::abort`] — or dropping the upload — leaves no trace under the final name.
+//!   A completed upload replaces an existing file atomically (readers see the old or
+//!   the new content, never a mix), except with [`WriteMode::CreateNew`], which fails
+//!   with [`ErrorKind::AlreadyExists`] instead.
+//! - **Listings** are streams in no particular order; they never include `.`/`..` nor
+//!   a backend's own temporary files.
+//! - **Reads** stream from a byte offset; an offset equal to the size yields an empty
+//!   stream, an offset beyond it fails with [`ErrorKind::InvalidInput`].
+//! - **Rename** replaces an existing *file* target atomically where
+//!   [`Capabilities::atomic_rename`] says so; a directory source needs
+//!   [`Capabilities::rename_directories`].
+//! - **Directories**: `mkdir` creates one level (the parent must exist); `rmdir` only
+//!   removes an empty directory; `delete` only removes files.
+
+#![warn(missing_docs)]
+
+mod error;
+mod path;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{BoxError, ErrorKind, Result, StorageError};
+pub use path::{validate_segment, PathError, VPath, MAX_PATH_LEN, MAX_SEGMENT_LEN};
+
+use std::fmt::Debug;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// A stream of file content chunks.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+/// A stream of directory entries.
+pub type EntryStream = BoxStream<'static, Result<DirEntry>>;
+
+/// Whether an entry is a file or a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file (or object).
+    File,
+    /// A directory (or prefix).
+    Dir,
+}
+
+/// What a backend knows about one entry (RFC 3659 facts come from this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes; 0 for directories.
+    pub size: u64,
+    /// Last modification time. Backends must not report the Unix epoch for
+    /// synthetic directories: FileZilla hides such entries.
+    pub modified: Option<SystemTime>,
+    /// A stable identity (RFC 3659 §7.5.2 `unique` fact), where one exists.
+    pub unique: Option<String>,
+}
+
+impl Metadata {
+    /// True for directories.
+    pub fn is_dir(&self) -> bool {
+        self.kind == EntryKind::Dir
+    }
+    /// True for files.
+    pub fn is_file(&self) -> bool {
+        self.kind == EntryKind::File
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name inside the listed directory (a single segment).
+    pub name: String,
+    /// Its metadata.
+    pub meta: Metadata,
+}
+
+/// How [`StorageBackend::create`] treats an existing file at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Replace any existing file (STOR).
+    Truncate,
+    /// Fail with `AlreadyExists` at commit if the target exists (STOU).
+    CreateNew,
+    /// Keep the existing bytes and add the new ones after them (APPE).
+    /// Needs [`Capabilities::append`].
+    Append,
+    /// Keep the first `n` existing bytes and continue from there (REST n + STOR).
+    /// Needs [`Capabilities::write_at_offset`]; `n` beyond the current size is
+    /// `InvalidInput`.
+    Offset(u64),
+}
+
+/// What a backend can do, so the FTP layer answers 502/504/550 honestly and FEAT
+/// advertises only what works (rclone sends MFMT after each upload when FEAT lists it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// [`WriteMode::Append`] works.
+    pub append: bool,
+    /// [`WriteMode::Offset`] works.
+    pub write_at_offset: bool,
+    /// Renaming a directory works.
+    pub rename_directories: bool,
+    /// Rename over an existing file is a single atomic step.
+    pub atomic_rename: bool,
+    /// [`StorageBackend::set_modified`] works.
+    pub set_modified: bool,
+}
+
+/// An upload in progress. Exactly one of [`complete`](Upload::complete) or
+/// [`abort`](Upload::abort) should be called; dropping it is a best-effort abort.
+#[async_trait]
+pub trait Upload: Send {
+    /// Adds the next chunk of content.
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Makes the content durable and visible under the final name, then returns
+    /// the new metadata. On error nothing partial is visible.
+    async fn complete(self: Box<Self>) -> Result<Metadata>;
+    /// Discards everything written; nothing becomes visible.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// The storage trait: one implementation per backend, object-safe, used as
+/// `Arc<dyn StorageBackend>`. See the crate-level `# Contract`.
+#[async_trait]
+pub trait StorageBackend: Send + Sync + Debug + 'static {
+    /// A short name for logs and metrics (`local`, `memory`, `s3`).
+    fn kind(&self) -> &'static str;
+
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Metadata of one entry; `NotFound` if it does not exist.
+    async fn stat(&self, path: &VPath) -> Result<Metadata>;
+
+    /// Streams the entries of a directory. `NotFound` if missing, `NotADirectory`
+    /// for a file.
+    async fn list(&self, dir: &VPath) -> Result<EntryStream>;
+
+    /// Streams a file's content from `offset`.
+    async fn read(&self, path: &VPath, offset: u64) -> Result<ByteStream>;
+
+    /// Starts an upload to `path`. The parent directory must exist. Errors that can
+    /// be known up front (missing parent, target is a directory, unsupported mode)
+    /// are returned here, before any data is sent.
+    async fn create(&self, path: &VPath, mode: WriteMode) -> Result<Box<dyn Upload>>;
+
+    /// Deletes a file; `IsADirectory` for directories.
+    async fn delete(&self, path: &VPath) -> Result<()>;
+
+    /// Creates one directory; its parent must exist.
+    async fn mkdir(&self, path: &VPath) -> Result<()>;
+
+    /// Removes an empty directory.
+    async fn rmdir(&self, path: &VPath) -> Result<()>;
+
+    /// Renames a file (or a directory, where supported). An existing file at `to`
+    /// is replaced.
+    async fn rename(&self, from: &VPath, to: &VPath) -> Result<()>;
+
+    /// Sets a file's modification time (MFMT); `Unsupported` where impossible.
+    async fn set_modified(&self, path: &VPath, time: SystemTime) -> Result<()>;
+}
