@@ -1,0 +1,193 @@
+//! Users, passwords and permissions (RFC 959 §4.1.1 USER/PASS).
+//!
+//! Passwords are stored only as argon2 PHC strings. Verification runs on the
+//! blocking pool. An unknown user is verified against a dummy hash, so the time
+//! and the reply (331 then 530) are the same whatever part of the login was wrong.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use ftpgate_storage::VPath;
+use serde::{Deserialize, Serialize};
+
+use crate::config::UserConfig;
+
+/// One thing a user may do. A write-only drop box (`["write"]`) is the scanner case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// LIST, NLST, MLSD, MLST, STAT path.
+    List,
+    /// RETR, SIZE, MDTM.
+    Read,
+    /// STOR, STOU, APPE, MFMT.
+    Write,
+    /// DELE, RMD.
+    Delete,
+    /// MKD.
+    Mkdir,
+    /// RNFR/RNTO.
+    Rename,
+}
+
+impl Permission {
+    /// Every permission (the default for a user entry).
+    pub fn all_vec() -> Vec<Permission> {
+        use Permission::*;
+        vec![List, Read, Write, Delete, Mkdir, Rename]
+    }
+}
+
+/// A logged-in user.
+#[derive(Clone)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// The user's root inside the backend; every session path is joined to it.
+    pub home: VPath,
+    /// What the user may do.
+    pub permissions: HashSet<Permission>,
+}
+
+impl User {
+    /// True if the user holds `p`.
+    pub fn may(&self, p: Permission) -> bool {
+        self.permissions.contains(&p)
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("home", &self.home)
+            .finish()
+    }
+}
+
+struct Account {
+    user: Arc<User>,
+    hash: String,
+}
+
+/// Checks logins against the configured users.
+pub struct Authenticator {
+    accounts: HashMap<String, Account>,
+    dummy_hash: String,
+}
+
+impl Authenticator {
+    /// Builds the user table. Hashes were validated by `Config::validate`.
+    pub fn new(users: &[UserConfig]) -> Result<Self, String> {
+        let mut accounts = HashMap::new();
+        for u in users {
+            let home = VPath::parse(&u.home).map_err(|e| format!("user {}: home: {e}", u.name))?;
+            accounts.insert(
+                u.name.clone(),
+                Account {
+                    user: Arc::new(User {
+                        name: u.name.clone(),
+                        home,
+                        permissions: u.permissions.iter().copied().collect(),
+                    }),
+                    hash: u.password_hash.clone(),
+                },
+            );
+        }
+        let dummy_hash = hash_password("ftpgate-dummy-password").map_err(|e| e.to_string())?;
+        Ok(Self {
+            accounts,
+            dummy_hash,
+        })
+    }
+
+    /// The configured users (for creating homes at start).
+    pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.accounts.values().map(|a| &a.user)
+    }
+
+    /// Verifies a login; `None` for a wrong user or password alike.
+    pub async fn verify(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        let (hash, user) = match self.accounts.get(name) {
+            Some(a) => (a.hash.clone(), Some(a.user.clone())),
+            None => (self.dummy_hash.clone(), None),
+        };
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if ok {
+            user
+        } else {
+            None
+        }
+    }
+}
+
+/// Checks `password` against a PHC string.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Hashes a password as an argon2id PHC string with a random salt.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Checks that a string is an argon2 PHC hash we can verify.
+pub fn check_phc(s: &str) -> Result<(), String> {
+    let h = PasswordHash::new(s)
+        .map_err(|e| format!("not a PHC string ({e}); use `ftpgate hash-password`"))?;
+    if !h.algorithm.as_str().starts_with("argon2") {
+        return Err(format!(
+            "algorithm `{}` is not supported; use argon2",
+            h.algorithm
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_verify_round_trip() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(check_phc(&h).is_ok());
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("wrong", &h));
+        let auth = Authenticator::new(&[UserConfig {
+            name: "bob".into(),
+            password_hash: h,
+            home: "/bob".into(),
+            permissions: vec![Permission::Write],
+        }])
+        .unwrap();
+        let u = auth.verify("bob", "s3cret").await.unwrap();
+        assert_eq!(u.home.to_string(), "/bob");
+        assert!(u.may(Permission::Write) && !u.may(Permission::Read));
+        assert!(auth.verify("bob", "nope").await.is_none());
+        assert!(auth.verify("alice", "s3cret").await.is_none());
+    }
+
+    #[test]
+    fn phc_check() {
+        assert!(check_phc("plaintext").is_err());
+        assert!(check_phc("$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234").is_err());
+    }
+}

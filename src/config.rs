@@ -1,0 +1,443 @@
+//! Configuration: built-in defaults < TOML file (`--config`) < `FTPGATE_*`
+//! environment variables (nested keys split on `__`) < command-line flags, merged by
+//! figment, then checked by [`Config::validate`] with messages that name the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Permission;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: listener and limits.
+    pub server: ServerConfig,
+    /// `[passive]`: PASV/EPSV data connections.
+    pub passive: PassiveConfig,
+    /// `[active]`: PORT/EPRT data connections.
+    pub active: ActiveConfig,
+    /// `[transfer]`: data representation.
+    pub transfer: TransferConfig,
+    /// `[storage]`: the default backend.
+    pub storage: StorageConfig,
+    /// `[[users]]`: accounts.
+    pub users: Vec<UserConfig>,
+    /// `[log]`: tracing output.
+    pub log: LogConfig,
+}
+
+/// `[server]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Control-channel listen address. Default `127.0.0.1:2121`.
+    pub listen: String,
+    /// Text of the 220 greeting. Default `ftpgate ready`.
+    pub greeting: String,
+    /// Maximum concurrent sessions; more get 421. Default 1000.
+    pub max_sessions: usize,
+    /// Maximum concurrent sessions from one client IP; more get 421. Default 50.
+    pub max_sessions_per_ip: usize,
+    /// Seconds a logged-in or logging-in session may stay silent (no command, no
+    /// transfer) before 421. Default 300 (rclone idles 60 s, lftp sends NOOP).
+    pub idle_timeout_secs: u64,
+    /// Longest accepted command line in bytes; longer lines get 500. Default 4096.
+    pub max_line: usize,
+    /// Failed logins allowed per connection before 421 and disconnect. Default 3.
+    pub max_login_failures: u32,
+    /// Delay before answering a failed login, in milliseconds. Default 1000.
+    pub login_failure_delay_ms: u64,
+    /// Seconds to wait for a data connection (accept or connect). Default 60.
+    pub data_timeout_secs: u64,
+    /// Seconds running transfers may take to finish after SIGTERM/SIGINT. Default 30.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2121".into(),
+            greeting: "ftpgate ready".into(),
+            max_sessions: 1000,
+            max_sessions_per_ip: 50,
+            idle_timeout_secs: 300,
+            max_line: 4096,
+            max_login_failures: 3,
+            login_failure_delay_ms: 1000,
+            data_timeout_secs: 60,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `[passive]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassiveConfig {
+    /// Port range `"50000-50100"` (inclusive) for passive listeners, chosen at
+    /// random. Unset: an ephemeral port from the OS.
+    pub ports: Option<String>,
+    /// Address announced in the PASV reply: an IPv4 address or a host name
+    /// resolved at start. Unset: the address the client connected to.
+    pub advertise: Option<String>,
+    /// Refuse data connections from an IP other than the control connection's
+    /// (RFC 2577 data-port theft). Default true.
+    pub check_peer_ip: bool,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            ports: None,
+            advertise: None,
+            check_peer_ip: true,
+        }
+    }
+}
+
+/// `[active]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActiveConfig {
+    /// Allow PORT/EPRT. Default true (scanners often use active mode).
+    pub enabled: bool,
+    /// Refuse PORT/EPRT to an IP other than the client's (RFC 2577 bounce attack).
+    /// Default true; NAT'd devices that send a private address need false.
+    pub check_peer_ip: bool,
+}
+
+impl Default for ActiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            check_peer_ip: true,
+        }
+    }
+}
+
+/// `[transfer]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Convert line ends under `TYPE A` (LF ↔ CRLF). Default false: every
+    /// transfer is byte for byte whatever TYPE says, so devices that never send
+    /// `TYPE I` cannot corrupt binary files.
+    pub ascii_conversion: bool,
+}
+
+/// Backend kind of `[storage]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Local disk under `root`.
+    #[default]
+    Local,
+    /// In memory, lost at exit.
+    Memory,
+}
+
+/// `[storage]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` or `memory`. Default `local`.
+    pub kind: StorageKind,
+    /// Root directory of the local backend; created if missing. Default `./data`.
+    pub root: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            kind: StorageKind::Local,
+            root: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name.
+    pub name: String,
+    /// PHC string from `ftpgate hash-password` (argon2).
+    pub password_hash: String,
+    /// Virtual root inside the backend; created at start. Default `/`.
+    #[serde(default = "default_home")]
+    pub home: String,
+    /// What the user may do. Default: everything.
+    #[serde(default = "Permission::all_vec")]
+    pub permissions: Vec<Permission>,
+}
+
+fn default_home() -> String {
+    "/".into()
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// `[log]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `ftpgate=debug`); `RUST_LOG` wins. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides, merged last.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CliOverrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--root`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// `--log-format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// An inclusive passive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Parses `"50000-50100"` or a single `"50000"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (a, b) = match s.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (s.trim(), s.trim()),
+        };
+        let start: u16 = a
+            .parse()
+            .map_err(|_| format!("`{s}` is not a port range like 50000-50100"))?;
+        let end: u16 = b
+            .parse()
+            .map_err(|_| format!("`{s}` is not a port range like 50000-50100"))?;
+        if start == 0 || start > end {
+            return Err(format!("`{s}`: need 1 <= start <= end"));
+        }
+        Ok(Self { start, end })
+    }
+}
+
+impl Config {
+    /// Merges defaults, the optional TOML file, `FTPGATE_*` env and CLI flags.
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(format!("config file {} does not exist", f.display()));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("FTPGATE_").split("__"));
+        let mut overrides = Figment::new();
+        if let Some(l) = &cli.listen {
+            overrides = overrides.merge(Serialized::default("server.listen", l));
+        }
+        if let Some(r) = &cli.root {
+            overrides = overrides.merge(Serialized::default("storage.root", r));
+        }
+        if let Some(f) = &cli.log_format {
+            overrides = overrides.merge(Serialized::default("log.format", f));
+        }
+        fig = fig.merge(overrides);
+        let cfg: Config = fig.extract().map_err(|e| {
+            let mut msg = String::from("invalid configuration");
+            for err in e {
+                msg.push_str(&format!("\n  - {err}"));
+                if !err.path.is_empty() {
+                    msg.push_str(&format!(" (key `{}`)", err.path.join(".")));
+                }
+            }
+            msg
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values figment cannot: addresses, ranges, hashes, homes.
+    pub fn validate(&self) -> Result<(), String> {
+        let listen = self.listen_addr()?;
+        if self.users.is_empty() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "server.listen = {listen} is not a loopback address and no [[users]] are configured: \
+                 add a user (password_hash from `ftpgate hash-password`) before listening on the network"
+            ));
+        }
+        if let Some(p) = &self.passive.ports {
+            PortRange::parse(p).map_err(|e| format!("passive.ports: {e}"))?;
+        }
+        if self.server.max_line < 64 {
+            return Err("server.max_line must be at least 64".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if u.name.is_empty() || u.name.contains(char::is_whitespace) {
+                return Err(format!("users[{i}].name must be non-empty without spaces"));
+            }
+            if !seen.insert(u.name.as_str()) {
+                return Err(format!("users[{i}].name `{}` appears twice", u.name));
+            }
+            crate::auth::check_phc(&u.password_hash)
+                .map_err(|e| format!("users[{i}].password_hash ({}): {e}", u.name))?;
+            ftpgate_storage::VPath::parse(&u.home).map_err(|e| format!("users[{i}].home: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The parsed `server.listen`.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.server.listen.parse().map_err(|_| {
+            format!(
+                "server.listen `{}` is not an address like 127.0.0.1:2121",
+                self.server.listen
+            )
+        })
+    }
+
+    /// The parsed `passive.ports`, if set.
+    pub fn passive_ports(&self) -> Option<PortRange> {
+        self.passive
+            .ports
+            .as_deref()
+            .and_then(|p| PortRange::parse(p).ok())
+    }
+}
+
+/// Resolves `passive.advertise` (an IPv4 literal or a host name) once.
+pub async fn resolve_advertise(s: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let addrs = tokio::net::lookup_host((s, 0))
+        .await
+        .map_err(|e| format!("passive.advertise `{s}`: {e}"))?;
+    addrs
+        .map(|a| a.ip())
+        .find(IpAddr::is_ipv4)
+        .ok_or_else(|| format!("passive.advertise `{s}` has no IPv4 address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_loopback_and_local() {
+        let c = Config::default();
+        assert_eq!(c.server.listen, "127.0.0.1:2121");
+        assert_eq!(c.storage.kind, StorageKind::Local);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn layering_file_env_cli() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "f.toml",
+                r#"
+                [server]
+                listen = "127.0.0.1:3000"
+                max_sessions = 7
+                [storage]
+                kind = "memory"
+                "#,
+            )?;
+            jail.set_env("FTPGATE_SERVER__MAX_SESSIONS", "9");
+            let c = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap();
+            assert_eq!(c.server.listen, "127.0.0.1:3000");
+            assert_eq!(c.server.max_sessions, 9);
+            assert_eq!(c.storage.kind, StorageKind::Memory);
+            let cli = CliOverrides {
+                listen: Some("127.0.0.1:4000".into()),
+                ..Default::default()
+            };
+            let c = Config::load(Some(Path::new("f.toml")), &cli).unwrap();
+            assert_eq!(c.server.listen, "127.0.0.1:4000");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "[server]\nmax_sessions = \"lots\"\n")?;
+            let e = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("server.max_sessions"), "{e}");
+            jail.create_file("g.toml", "[server]\nlisten = \"0.0.0.0:21\"\n")?;
+            let e = Config::load(Some(Path::new("g.toml")), &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("not a loopback"), "{e}");
+            jail.create_file("h.toml", "[passive]\nports = \"9-1\"\n")?;
+            let e = Config::load(Some(Path::new("h.toml")), &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("passive.ports"), "{e}");
+            jail.create_file("i.toml", "[storage]\nkind = \"floppy\"\n")?;
+            let e = Config::load(Some(Path::new("i.toml")), &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("storage.kind"), "{e}");
+            jail.create_file(
+                "j.toml",
+                "[[users]]\nname = \"a\"\npassword_hash = \"plain\"\n",
+            )?;
+            let e = Config::load(Some(Path::new("j.toml")), &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("users[0].password_hash"), "{e}");
+            jail.create_file("k.toml", "[server]\nlsten = \"x\"\n")?;
+            let e = Config::load(Some(Path::new("k.toml")), &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("lsten"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn port_range() {
+        assert_eq!(
+            PortRange::parse("50000-50100"),
+            Ok(PortRange {
+                start: 50000,
+                end: 50100
+            })
+        );
+        assert_eq!(
+            PortRange::parse("2000"),
+            Ok(PortRange {
+                start: 2000,
+                end: 2000
+            })
+        );
+        assert!(PortRange::parse("0-5").is_err());
+        assert!(PortRange::parse("a-b").is_err());
+    }
+}

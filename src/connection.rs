@@ -1,0 +1,264 @@
+//! One control connection: read lines, gate on login, dispatch, write replies, and
+//! run at most one data transfer beside the control channel.
+//!
+//! While a transfer runs, the control channel is still read: ABOR cancels it (426
+//! for the transfer, then 226 for ABOR — RFC 959 §4.1.3), STAT answers at once, and
+//! every other command waits in a short queue until the transfer's final reply has
+//! been sent, as RFC 959 §5.4 sequencing requires.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::handlers::{self, Ctx, Outcome, TransferEnd};
+use crate::protocol::codec::{LineEvent, LineReader};
+use crate::protocol::{command, Command, Reply};
+use crate::server::Shared;
+use crate::session::Session;
+
+/// Commands that may wait for a running transfer to end.
+const MAX_QUEUED: usize = 32;
+
+struct Running {
+    handle: JoinHandle<TransferEnd>,
+    cancel: CancellationToken,
+    started: Instant,
+    verb: &'static str,
+    path: String,
+}
+
+/// Serves one control connection until QUIT, EOF, timeout, error or shutdown.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session) {
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = LineReader::new(rd, shared.config.server.max_line);
+    if send(
+        &mut wr,
+        &Reply::new(220, shared.config.server.greeting.clone()),
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let idle = Duration::from_secs(shared.config.server.idle_timeout_secs);
+    let mut data = None;
+    let mut running: Option<Running> = None;
+    let mut queued: VecDeque<Command> = VecDeque::new();
+    let mut commands_seen = 0u64;
+
+    loop {
+        if running.is_none() {
+            if let Some(cmd) = queued.pop_front() {
+                match run_command(cmd, &mut session, &shared, &mut data, &mut wr).await {
+                    Step::Continue => {}
+                    Step::Started(r) => running = Some(r),
+                    Step::Close => break,
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            line = reader.next_line() => {
+                let cmd = match line {
+                    Ok(Some(LineEvent::Line(l))) => command::parse(&l),
+                    Ok(Some(LineEvent::TooLong)) => {
+                        tracing::info!("command line too long");
+                        if send(&mut wr, &Reply::new(500, "Command line too long")).await.is_err() { break; }
+                        continue;
+                    }
+                    Ok(None) | Err(_) => {
+                        if commands_seen == 0 {
+                            // Load balancer TCP health checks connect and close: not an error.
+                            tracing::debug!("connection closed before any command");
+                        } else {
+                            tracing::info!("client closed the control connection");
+                        }
+                        break;
+                    }
+                };
+                commands_seen += 1;
+                tracing::debug!(verb = cmd.verb(), "command");
+                if let Some(r) = running.as_ref() {
+                    match cmd {
+                        Command::Abor => {
+                            let r = running.take().expect("checked above");
+                            r.cancel.cancel();
+                            let was_running = !r.handle.is_finished();
+                            let end = finish(r).await;
+                            if send(&mut wr, &end.reply).await.is_err() { break; }
+                            let ack = if was_running || end.reply.code == 426 {
+                                Reply::new(226, "ABOR successful")
+                            } else {
+                                Reply::new(225, "ABOR ok; the transfer had completed")
+                            };
+                            if send(&mut wr, &ack).await.is_err() { break; }
+                        }
+                        Command::Stat(None) => {
+                            let secs = r.started.elapsed().as_secs();
+                            let reply = Reply::multi(211, "ftpgate status:", vec![
+                                format!(" {} {} in progress for {secs} s", r.verb, r.path),
+                            ], "End of status");
+                            if send(&mut wr, &reply).await.is_err() { break; }
+                        }
+                        other => {
+                            if queued.len() >= MAX_QUEUED {
+                                if send(&mut wr, &Reply::new(421, "Too many commands during a transfer")).await.is_err() { break; }
+                                break;
+                            }
+                            queued.push_back(other);
+                        }
+                    }
+                    continue;
+                }
+                match run_command(cmd, &mut session, &shared, &mut data, &mut wr).await {
+                    Step::Continue => {}
+                    Step::Started(r) => running = Some(r),
+                    Step::Close => break,
+                }
+            }
+            // The async block is only polled when the guard holds.
+            res = async { (&mut running.as_mut().expect("guarded by is_some").handle).await }, if running.is_some() => {
+                let r = running.take().expect("guarded by is_some");
+                let end = res.unwrap_or_else(|_| TransferEnd { reply: Reply::new(451, "Transfer failed"), bytes: 0 });
+                log_transfer(r.verb, &r.path, r.started, &end);
+                if send(&mut wr, &end.reply).await.is_err() { break; }
+            }
+            _ = tokio::time::sleep(idle), if running.is_none() => {
+                tracing::info!("idle timeout");
+                let _ = send(&mut wr, &Reply::new(421, "Idle timeout, closing control connection")).await;
+                break;
+            }
+            _ = shared.shutdown.cancelled(), if running.is_none() => {
+                let _ = send(&mut wr, &Reply::new(421, "Server shutting down")).await;
+                break;
+            }
+        }
+    }
+    if let Some(r) = running.take() {
+        // The control connection is gone: stop the transfer (aborting any upload).
+        r.cancel.cancel();
+        let end = finish(r).await;
+        tracing::info!(
+            code = end.reply.code,
+            "transfer ended with the control connection"
+        );
+    }
+    let _ = wr.shutdown().await;
+}
+
+enum Step {
+    Continue,
+    Started(Running),
+    Close,
+}
+
+async fn run_command(
+    cmd: Command,
+    session: &mut Session,
+    shared: &Arc<Shared>,
+    data: &mut Option<crate::datachan::DataEndpoint>,
+    wr: &mut OwnedWriteHalf,
+) -> Step {
+    let verb = static_verb(&cmd);
+    if session.user().is_none() && !Session::allowed_before_login(&cmd) {
+        return reply_or_close(wr, &Reply::new(530, "Please log in with USER and PASS")).await;
+    }
+    session.before_command(&cmd);
+    let mut ctx = Ctx {
+        session,
+        server: shared,
+        data,
+    };
+    match handlers::dispatch(cmd, &mut ctx).await {
+        Outcome::Reply(r) => reply_or_close(wr, &r).await,
+        Outcome::Replies(rs) => {
+            for r in rs {
+                if send(wr, &r).await.is_err() {
+                    return Step::Close;
+                }
+            }
+            Step::Continue
+        }
+        Outcome::Close(r) => {
+            let _ = send(wr, &r).await;
+            Step::Close
+        }
+        Outcome::Transfer(t) => {
+            if send(wr, &t.preliminary).await.is_err() {
+                t.cancel.cancel();
+                let _ = tokio::spawn(t.job.instrument(tracing::Span::current())).await;
+                return Step::Close;
+            }
+            let handle = tokio::spawn(t.job.instrument(tracing::Span::current()));
+            Step::Started(Running {
+                handle,
+                cancel: t.cancel,
+                started: Instant::now(),
+                verb,
+                path: t.path,
+            })
+        }
+    }
+}
+
+async fn reply_or_close(wr: &mut OwnedWriteHalf, r: &Reply) -> Step {
+    if send(wr, r).await.is_err() {
+        Step::Close
+    } else {
+        Step::Continue
+    }
+}
+
+/// Awaits a transfer task and logs its end.
+async fn finish(r: Running) -> TransferEnd {
+    let end = r.handle.await.unwrap_or_else(|_| TransferEnd {
+        reply: Reply::new(451, "Transfer failed"),
+        bytes: 0,
+    });
+    log_transfer(r.verb, &r.path, r.started, &end);
+    end
+}
+
+/// One log event per transfer: path, bytes, duration, result.
+fn log_transfer(verb: &str, path: &str, started: Instant, end: &TransferEnd) {
+    let ms = started.elapsed().as_millis() as u64;
+    let result = if end.reply.code == 226 {
+        "ok"
+    } else {
+        "failed"
+    };
+    tracing::info!(
+        verb,
+        path,
+        bytes = end.bytes,
+        duration_ms = ms,
+        code = end.reply.code,
+        result,
+        "transfer"
+    );
+}
+
+fn static_verb(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Retr(_) => "RETR",
+        Command::Stor(_) => "STOR",
+        Command::Appe(_) => "APPE",
+        Command::Stou(_) => "STOU",
+        Command::List(_) => "LIST",
+        Command::Nlst(_) => "NLST",
+        Command::Mlsd(_) => "MLSD",
+        _ => "OTHER",
+    }
+}
+
+async fn send(wr: &mut OwnedWriteHalf, r: &Reply) -> std::io::Result<()> {
+    tracing::debug!(code = r.code, "reply");
+    wr.write_all(r.to_wire().as_bytes()).await
+}

@@ -1,0 +1,100 @@
+//! Data-connection set-up commands: PASV (RFC 959 §4.1.2), EPSV (RFC 2428 §3),
+//! PORT (RFC 959 §4.1.2) and EPRT (RFC 2428 §2). Each replaces any endpoint set up
+//! before, so a session never holds more than one pending passive listener.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{Ctx, Outcome};
+use crate::datachan::{self, DataEndpoint};
+use crate::protocol::{EpsvArg, Reply};
+
+async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
+    *ctx.data = None; // close the previous listener first
+    let ip = ctx.session.local.ip();
+    match datachan::bind_passive(ip, ctx.server.passive_ports).await {
+        Ok(l) => {
+            let addr = l
+                .local_addr()
+                .map_err(|_| Reply::new(425, "Cannot open passive connection"))?;
+            *ctx.data = Some(DataEndpoint::Passive(l));
+            Ok(addr)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "passive listener failed");
+            Err(Reply::new(425, "Cannot open passive connection"))
+        }
+    }
+}
+
+/// PASV: `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`, announcing
+/// `passive.advertise` or the address the client connected to. IPv4 only.
+pub(super) async fn pasv(ctx: &mut Ctx<'_>) -> Outcome {
+    if ctx.session.epsv_all {
+        return Reply::new(503, "PASV not allowed after EPSV ALL").into();
+    }
+    let announce = match ctx
+        .server
+        .advertise
+        .or(Some(datachan::canonical(ctx.session.local.ip())))
+    {
+        Some(IpAddr::V4(v4)) => v4,
+        _ => return Reply::new(425, "PASV needs IPv4; use EPSV").into(),
+    };
+    match listen(ctx).await {
+        Ok(addr) => Reply::new(
+            227,
+            format!(
+                "Entering Passive Mode ({})",
+                datachan::pasv_tuple(announce, addr.port())
+            ),
+        )
+        .into(),
+        Err(r) => r.into(),
+    }
+}
+
+/// EPSV: `229 Entering Extended Passive Mode (|||port|)`; `EPSV ALL` locks the
+/// session to EPSV.
+pub(super) async fn epsv(ctx: &mut Ctx<'_>, arg: EpsvArg) -> Outcome {
+    match arg {
+        EpsvArg::All => {
+            ctx.session.epsv_all = true;
+            return Reply::new(200, "EPSV ALL ok").into();
+        }
+        EpsvArg::Protocol(p) => {
+            let ours = if ctx.session.local.is_ipv4() { 1 } else { 2 };
+            if p != ours {
+                return Reply::new(522, format!("Network protocol not supported, use ({ours})"))
+                    .into();
+            }
+        }
+        EpsvArg::Any => {}
+    }
+    match listen(ctx).await {
+        Ok(addr) => Reply::new(
+            229,
+            format!("Entering Extended Passive Mode (|||{}|)", addr.port()),
+        )
+        .into(),
+        Err(r) => r.into(),
+    }
+}
+
+/// PORT/EPRT: remember the client's address after the RFC 2577 bounce checks.
+pub(super) fn port(ctx: &mut Ctx<'_>, target: SocketAddr) -> Outcome {
+    if ctx.session.epsv_all {
+        return Reply::new(503, "PORT/EPRT not allowed after EPSV ALL").into();
+    }
+    let cfg = &ctx.server.config.active;
+    if !cfg.enabled {
+        return Reply::new(502, "Active mode is disabled; use PASV or EPSV").into();
+    }
+    if let Err(why) =
+        datachan::check_active_target(target, ctx.session.peer.ip(), cfg.check_peer_ip)
+    {
+        tracing::warn!(%target, "refused active data target");
+        return Reply::new(504, why).into();
+    }
+    *ctx.data = Some(DataEndpoint::Active(target));
+    Reply::new(200, "PORT command successful. Consider using PASV").into()
+}

@@ -1,0 +1,112 @@
+//! Informational and parameter commands: SYST, FEAT (RFC 2389 §3), OPTS (RFC 2389
+//! §4), HELP and STAT (RFC 959 §4.1.3), TYPE/MODE/STRU (RFC 959 §4.1.2), SITE.
+
+use super::{Ctx, Outcome};
+use crate::listing::Facts;
+use crate::protocol::command::VERBS;
+use crate::protocol::{Reply, TransferType};
+
+/// FEAT: "each feature … on a separate line, beginning with a single space"
+/// (RFC 2389 §3.2). Only what works on this backend is listed: rclone sends MFMT
+/// after every upload when FEAT offers it.
+pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
+    let caps = ctx.server.storage.capabilities();
+    let mut lines = vec![" EPRT".to_owned(), " EPSV".to_owned(), " MDTM".to_owned()];
+    if caps.set_modified {
+        lines.push(" MFMT".into());
+    }
+    lines.push(format!(" MLST {}", ctx.session.facts.feat_string()));
+    lines.push(" PASV".into());
+    lines.push(" REST STREAM".into());
+    lines.push(" SIZE".into());
+    lines.push(" TVFS".into());
+    lines.push(" UTF8".into());
+    Outcome::Reply(Reply::multi(211, "Features:", lines, "End"))
+}
+
+/// OPTS UTF8 ON|OFF (RFC 2640 §3.2: names are always UTF-8 here) and OPTS MLST
+/// (RFC 3659 §7.9).
+pub(super) fn opts(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
+    let (name, rest) = arg.split_once(' ').unwrap_or((arg, ""));
+    match name.to_ascii_uppercase().as_str() {
+        "UTF8" | "UTF-8" => match rest.trim().to_ascii_uppercase().as_str() {
+            "ON" | "" => Reply::new(200, "Always in UTF8 mode").into(),
+            "OFF" => Reply::new(200, "UTF8 stays on; names are UTF-8").into(),
+            _ => Reply::new(501, "OPTS UTF8 takes ON or OFF").into(),
+        },
+        "MLST" => {
+            ctx.session.facts = Facts::parse(rest);
+            Reply::new(200, format!("MLST OPTS {}", ctx.session.facts.selected())).into()
+        }
+        _ => Reply::new(501, format!("Option {name} not understood")).into(),
+    }
+}
+
+/// HELP: 214 with the verbs we implement, or a word on one verb.
+pub fn help_reply(verb: Option<&str>) -> Reply {
+    match verb {
+        Some(v) => {
+            let up = v.trim().to_ascii_uppercase();
+            if VERBS.contains(&up.as_str()) {
+                Reply::new(214, format!("{up} is implemented; see RFC 959, 2428, 3659"))
+            } else {
+                Reply::new(502, format!("Unknown command {up}"))
+            }
+        }
+        None => {
+            let lines = VERBS
+                .chunks(8)
+                .map(|c| format!(" {}", c.join(" ")))
+                .collect();
+            Reply::multi(
+                214,
+                "The following commands are recognized:",
+                lines,
+                "Help OK",
+            )
+        }
+    }
+}
+
+/// STAT without argument: 211 server status (RFC 959 §4.1.3).
+pub(super) fn stat_server(ctx: &mut Ctx<'_>) -> Outcome {
+    let s = &ctx.session;
+    let who = s
+        .user()
+        .map(|u| u.name.clone())
+        .unwrap_or_else(|| "(not logged in)".into());
+    let ty = match s.transfer_type {
+        TransferType::Ascii => "ASCII",
+        TransferType::Image => "BINARY",
+    };
+    let lines = vec![
+        format!(" Connected from {}", s.peer.ip()),
+        format!(" Logged in as {who}"),
+        format!(" TYPE: {ty}, STRUcture: File, MODE: Stream"),
+        format!(" Storage: {}", ctx.server.storage.kind()),
+        " No data connection".to_owned(),
+    ];
+    Reply::multi(211, "ftpgate status:", lines, "End of status").into()
+}
+
+/// TYPE: A (optionally N) or I / L 8. Data is converted only when
+/// `transfer.ascii_conversion` is on.
+pub(super) fn type_(ctx: &mut Ctx<'_>, t: TransferType) -> Outcome {
+    ctx.session.transfer_type = t;
+    match t {
+        TransferType::Ascii => Reply::new(200, "Switching to ASCII mode").into(),
+        TransferType::Image => Reply::new(200, "Switching to Binary mode").into(),
+    }
+}
+
+/// SITE: HELP and CHMOD (accepted, permissions are not stored); others 504.
+pub(super) fn site(_ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
+    let (sub, _) = arg.split_once(' ').unwrap_or((arg, ""));
+    match sub.to_ascii_uppercase().as_str() {
+        "HELP" | "" => {
+            Reply::multi(214, "SITE commands:", vec![" HELP CHMOD".into()], "End").into()
+        }
+        "CHMOD" => Reply::new(200, "SITE CHMOD accepted; permissions are not stored").into(),
+        other => Reply::new(504, format!("SITE {other} not implemented")).into(),
+    }
+}

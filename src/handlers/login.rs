@@ -1,0 +1,60 @@
+//! USER, PASS, REIN (RFC 959 §4.1.1). "The server may reply 331 to any USER": the
+//! reply never tells whether a name exists, and a failed PASS is answered 530 after
+//! a delay whatever was wrong (RFC 2577 §"Protecting passwords").
+
+use std::time::Duration;
+
+use super::{Ctx, Outcome};
+use crate::protocol::{Password, Reply};
+use crate::session::LoginState;
+
+/// USER: always 331, the name is only remembered.
+pub(super) fn user(ctx: &mut Ctx<'_>, name: String) -> Outcome {
+    ctx.session.login = LoginState::AwaitPass { name };
+    ctx.session.cwd = ftpgate_storage::VPath::root();
+    Reply::new(331, "Please specify the password").into()
+}
+
+/// PASS: verify, or count a failure, wait, and disconnect after too many.
+pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
+    let name = match &ctx.session.login {
+        LoginState::AwaitPass { name } => name.clone(),
+        LoginState::LoggedIn(_) => return Reply::new(230, "Already logged in").into(),
+        LoginState::AwaitUser => return Reply::new(503, "Login with USER first").into(),
+    };
+    match ctx.server.auth.verify(&name, &pw.0).await {
+        Some(user) => {
+            tracing::Span::current().record("user", user.name.as_str());
+            tracing::info!(user = %user.name, "login ok");
+            ctx.session.login = LoginState::LoggedIn(user);
+            ctx.session.cwd = ftpgate_storage::VPath::root();
+            Reply::new(230, "Login successful").into()
+        }
+        None => {
+            ctx.session.login_failures += 1;
+            ctx.session.login = LoginState::AwaitUser;
+            tracing::warn!(
+                user = %name,
+                peer = %ctx.session.peer.ip(),
+                failures = ctx.session.login_failures,
+                "login failed"
+            );
+            let cfg = &ctx.server.config.server;
+            tokio::time::sleep(Duration::from_millis(cfg.login_failure_delay_ms)).await;
+            if ctx.session.login_failures >= cfg.max_login_failures {
+                return Outcome::Close(Reply::new(
+                    421,
+                    "Too many failed logins, closing connection",
+                ));
+            }
+            Reply::new(530, "Login incorrect").into()
+        }
+    }
+}
+
+/// REIN: forget the login and all transfer parameters (RFC 959 §4.1.1).
+pub(super) fn rein(ctx: &mut Ctx<'_>) -> Outcome {
+    ctx.session.reinitialize();
+    *ctx.data = None;
+    Reply::new(220, "Service ready for new user").into()
+}

@@ -1,0 +1,180 @@
+//! Command dispatch: one exhaustive `match` from [`Command`] to a handler per verb
+//! family. Handlers await storage directly and return an [`Outcome`]; only data
+//! transfers run as separate tasks, so the control channel stays free for ABOR and
+//! STAT while they run (RFC 959 §4.1.3).
+
+mod datacmd;
+mod files;
+mod info;
+mod login;
+mod navigate;
+mod transfer;
+
+use std::sync::Arc;
+
+use ftpgate_storage::VPath;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Permission, User};
+use crate::datachan::DataEndpoint;
+use crate::errors;
+use crate::protocol::{Command, Reply};
+use crate::server::Shared;
+use crate::session::Session;
+
+pub use info::help_reply;
+
+/// What a handler needs: the session state, the server's shared parts and the
+/// pending data endpoint.
+pub struct Ctx<'a> {
+    /// Per-connection state.
+    pub session: &'a mut Session,
+    /// Configuration, users, storage.
+    pub server: &'a Arc<Shared>,
+    /// The endpoint set up by PASV/EPSV/PORT/EPRT, taken by the next transfer.
+    pub data: &'a mut Option<DataEndpoint>,
+}
+
+/// The end of a data transfer, reported by its task.
+#[derive(Debug)]
+pub struct TransferEnd {
+    /// The final reply (226, 426, 451, 425 …).
+    pub reply: Reply,
+    /// Bytes moved over the data connection.
+    pub bytes: u64,
+}
+
+/// A data transfer ready to run: the connection sends `preliminary` (150), spawns
+/// `job` and answers with its [`TransferEnd`].
+pub struct Transfer {
+    /// The 150 reply sent before the job starts.
+    pub preliminary: Reply,
+    /// The transfer itself.
+    pub job: BoxFuture<'static, TransferEnd>,
+    /// Cancelled by ABOR.
+    pub cancel: CancellationToken,
+    /// Path for the transfer log event.
+    pub path: String,
+}
+
+/// What the connection does after a command.
+pub enum Outcome {
+    /// Send a reply.
+    Reply(Reply),
+    /// Send several replies in order.
+    Replies(Vec<Reply>),
+    /// Start a data transfer.
+    Transfer(Transfer),
+    /// Send a reply and close the connection.
+    Close(Reply),
+}
+
+impl From<Reply> for Outcome {
+    fn from(r: Reply) -> Self {
+        Outcome::Reply(r)
+    }
+}
+
+/// Runs one command. The login gate, ABOR and transfer sequencing are handled by
+/// the connection before this is called.
+pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
+    match cmd {
+        Command::Empty => Reply::new(500, "Empty command").into(),
+        Command::Unknown(v) => Reply::new(502, format!("Command {v} not implemented")).into(),
+        Command::NotImplemented(v) => {
+            Reply::new(502, format!("Command {v} not implemented")).into()
+        }
+        Command::Invalid { verb, reason, code } => {
+            Reply::new(code, format!("{verb}: {reason}")).into()
+        }
+        Command::User(name) => login::user(ctx, name),
+        Command::Pass(pw) => login::pass(ctx, pw).await,
+        Command::Acct => Reply::new(202, "ACCT not needed").into(),
+        Command::Rein => login::rein(ctx),
+        Command::Quit => Outcome::Close(Reply::new(221, "Goodbye")),
+        Command::Noop => Reply::new(200, "NOOP ok").into(),
+        Command::Syst => Reply::new(215, "UNIX Type: L8").into(),
+        Command::Feat => info::feat(ctx),
+        Command::Opts(o) => info::opts(ctx, &o),
+        Command::Help(v) => help_reply(v.as_deref()).into(),
+        Command::Stat(None) => info::stat_server(ctx),
+        Command::Stat(Some(p)) => files::stat_path(ctx, &p).await,
+        Command::Allo => Reply::new(202, "ALLO not needed").into(),
+        Command::Type(t) => info::type_(ctx, t),
+        Command::Mode(_) => Reply::new(200, "Mode set to S").into(),
+        Command::Stru(_) => Reply::new(200, "Structure set to F").into(),
+        Command::Site(s) => info::site(ctx, &s),
+        Command::Pwd => navigate::pwd(ctx),
+        Command::Cwd(p) => navigate::cwd(ctx, &p).await,
+        Command::Cdup => navigate::cwd(ctx, "..").await,
+        Command::Mkd(p) => navigate::mkd(ctx, &p).await,
+        Command::Rmd(p) => navigate::rmd(ctx, &p).await,
+        Command::Dele(p) => files::dele(ctx, &p).await,
+        Command::Rnfr(p) => files::rnfr(ctx, &p).await,
+        Command::Rnto(p) => files::rnto(ctx, &p).await,
+        Command::Size(p) => files::size(ctx, &p).await,
+        Command::Mdtm(p) => files::mdtm(ctx, &p).await,
+        Command::Mfmt { time, path } => files::mfmt(ctx, time, &path).await,
+        Command::Mlst(p) => files::mlst(ctx, p.as_deref()).await,
+        Command::Rest(n) => {
+            ctx.session.rest = Some(n);
+            Reply::new(350, format!("Restarting at {n}. Send STOR or RETR")).into()
+        }
+        Command::Pasv => datacmd::pasv(ctx).await,
+        Command::Epsv(a) => datacmd::epsv(ctx, a).await,
+        Command::Port(a) | Command::Eprt(a) => datacmd::port(ctx, a),
+        Command::Retr(p) => transfer::retr(ctx, &p).await,
+        Command::Stor(p) => transfer::stor(ctx, &p, transfer::StoreKind::Stor).await,
+        Command::Appe(p) => transfer::stor(ctx, &p, transfer::StoreKind::Appe).await,
+        Command::Stou(p) => transfer::stou(ctx, p.as_deref()).await,
+        Command::List(p) => transfer::list(ctx, p.as_deref(), transfer::ListKind::List).await,
+        Command::Nlst(p) => transfer::list(ctx, p.as_deref(), transfer::ListKind::Nlst).await,
+        Command::Mlsd(p) => transfer::list(ctx, p.as_deref(), transfer::ListKind::Mlsd).await,
+        // ABOR is answered by the connection, which owns the running transfer.
+        Command::Abor => Reply::new(225, "No transfer to abort").into(),
+    }
+}
+
+/// The logged-in user, or the 530 reply.
+fn user(ctx: &Ctx<'_>) -> Result<Arc<User>, Reply> {
+    ctx.session
+        .user()
+        .cloned()
+        .ok_or_else(|| Reply::new(530, "Please log in with USER and PASS"))
+}
+
+/// A resolved client path: the session's view and the backend's.
+struct Target {
+    /// As the client sees it (inside the home).
+    shown: VPath,
+    /// As the backend sees it (home joined).
+    storage: VPath,
+}
+
+/// Checks `perm`, then resolves `arg` against the cwd inside the home.
+fn target(ctx: &Ctx<'_>, arg: &str, perm: Option<Permission>) -> Result<Target, Reply> {
+    let u = user(ctx)?;
+    if let Some(p) = perm {
+        if !u.may(p) {
+            return Err(errors::permission_denied());
+        }
+    }
+    let shown = ctx
+        .session
+        .resolve(arg)
+        .map_err(|e| errors::path_reply(&e))?;
+    let storage = u.home.join(&shown);
+    Ok(Target { shown, storage })
+}
+
+/// Unwraps a handler step or returns its reply.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return crate::handlers::Outcome::Reply(r),
+        }
+    };
+}
+pub(crate) use tri;

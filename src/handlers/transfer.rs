@@ -1,0 +1,646 @@
+//! Data transfers: RETR, STOR, APPE, STOU (RFC 959 §4.1.3, RFC 1123 §4.1.2.9) and
+//! the listings LIST, NLST (RFC 959) and MLSD (RFC 3659 §7).
+//!
+//! Everything that can fail before data flows (permissions, paths, missing files,
+//! unsupported modes) is answered before the 150 reply. The transfer then runs as a
+//! task; its final reply is 226 only after the backend committed an upload, 426
+//! when the client broke the connection or sent ABOR, 425 when no data connection
+//! could be made, and 451/452 for storage failures (RFC 959 §4.2).
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use ftpgate_storage::{ByteStream, EntryStream, ErrorKind, StorageError, Upload, VPath, WriteMode};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{target, tri, user, Ctx, Outcome, Transfer, TransferEnd};
+use crate::auth::{Permission, User};
+use crate::datachan::{self, DataEndpoint};
+use crate::errors::storage_reply;
+use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
+use crate::protocol::{Reply, TransferType};
+
+/// Size of one read from a data socket on upload.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// STOR or APPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StoreKind {
+    /// Replace (or continue at REST offset).
+    Stor,
+    /// Append.
+    Appe,
+}
+
+/// Which listing format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ListKind {
+    /// `ls -l` lines.
+    List,
+    /// Names only.
+    Nlst,
+    /// RFC 3659 facts.
+    Mlsd,
+}
+
+/// How the transfer task reaches the client.
+struct DataLink {
+    endpoint: DataEndpoint,
+    peer: IpAddr,
+    local: IpAddr,
+    check_peer: bool,
+    timeout: Duration,
+}
+
+impl DataLink {
+    async fn open(self) -> Result<TcpStream, TransferEnd> {
+        datachan::open(
+            self.endpoint,
+            self.peer,
+            self.local,
+            self.check_peer,
+            self.timeout,
+        )
+        .await
+        .map_err(|e| {
+            tracing::info!(error = %e, "data connection failed");
+            end(425, "Cannot open data connection", 0)
+        })
+    }
+}
+
+fn end(code: u16, text: &str, bytes: u64) -> TransferEnd {
+    TransferEnd {
+        reply: Reply::new(code, text),
+        bytes,
+    }
+}
+
+fn aborted(bytes: u64) -> TransferEnd {
+    end(426, "Connection closed; transfer aborted", bytes)
+}
+
+/// The pending data endpoint, or 425 when PASV/PORT did not come first.
+fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
+    let endpoint = ctx
+        .data
+        .take()
+        .ok_or_else(|| Reply::new(425, "Use PORT, PASV or EPSV first"))?;
+    Ok(DataLink {
+        endpoint,
+        peer: ctx.session.peer.ip(),
+        local: ctx.session.local.ip(),
+        check_peer: ctx.server.config.passive.check_peer_ip,
+        timeout: Duration::from_secs(ctx.server.config.server.data_timeout_secs),
+    })
+}
+
+fn ascii(ctx: &Ctx<'_>) -> bool {
+    ctx.session.transfer_type == TransferType::Ascii && ctx.server.config.transfer.ascii_conversion
+}
+
+fn mode_word(ascii: bool) -> &'static str {
+    if ascii {
+        "ASCII"
+    } else {
+        "BINARY"
+    }
+}
+
+fn transfer(
+    preliminary: Reply,
+    path: &VPath,
+    cancel: CancellationToken,
+    job: impl std::future::Future<Output = TransferEnd> + Send + 'static,
+) -> Outcome {
+    Outcome::Transfer(Transfer {
+        preliminary,
+        job: Box::pin(job),
+        cancel,
+        path: path.to_string(),
+    })
+}
+
+/// RETR: stream a file (from the REST offset) to the client.
+pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
+    let offset = ctx.session.rest.take().unwrap_or(0);
+    let t = tri!(target(ctx, arg, Some(Permission::Read)));
+    if ctx.data.is_none() {
+        return Reply::new(425, "Use PORT, PASV or EPSV first").into();
+    }
+    let storage = ctx.server.storage.clone();
+    let meta = match storage.stat(&t.storage).await {
+        Ok(m) if m.is_dir() => return Reply::new(550, "Is a directory").into(),
+        Ok(m) => m,
+        Err(e) => return storage_reply(&e).into(),
+    };
+    if offset > meta.size {
+        return Reply::new(
+            554,
+            format!(
+                "Restart offset {offset} is beyond the end of the file ({} bytes)",
+                meta.size
+            ),
+        )
+        .into();
+    }
+    let stream = match storage.read(&t.storage, offset).await {
+        Ok(s) => s,
+        Err(e) => return storage_reply(&e).into(),
+    };
+    let ascii = ascii(ctx);
+    let link = tri!(data_link(ctx));
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let pre = Reply::new(
+        150,
+        format!(
+            "Opening {} mode data connection for {} ({} bytes)",
+            mode_word(ascii),
+            t.shown,
+            meta.size - offset
+        ),
+    );
+    transfer(pre, &t.storage, cancel, async move {
+        let sock = match link.open().await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        send_file(sock, stream, ascii, c).await
+    })
+}
+
+async fn send_file(
+    mut sock: TcpStream,
+    mut stream: ByteStream,
+    ascii: bool,
+    cancel: CancellationToken,
+) -> TransferEnd {
+    let mut sent = 0u64;
+    let mut prev_cr = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return aborted(sent),
+            n = stream.next() => n,
+        };
+        let chunk = match next {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                let r = storage_reply(&e);
+                return end(
+                    451,
+                    &format!("Transfer failed: {}", r.lines.join(" ")),
+                    sent,
+                );
+            }
+        };
+        let chunk = if ascii {
+            to_crlf(&chunk, &mut prev_cr)
+        } else {
+            chunk
+        };
+        let w = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return aborted(sent),
+            w = sock.write_all(&chunk) => w,
+        };
+        if w.is_err() {
+            return aborted(sent);
+        }
+        sent += chunk.len() as u64;
+    }
+    drop(stream);
+    if sock.shutdown().await.is_err() {
+        return aborted(sent);
+    }
+    end(226, "Transfer complete", sent)
+}
+
+/// LF → CRLF for TYPE A sends (RFC 959 §3.1.1.1); `prev_cr` carries a CR that
+/// ended the previous chunk.
+pub fn to_crlf(chunk: &[u8], prev_cr: &mut bool) -> Bytes {
+    let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 32);
+    for &b in chunk {
+        if b == b'\n' && !*prev_cr {
+            out.push(b'\r');
+        }
+        out.push(b);
+        *prev_cr = b == b'\r';
+    }
+    Bytes::from(out)
+}
+
+/// CRLF → LF for TYPE A receives; `pending_cr` holds a CR that ended a chunk.
+pub fn from_crlf(chunk: &[u8], pending_cr: &mut bool) -> Bytes {
+    let mut out = Vec::with_capacity(chunk.len() + 1);
+    for &b in chunk {
+        if *pending_cr {
+            *pending_cr = false;
+            if b != b'\n' {
+                out.push(b'\r');
+            }
+        }
+        if b == b'\r' {
+            *pending_cr = true;
+        } else {
+            out.push(b);
+        }
+    }
+    Bytes::from(out)
+}
+
+/// STOR / APPE: receive into an [`Upload`] that commits only at the end.
+pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outcome {
+    let rest = ctx.session.rest.take();
+    let t = tri!(target(ctx, arg, Some(Permission::Write)));
+    let mode = match (kind, rest) {
+        (StoreKind::Appe, _) => WriteMode::Append,
+        (StoreKind::Stor, Some(n)) if n > 0 => WriteMode::Offset(n),
+        (StoreKind::Stor, _) => WriteMode::Truncate,
+    };
+    begin_upload(ctx, t.storage, t.shown.to_string(), mode, None).await
+}
+
+/// STOU: store under a name that does not exist yet; the 150 reply carries
+/// `FILE: name` (RFC 1123 §4.1.2.9).
+pub(super) async fn stou(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
+    ctx.session.rest = None;
+    let base = match arg {
+        Some(a) => a.to_owned(),
+        None => format!(
+            "ftpgate-{}",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        ),
+    };
+    for i in 0..1000u32 {
+        let candidate = if i == 0 {
+            base.clone()
+        } else {
+            format!("{base}.{i}")
+        };
+        let t = tri!(target(ctx, &candidate, Some(Permission::Write)));
+        match ctx.server.storage.stat(&t.storage).await {
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let name = t.shown.file_name().unwrap_or_default().to_owned();
+                return begin_upload(
+                    ctx,
+                    t.storage,
+                    t.shown.to_string(),
+                    WriteMode::CreateNew,
+                    Some(name),
+                )
+                .await;
+            }
+            Err(e) => return storage_reply(&e).into(),
+        }
+    }
+    Reply::new(553, "Could not find a unique file name").into()
+}
+
+async fn begin_upload(
+    ctx: &mut Ctx<'_>,
+    path: VPath,
+    shown: String,
+    mode: WriteMode,
+    unique: Option<String>,
+) -> Outcome {
+    if ctx.data.is_none() {
+        return Reply::new(425, "Use PORT, PASV or EPSV first").into();
+    }
+    let upload = match ctx.server.storage.create(&path, mode).await {
+        Ok(u) => u,
+        Err(e) => return storage_reply(&e).into(),
+    };
+    let ascii = ascii(ctx);
+    let link = match data_link(ctx) {
+        Ok(l) => l,
+        Err(r) => {
+            let _ = upload.abort().await;
+            return r.into();
+        }
+    };
+    let pre = match &unique {
+        Some(name) => Reply::new(150, format!("FILE: {name}")),
+        None => Reply::new(
+            150,
+            format!("Ok to send data for {shown} ({} mode)", mode_word(ascii)),
+        ),
+    };
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    transfer(pre, &path, cancel, async move {
+        let sock = match link.open().await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = upload.abort().await;
+                return e;
+            }
+        };
+        let mut r = receive_file(sock, upload, ascii, c).await;
+        if let (Some(name), 226) = (unique, r.reply.code) {
+            r.reply = Reply::new(226, format!("Transfer complete; unique file name {name}"));
+        }
+        r
+    })
+}
+
+async fn receive_file(
+    mut sock: TcpStream,
+    mut upload: Box<dyn Upload>,
+    ascii: bool,
+    cancel: CancellationToken,
+) -> TransferEnd {
+    let mut received = 0u64;
+    let mut pending_cr = false;
+    let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
+    loop {
+        if buf.capacity() < UPLOAD_CHUNK / 4 {
+            buf.reserve(UPLOAD_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let _ = upload.abort().await;
+                return aborted(received);
+            }
+            r = sock.read_buf(&mut buf) => r,
+        };
+        match read {
+            Ok(0) => break,
+            Ok(n) => received += n as u64,
+            Err(e) => {
+                // A reset (not a clean FIN) means the client did not finish: never commit.
+                tracing::info!(error = %e, "data connection broken during upload");
+                let _ = upload.abort().await;
+                return aborted(received);
+            }
+        }
+        let chunk = buf.split().freeze();
+        let chunk = if ascii {
+            from_crlf(&chunk, &mut pending_cr)
+        } else {
+            chunk
+        };
+        if let Err(e) = upload.write(chunk).await {
+            let _ = upload.abort().await;
+            return upload_failed(&e, received);
+        }
+    }
+    if pending_cr {
+        if let Err(e) = upload.write(Bytes::from_static(b"\r")).await {
+            let _ = upload.abort().await;
+            return upload_failed(&e, received);
+        }
+    }
+    match upload.complete().await {
+        Ok(_) => end(226, "Transfer complete", received),
+        Err(e) => upload_failed(&e, received),
+    }
+}
+
+fn upload_failed(e: &StorageError, bytes: u64) -> TransferEnd {
+    let r = storage_reply(e);
+    let code = match e.kind() {
+        ErrorKind::InsufficientStorage => 452,
+        _ if r.code >= 500 => r.code,
+        _ => 451,
+    };
+    end(
+        code,
+        &format!("Upload failed, nothing stored: {}", r.lines.join(" ")),
+        bytes,
+    )
+}
+
+/// True when the last segment of a LIST/NLST argument is a wildcard pattern.
+fn is_pattern(s: &str) -> bool {
+    s.contains(['*', '?'])
+}
+
+/// `*` and `?` matching for NLST/LIST patterns (`mget *.pdf` sends `NLST *.pdf`).
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// LIST, NLST, MLSD of a directory (or, for LIST/NLST, of one file).
+pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -> Outcome {
+    ctx.session.rest = None;
+    let u = tri!(user(ctx));
+    let (arg_dir, pattern) = match arg {
+        Some(a) if kind != ListKind::Mlsd && is_pattern(a.rsplit('/').next().unwrap_or("")) => {
+            match a.rsplit_once('/') {
+                Some((d, p)) => (
+                    Some(if d.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        d.to_owned()
+                    }),
+                    Some(p.to_owned()),
+                ),
+                None => (None, Some(a.to_owned())),
+            }
+        }
+        other => (other.map(str::to_owned), None),
+    };
+    let t = tri!(target(
+        ctx,
+        arg_dir.as_deref().unwrap_or(""),
+        Some(Permission::List)
+    ));
+    if ctx.data.is_none() {
+        return Reply::new(425, "Use PORT, PASV or EPSV first").into();
+    }
+    let storage = ctx.server.storage.clone();
+    let meta = match storage.stat(&t.storage).await {
+        Ok(m) => m,
+        Err(e) => return storage_reply(&e).into(),
+    };
+    // NLST with a directory argument names entries as `dir/name` (like `ls dir`).
+    let prefix = match (&arg_dir, kind) {
+        (Some(d), ListKind::Nlst) => Some(if d.ends_with('/') {
+            d.clone()
+        } else {
+            format!("{d}/")
+        }),
+        _ => None,
+    };
+    let source = if meta.is_dir() {
+        match storage.list(&t.storage).await {
+            Ok(s) => Source::Dir(s),
+            Err(e) => return storage_reply(&e).into(),
+        }
+    } else if kind == ListKind::Mlsd {
+        return Reply::new(501, "MLSD needs a directory; use MLST for a file").into();
+    } else {
+        let name = match (kind, &arg_dir) {
+            (ListKind::Nlst, Some(a)) => a.clone(),
+            _ => t.shown.file_name().unwrap_or("/").to_owned(),
+        };
+        Source::File(ftpgate_storage::DirEntry { name, meta })
+    };
+    let fmt = Formatter {
+        kind,
+        facts: ctx.session.facts,
+        user: u,
+        append: storage.capabilities().append,
+        pattern,
+        prefix: if meta_is_file(&source) { None } else { prefix },
+    };
+    let link = tri!(data_link(ctx));
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    transfer(
+        Reply::new(150, "Here comes the directory listing"),
+        &t.storage,
+        cancel,
+        async move {
+            let sock = match link.open().await {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
+            send_listing(sock, source, fmt, c).await
+        },
+    )
+}
+
+enum Source {
+    Dir(EntryStream),
+    File(ftpgate_storage::DirEntry),
+}
+
+fn meta_is_file(s: &Source) -> bool {
+    matches!(s, Source::File(_))
+}
+
+struct Formatter {
+    kind: ListKind,
+    facts: Facts,
+    user: std::sync::Arc<User>,
+    append: bool,
+    pattern: Option<String>,
+    prefix: Option<String>,
+}
+
+impl Formatter {
+    /// One listing line with CRLF, or `None` for entries that are filtered out.
+    fn line(&self, e: &ftpgate_storage::DirEntry, now: SystemTime) -> Option<String> {
+        if !name_is_listable(&e.name) {
+            return None;
+        }
+        if let Some(p) = &self.pattern {
+            if !wildcard_match(p, &e.name) {
+                return None;
+            }
+        }
+        let mut s = match self.kind {
+            ListKind::List => list_line(e, now),
+            ListKind::Nlst => match &self.prefix {
+                Some(p) => format!("{p}{}", e.name),
+                None => e.name.clone(),
+            },
+            ListKind::Mlsd => {
+                let perm = perm_fact(&e.meta, &self.user, self.append);
+                mlsx_line(&e.name, &e.meta, self.facts, &perm, now)
+            }
+        };
+        s.push_str("\r\n");
+        Some(s)
+    }
+}
+
+async fn send_listing(
+    sock: TcpStream,
+    source: Source,
+    fmt: Formatter,
+    cancel: CancellationToken,
+) -> TransferEnd {
+    let now = SystemTime::now();
+    let mut out = BufWriter::with_capacity(64 * 1024, sock);
+    let mut sent = 0u64;
+    let mut stream = match source {
+        Source::File(e) => futures::stream::iter([Ok(e)]).boxed(),
+        Source::Dir(s) => s,
+    };
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return aborted(sent),
+            n = stream.next() => n,
+        };
+        let entry = match next {
+            None => break,
+            Some(Ok(e)) => e,
+            // An entry removed while listing is skipped, not an error.
+            Some(Err(e)) if e.kind() == ErrorKind::NotFound => continue,
+            Some(Err(e)) => {
+                let r = storage_reply(&e);
+                return end(451, &format!("Listing failed: {}", r.lines.join(" ")), sent);
+            }
+        };
+        if let Some(line) = fmt.line(&entry, now) {
+            if out.write_all(line.as_bytes()).await.is_err() {
+                return aborted(sent);
+            }
+            sent += line.len() as u64;
+        }
+    }
+    if out.flush().await.is_err() || out.shutdown().await.is_err() {
+        return aborted(sent);
+    }
+    end(226, "Directory send OK", sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_conversion_across_chunks() {
+        let mut cr = false;
+        assert_eq!(&to_crlf(b"a\nb\r", &mut cr)[..], b"a\r\nb\r");
+        assert_eq!(&to_crlf(b"\nc", &mut cr)[..], b"\nc");
+        let mut p = false;
+        let mut out = from_crlf(b"a\r\nb\r", &mut p).to_vec();
+        out.extend_from_slice(&from_crlf(b"\nc\rd", &mut p));
+        assert_eq!(out, b"a\nb\nc\rd");
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*.pdf", "scan 1.pdf"));
+        assert!(!wildcard_match("*.pdf", "scan.pdf.txt"));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(wildcard_match("*", ""));
+        assert!(!wildcard_match("?", ""));
+    }
+}

@@ -1,0 +1,33 @@
+//! ftpgate: an FTP gateway (RFC 959 and extensions) onto pluggable storage.
+//!
+//! # Layout
+//! The flow of one command reads like the protocol:
+//! - [`protocol::codec`]: control-channel bytes → lines (length limit, Telnet IAC).
+//! - [`protocol::command`]: line → typed [`protocol::Command`] (pure parser).
+//! - [`session`]: per-connection state (login, cwd, TYPE, REST, RNFR), no sockets.
+//! - [`connection`]: the control loop: login gate, dispatch, replies, ABOR/STAT
+//!   during a transfer, idle timeout.
+//! - [`handlers`]: one module per verb family (login, navigation, files, data
+//!   set-up, transfers, information).
+//! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
+//! - [`listing`]: LIST/NLST/MLSD/MLST formatters.
+//! - [`errors`]: the one mapping of storage errors to reply codes.
+//! - [`auth`]: users, argon2 password hashes, permissions.
+//! - [`config`]: figment layering and validation.
+//! - [`server`]: listener, session limits, graceful shutdown.
+//!
+//! Storage is reached only through `ftpgate_storage::StorageBackend` with
+//! `ftpgate_storage::VPath` paths (crates under `backends/`).
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod datachan;
+pub mod errors;
+pub mod handlers;
+pub mod listing;
+pub mod protocol;
+pub mod server;
+pub mod session;

@@ -1,0 +1,152 @@
+//! The `ftpgate` binary: parse the command line, load the configuration, set up
+//! logging, run the server until SIGTERM/SIGINT. `ftpgate hash-password` reads a
+//! password from stdin and prints its PHC hash as the last line.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ftpgate::config::{CliOverrides, Config, LogFormat};
+use ftpgate::server::Server;
+use tracing_subscriber::EnvFilter;
+
+/// FTP gateway onto local disk, memory and object storage.
+#[derive(Parser, Debug)]
+#[command(name = "ftpgate", version, about)]
+struct Cli {
+    /// TOML configuration file (see README for every key).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides server.listen, e.g. 127.0.0.1:2121.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Overrides storage.root (local backend).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Overrides log.format.
+    #[arg(long, value_enum)]
+    log_format: Option<CliLogFormat>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Read one password line from stdin and print its argon2 PHC hash.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Cmd::HashPassword) = cli.command {
+        return hash_password();
+    }
+    let overrides = CliOverrides {
+        listen: cli.listen.clone(),
+        root: cli.root.clone(),
+        log_format: cli.log_format.map(|f| match f {
+            CliLogFormat::Text => LogFormat::Text,
+            CliLogFormat::Json => LogFormat::Json,
+        }),
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ftpgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ftpgate: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ftpgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    if stdin.lock().read_line(&mut line).is_err() {
+        eprintln!("ftpgate: cannot read a password from stdin");
+        return ExitCode::FAILURE;
+    }
+    let pw = line.trim_end_matches(['\r', '\n']);
+    if pw.is_empty() {
+        eprintln!("ftpgate: empty password");
+        return ExitCode::FAILURE;
+    }
+    match ftpgate::auth::hash_password(pw) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ftpgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

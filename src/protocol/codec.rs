@@ -1,0 +1,184 @@
+//! The control-channel codec: bytes → lines, with a hard line-length limit and
+//! Telnet command stripping (RFC 959 §4.1.3 "ABOR" is sent after Telnet IP and
+//! Synch; RFC 854 defines IAC sequences).
+//!
+//! Lines end at LF (a preceding CR is removed). A line longer than the limit is
+//! discarded up to its LF and reported as [`LineEvent::TooLong`]; nothing beyond
+//! the limit is ever buffered. Bytes that are not UTF-8 are read as Latin-1 so old
+//! devices can still name files with accented letters.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Telnet "Interpret As Command".
+const IAC: u8 = 255;
+
+/// What the reader produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineEvent {
+    /// One complete line, Telnet commands removed, without CR/LF.
+    Line(String),
+    /// A line exceeded the limit and was discarded (answer 500).
+    TooLong,
+}
+
+/// Removes Telnet commands from raw line bytes (RFC 854): `IAC IAC` is a literal
+/// 0xFF, `IAC WILL/WONT/DO/DONT x` is three bytes, other `IAC x` pairs (IP, DM, …)
+/// are two bytes. A lone IAC before an ordinary byte (the Synch DM went out of band)
+/// is dropped and the byte kept.
+pub fn strip_telnet(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b != IAC {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        match raw.get(i + 1) {
+            Some(&IAC) => {
+                out.push(IAC);
+                i += 2;
+            }
+            Some(251..=254) => i += 3,
+            Some(240..=250) => i += 2,
+            Some(_) | None => i += 1,
+        }
+    }
+    out
+}
+
+/// Decodes line bytes: UTF-8 when valid, else Latin-1.
+pub fn decode(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+/// Turns raw line bytes (without LF) into the command text.
+pub fn line_from_bytes(raw: &[u8]) -> String {
+    let mut bytes = strip_telnet(raw);
+    while bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    decode(&bytes)
+}
+
+/// Reads control lines from `R` with at most `max_line` bytes buffered.
+pub struct LineReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_line: usize,
+    discarding: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    /// Wraps a reader; `max_line` bounds every line (RFC 959 sets no limit; we must).
+    pub fn new(inner: R, max_line: usize) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(1024),
+            max_line,
+            discarding: false,
+        }
+    }
+
+    /// True when bytes of an unfinished line are buffered (slowloris detection).
+    pub fn has_partial_line(&self) -> bool {
+        !self.buf.is_empty() || self.discarding
+    }
+
+    /// The next line, or `None` at end of stream. Cancel-safe: bytes read so far
+    /// stay buffered in `self`.
+    pub async fn next_line(&mut self) -> std::io::Result<Option<LineEvent>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let raw = self.buf.split_to(pos + 1);
+                if self.discarding {
+                    self.discarding = false;
+                    return Ok(Some(LineEvent::TooLong));
+                }
+                if pos > self.max_line {
+                    return Ok(Some(LineEvent::TooLong));
+                }
+                return Ok(Some(LineEvent::Line(line_from_bytes(&raw[..pos]))));
+            }
+            if self.buf.len() > self.max_line {
+                self.discarding = true;
+                self.buf.advance(self.buf.len());
+            }
+            self.buf.reserve(1024);
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telnet_ip_synch_before_abor() {
+        // IAC IP, IAC DM (DM sent inline), then ABOR.
+        let raw = [255, 244, 255, 242, b'A', b'B', b'O', b'R', b'\r'];
+        assert_eq!(line_from_bytes(&raw), "ABOR");
+        // DM went out of band: IAC directly before 'A'.
+        let raw = [255, 244, 255, b'A', b'B', b'O', b'R'];
+        assert_eq!(line_from_bytes(&raw), "ABOR");
+    }
+
+    #[test]
+    fn telnet_negotiation_and_escaped_iac() {
+        assert_eq!(strip_telnet(&[255, 251, 1, b'x']), b"x");
+        assert_eq!(strip_telnet(&[b'a', 255, 255, b'b']), vec![b'a', 255, b'b']);
+        assert_eq!(strip_telnet(&[b'a', 255]), b"a");
+    }
+
+    #[test]
+    fn latin1_fallback() {
+        assert_eq!(decode(&[b'R', b'E', b'T', b'R', b' ', 0xE4]), "RETR ä");
+        assert_eq!(decode("RETR ü".as_bytes()), "RETR ü");
+    }
+
+    #[tokio::test]
+    async fn lines_and_limits() {
+        let input: &[u8] = b"USER a\r\nNOOP\n\r\nXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\nPWD\r\npartial";
+        let mut r = LineReader::new(input, 16);
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("USER a".into()))
+        );
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("NOOP".into()))
+        );
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("".into()))
+        );
+        assert_eq!(r.next_line().await.unwrap(), Some(LineEvent::TooLong));
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("PWD".into()))
+        );
+        assert_eq!(r.next_line().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn huge_line_is_not_buffered() {
+        let mut big = vec![b'A'; 1 << 20];
+        big.extend_from_slice(b"\r\nNOOP\r\n");
+        let mut r = LineReader::new(&big[..], 4096);
+        assert_eq!(r.next_line().await.unwrap(), Some(LineEvent::TooLong));
+        assert!(r.buf.capacity() < 64 * 1024);
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("NOOP".into()))
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Per-connection protocol state (RFC 959 §5.4 sequencing), free of sockets so
+//! USER→PASS, RNFR→RNTO and REST→RETR sequences are unit-testable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ftpgate_storage::{PathError, VPath};
+
+use crate::auth::User;
+use crate::listing::Facts;
+use crate::protocol::{Command, TransferType};
+
+/// Where the login stands.
+#[derive(Debug, Clone, Default)]
+pub enum LoginState {
+    /// Waiting for USER.
+    #[default]
+    AwaitUser,
+    /// USER was given; waiting for PASS.
+    AwaitPass {
+        /// The name from USER.
+        name: String,
+    },
+    /// Logged in.
+    LoggedIn(Arc<User>),
+}
+
+/// The state of one control connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Server-unique id, in every log line of this session.
+    pub id: u64,
+    /// The client's address (control connection).
+    pub peer: SocketAddr,
+    /// Our address as the client reached it.
+    pub local: SocketAddr,
+    /// Login progress.
+    pub login: LoginState,
+    /// Failed PASS attempts on this connection.
+    pub login_failures: u32,
+    /// Current directory, relative to the user's home.
+    pub cwd: VPath,
+    /// TYPE (RFC 959 §3.1.1). Default image: transfers are byte for byte unless the
+    /// client asks for ASCII and the server converts.
+    pub transfer_type: TransferType,
+    /// Restart offset from REST, consumed by the next transfer command.
+    pub rest: Option<u64>,
+    /// Source of a rename, from RNFR; cleared by any command but RNTO.
+    pub rename_from: Option<VPath>,
+    /// `EPSV ALL` was sent: PORT, EPRT and PASV are refused (RFC 2428 §4).
+    pub epsv_all: bool,
+    /// Facts selected by `OPTS MLST`.
+    pub facts: Facts,
+}
+
+impl Session {
+    /// A fresh session for a new connection.
+    pub fn new(id: u64, peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            id,
+            peer,
+            local,
+            login: LoginState::AwaitUser,
+            login_failures: 0,
+            cwd: VPath::root(),
+            transfer_type: TransferType::Image,
+            rest: None,
+            rename_from: None,
+            epsv_all: false,
+            facts: Facts::default(),
+        }
+    }
+
+    /// REIN: back to the state right after the greeting (RFC 959 §4.1.1).
+    pub fn reinitialize(&mut self) {
+        let (id, peer, local, failures) = (self.id, self.peer, self.local, self.login_failures);
+        *self = Self::new(id, peer, local);
+        self.login_failures = failures;
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        match &self.login {
+            LoginState::LoggedIn(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Commands allowed before login: the login itself and harmless queries.
+    pub fn allowed_before_login(cmd: &Command) -> bool {
+        matches!(
+            cmd,
+            Command::User(_)
+                | Command::Pass(_)
+                | Command::Acct
+                | Command::Quit
+                | Command::Noop
+                | Command::Feat
+                | Command::Syst
+                | Command::Help(_)
+                | Command::Opts(_)
+                | Command::Rein
+                | Command::Empty
+                | Command::Unknown(_)
+                | Command::Invalid { .. }
+                | Command::NotImplemented(_)
+        )
+    }
+
+    /// Resolves a client path against the cwd, inside the home.
+    pub fn resolve(&self, arg: &str) -> Result<VPath, PathError> {
+        self.cwd.resolve(arg)
+    }
+
+    /// Maps a session path to the backend path (home joined with it).
+    pub fn storage_path(&self, p: &VPath) -> VPath {
+        match self.user() {
+            Some(u) => u.home.join(p),
+            None => p.clone(),
+        }
+    }
+
+    /// Clears one-shot state that only the very next command may use:
+    /// RNFR is cleared by anything but RNTO (RFC 959 §4.1.3).
+    pub fn before_command(&mut self, cmd: &Command) {
+        if !matches!(cmd, Command::Rnto(_)) {
+            self.rename_from = None;
+        }
+        if matches!(cmd, Command::Rnfr(_)) {
+            self.rest = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::command::parse;
+
+    fn s() -> Session {
+        Session::new(
+            1,
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:21".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn rnfr_cleared_by_other_commands() {
+        let mut s = s();
+        s.rename_from = Some(VPath::parse("/a").unwrap());
+        s.before_command(&parse("RNTO b"));
+        assert!(s.rename_from.is_some());
+        s.before_command(&parse("NOOP"));
+        assert!(s.rename_from.is_none());
+    }
+
+    #[test]
+    fn login_gate() {
+        assert!(Session::allowed_before_login(&parse("USER x")));
+        assert!(Session::allowed_before_login(&parse("FEAT")));
+        assert!(!Session::allowed_before_login(&parse("RETR x")));
+        assert!(!Session::allowed_before_login(&parse("PASV")));
+        assert!(!Session::allowed_before_login(&parse("CWD /")));
+    }
+
+    #[test]
+    fn rein_keeps_failure_count() {
+        let mut s = s();
+        s.login_failures = 2;
+        s.cwd = VPath::parse("/x").unwrap();
+        s.reinitialize();
+        assert_eq!(s.login_failures, 2);
+        assert!(s.cwd.is_root());
+    }
+
+    #[test]
+    fn default_type_is_image() {
+        assert_eq!(s().transfer_type, TransferType::Image);
+    }
+}

@@ -1,0 +1,344 @@
+//! Test harness: starts the real `ftpgate` binary (the one cargo built) on
+//! 127.0.0.1:0 with a temporary root and config, and offers a raw FTP control
+//! client for protocol-level assertions.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "tester";
+pub const PASS: &str = "s3cret pass";
+
+/// Options for a server under test.
+pub struct Opts {
+    /// `local` or `memory`.
+    pub storage: &'static str,
+    /// Extra TOML appended to the generated config (may add sections).
+    pub extra: String,
+    /// Extra `[[users]]` entries as (name, password, home, permissions TOML array).
+    pub users: Vec<(String, String, String, String)>,
+    /// Server-section TOML lines.
+    pub server: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            storage: "local",
+            extra: String::new(),
+            users: Vec::new(),
+            server: String::new(),
+        }
+    }
+}
+
+/// A running ftpgate.
+pub struct Gate {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn hash(pw: &str) -> String {
+    ftpgate::auth::hash_password(pw).expect("hash")
+}
+
+impl Gate {
+    pub fn start() -> Gate {
+        Self::start_with(Opts::default())
+    }
+
+    pub fn start_with(opts: Opts) -> Gate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("data");
+        let mut toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n{}\n\
+             [storage]\nkind = \"{}\"\nroot = \"{}\"\n\n\
+             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n\n",
+            opts.server,
+            opts.storage,
+            root.display(),
+            hash(PASS)
+        );
+        for (name, pw, home, perms) in &opts.users {
+            toml.push_str(&format!(
+                "[[users]]\nname = \"{name}\"\npassword_hash = \"{}\"\nhome = \"{home}\"\npermissions = {perms}\n\n",
+                hash(pw)
+            ));
+        }
+        toml.push_str(&opts.extra);
+        let cfg = dir.path().join("ftpgate.toml");
+        std::fs::write(&cfg, toml).expect("write config");
+        Self::spawn(dir, &cfg)
+    }
+
+    fn spawn(dir: tempfile::TempDir, cfg: &Path) -> Gate {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .arg("--config")
+            .arg(cfg)
+            .env("RUST_LOG", "ftpgate=debug,info")
+            .env_remove("FTPGATE_SERVER__LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ftpgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("addr=") {
+                    if line.contains("listening") {
+                        let a: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
+                        if let (Some(t), Ok(addr)) = (tx.take(), a.parse::<SocketAddr>()) {
+                            let _ = t.send(addr);
+                        }
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ftpgate did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Gate { child, addr, dir, log }
+    }
+
+    /// The local backend's root directory on disk.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `ftp://tester:pass@127.0.0.1:port` with the password percent-encoded.
+    pub fn url(&self) -> String {
+        format!("ftp://{USER}:{}@{}", PASS.replace(' ', "%20"), self.addr)
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Raw control connection, greeting consumed.
+    pub fn ctl(&self) -> Ctl {
+        Ctl::connect(self.addr)
+    }
+
+    /// Raw control connection, logged in as the default user.
+    pub fn login(&self) -> Ctl {
+        let mut c = self.ctl();
+        c.login(USER, PASS);
+        c
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw FTP control connection.
+pub struct Ctl {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+/// A reply: code and full text (all lines).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Ctl {
+    pub fn connect(addr: SocketAddr) -> Ctl {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut c = Ctl {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        let g = c.read();
+        assert_eq!(g.code, 220, "{g:?}");
+        c
+    }
+
+    pub fn login(&mut self, user: &str, pass: &str) {
+        assert_eq!(self.cmd(&format!("USER {user}")).code, 331);
+        let r = self.cmd(&format!("PASS {pass}"));
+        assert_eq!(r.code, 230, "{r:?}");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+    }
+
+    /// Reads one reply, following the RFC 959 multi-line form.
+    pub fn read(&mut self) -> Resp {
+        let mut first = String::new();
+        self.r.read_line(&mut first).expect("read reply");
+        assert!(first.len() >= 4, "short reply line {first:?}");
+        let code: u16 = first[..3].parse().unwrap_or_else(|_| panic!("bad reply {first:?}"));
+        let mut text = first.clone();
+        if first.as_bytes()[3] == b'-' {
+            let end = format!("{code} ");
+            loop {
+                let mut l = String::new();
+                if self.r.read_line(&mut l).unwrap() == 0 {
+                    break;
+                }
+                text.push_str(&l);
+                if l.starts_with(&end) {
+                    break;
+                }
+            }
+        }
+        Resp { code, text }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> Resp {
+        self.w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.read()
+    }
+
+    /// EPSV and connect the data socket.
+    pub fn epsv(&mut self) -> TcpStream {
+        let r = self.cmd("EPSV");
+        assert_eq!(r.code, 229, "{r:?}");
+        let port: u16 = r.text.split("|||").nth(1).unwrap().split('|').next().unwrap().parse().unwrap();
+        TcpStream::connect(("127.0.0.1", port)).unwrap()
+    }
+
+    /// PASV and connect the data socket.
+    pub fn pasv(&mut self) -> TcpStream {
+        let r = self.cmd("PASV");
+        assert_eq!(r.code, 227, "{r:?}");
+        let inside = r.text.split('(').nth(1).unwrap().split(')').next().unwrap();
+        let n: Vec<u16> = inside.split(',').map(|x| x.trim().parse().unwrap()).collect();
+        TcpStream::connect((format!("{}.{}.{}.{}", n[0], n[1], n[2], n[3]).as_str(), n[4] * 256 + n[5])).unwrap()
+    }
+
+    /// Downloads `path` over EPSV; returns (final reply, bytes).
+    pub fn retr(&mut self, path: &str) -> (Resp, Vec<u8>) {
+        let mut d = self.epsv();
+        let r = self.cmd(&format!("RETR {path}"));
+        if r.code != 150 && r.code != 125 {
+            return (r, Vec::new());
+        }
+        let mut buf = Vec::new();
+        d.read_to_end(&mut buf).unwrap();
+        (self.read(), buf)
+    }
+
+    /// Uploads with `verb` (STOR/APPE/STOU) over EPSV; returns (150 reply, final reply).
+    pub fn store(&mut self, verb_path: &str, data: &[u8]) -> (Resp, Resp) {
+        let mut d = self.epsv();
+        let r = self.cmd(verb_path);
+        if r.code != 150 && r.code != 125 {
+            return (r.clone(), r);
+        }
+        d.write_all(data).unwrap();
+        drop(d);
+        let fin = self.read();
+        (r, fin)
+    }
+
+    /// A listing command over EPSV; returns (final reply, text).
+    pub fn list(&mut self, cmd: &str) -> (Resp, String) {
+        let mut d = self.epsv();
+        let r = self.cmd(cmd);
+        if r.code != 150 && r.code != 125 {
+            return (r, String::new());
+        }
+        let mut s = String::new();
+        d.read_to_string(&mut s).unwrap();
+        (self.read(), s)
+    }
+}
+
+/// SHA-256 hex of bytes.
+pub fn sha(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// SHA-256 hex of a file.
+pub fn sha_file(p: &Path) -> String {
+    sha(&std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Requires an external client; under CI a missing one fails the test, elsewhere
+/// the test is skipped loudly.
+pub fn require(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok() {
+            panic!("{tool} is required under CI but is not installed");
+        }
+        eprintln!("SKIPPED: {tool} not installed (install it, CI does)");
+    }
+    found
+}
+
+/// Runs a command and returns (status ok, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
