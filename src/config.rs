@@ -353,6 +353,7 @@ pub async fn resolve_advertise(s: &str) -> Result<IpAddr, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
 mod tests {
     use super::*;
     use figment::Jail;
