@@ -423,6 +423,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&p));
+                let c: Config = fig.extract().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                c.validate().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                for u in &c.users {
+                    assert!(crate::auth::verify_password("change me", &u.password_hash));
+                }
+                n += 1;
+            }
+        }
+        assert!(n >= 3);
+    }
+
+    #[test]
     fn port_range() {
         assert_eq!(
             PortRange::parse("50000-50100"),
