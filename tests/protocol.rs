@@ -713,3 +713,174 @@ fn default_run_generates_a_loopback_login() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn passive_range_and_advertised_host_name() {
+    let g = Gate::start_with(Opts {
+        extra: "[passive]\nports = \"47300-47310\"\nadvertise = \"localhost\"\n".into(),
+        ..Default::default()
+    });
+    let mut c = g.login();
+    for _ in 0..5 {
+        let r = c.cmd("PASV");
+        assert_eq!(r.code, 227);
+        let inside = r.text.split('(').nth(1).unwrap().split(')').next().unwrap();
+        let n: Vec<u16> = inside
+            .split(',')
+            .map(|x| x.trim().parse().unwrap())
+            .collect();
+        assert_eq!(&n[..4], &[127, 0, 0, 1], "{r:?}");
+        assert!((47300..=47310).contains(&(n[4] * 256 + n[5])), "{r:?}");
+        let r = c.cmd("EPSV");
+        let port: u16 = r
+            .text
+            .split("|||")
+            .nth(1)
+            .unwrap()
+            .split('|')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((47300..=47310).contains(&port));
+    }
+}
+
+#[test]
+fn ipv6_control_with_epsv_and_eprt() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("v6.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"[::1]:0\"\n[storage]\nroot = \"{}\"\n[[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
+            dir.path().join("data").display(),
+            common::hash(PASS)
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    for _ in 0..10 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(i) = line.find("addr=") {
+            addr = Some(
+                line[i + 5..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            );
+            break;
+        }
+    }
+    let addr: std::net::SocketAddr = addr.expect("listening");
+    let mut c = common::Ctl::connect(addr);
+    c.login(USER, PASS);
+    assert_eq!(c.cmd("PASV").code, 425);
+    assert_eq!(c.cmd("EPSV 1").code, 522);
+    let r = c.cmd("EPSV 2");
+    assert_eq!(r.code, 229);
+    let port: u16 = r
+        .text
+        .split("|||")
+        .nth(1)
+        .unwrap()
+        .split('|')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut d = TcpStream::connect(("::1", port)).unwrap();
+    assert_eq!(c.cmd("STOR v6.txt").code, 150);
+    d.write_all(b"over ipv6").unwrap();
+    drop(d);
+    assert_eq!(c.read().code, 226);
+    let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    assert_eq!(c.cmd(&format!("EPRT |2|::1|{p}|")).code, 200);
+    assert_eq!(c.cmd("RETR v6.txt").code, 150);
+    let (mut ds, _) = l.accept().unwrap();
+    let mut s = String::new();
+    ds.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "over ipv6");
+    assert_eq!(c.read().code, 226);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn json_logs_have_session_and_transfer_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("j.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[storage]\nkind = \"memory\"\n[[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
+            common::hash(PASS)
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let addr: std::net::SocketAddr = first
+        .split("\"addr\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = common::Ctl::connect(addr);
+    c.login(USER, PASS);
+    c.store("STOR j.bin", b"json");
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<String> = rx.try_iter().collect();
+    let transfer = lines
+        .iter()
+        .find(|l| l.contains("\"message\":\"transfer\""))
+        .expect("transfer event");
+    for key in [
+        "\"verb\":\"STOR\"",
+        "\"bytes\":4",
+        "\"duration_ms\"",
+        "\"code\":226",
+        "\"user\":\"tester\"",
+        "\"peer\"",
+    ] {
+        assert!(transfer.contains(key), "{key} missing in {transfer}");
+    }
+}
