@@ -884,3 +884,19 @@ fn json_logs_have_session_and_transfer_events() {
         assert!(transfer.contains(key), "{key} missing in {transfer}");
     }
 }
+
+#[test]
+fn stalled_data_connection_is_cut() {
+    let g = Gate::start_with(Opts {
+        server: "idle_timeout_secs = 1\n".into(),
+        ..Default::default()
+    });
+    std::fs::write(g.root().join("big"), payload(64 << 20, 11)).unwrap();
+    let mut c = g.login();
+    let _d = c.epsv(); // connected, never read
+    assert_eq!(c.cmd("RETR big").code, 150);
+    let started = std::time::Instant::now();
+    assert_eq!(c.read().code, 426);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(c.cmd("NOOP").code, 200);
+}

@@ -54,10 +54,12 @@ struct DataLink {
     local: IpAddr,
     check_peer: bool,
     timeout: Duration,
+    stall: Duration,
 }
 
 impl DataLink {
-    async fn open(self) -> Result<TcpStream, TransferEnd> {
+    async fn open(self) -> Result<DataConn, TransferEnd> {
+        let stall = self.stall;
         datachan::open(
             self.endpoint,
             self.peer,
@@ -66,10 +68,36 @@ impl DataLink {
             self.timeout,
         )
         .await
+        .map(|sock| DataConn { sock, stall })
         .map_err(|e| {
             tracing::info!(error = %e, "data connection failed");
             end(425, "Cannot open data connection", 0)
         })
+    }
+}
+
+/// An open data connection whose reads and writes fail when the peer makes no
+/// progress for `stall` (a client that stops reading must not pin a transfer forever).
+struct DataConn {
+    sock: TcpStream,
+    stall: Duration,
+}
+
+fn stalled() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "data connection stalled")
+}
+
+impl DataConn {
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        tokio::time::timeout(self.stall, self.sock.write_all(buf))
+            .await
+            .unwrap_or_else(|_| Err(stalled()))
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        tokio::time::timeout(self.stall, self.sock.read_buf(buf))
+            .await
+            .unwrap_or_else(|_| Err(stalled()))
     }
 }
 
@@ -96,6 +124,7 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
         local: ctx.session.local.ip(),
         check_peer: ctx.server.config.passive.check_peer_ip,
         timeout: Duration::from_secs(ctx.server.config.server.data_timeout_secs),
+        stall: Duration::from_secs(ctx.server.config.server.idle_timeout_secs),
     })
 }
 
@@ -175,7 +204,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 }
 
 async fn send_file(
-    mut sock: TcpStream,
+    mut sock: DataConn,
     mut stream: ByteStream,
     ascii: bool,
     cancel: CancellationToken,
@@ -216,7 +245,7 @@ async fn send_file(
         sent += chunk.len() as u64;
     }
     drop(stream);
-    if sock.shutdown().await.is_err() {
+    if sock.sock.shutdown().await.is_err() {
         return aborted(sent);
     }
     end(226, "Transfer complete", sent)
@@ -355,7 +384,7 @@ async fn begin_upload(
 }
 
 async fn receive_file(
-    mut sock: TcpStream,
+    mut sock: DataConn,
     mut upload: Box<dyn Upload>,
     ascii: bool,
     cancel: CancellationToken,
@@ -579,13 +608,13 @@ impl Formatter {
 }
 
 async fn send_listing(
-    sock: TcpStream,
+    conn: DataConn,
     source: Source,
     fmt: Formatter,
     cancel: CancellationToken,
 ) -> TransferEnd {
     let now = SystemTime::now();
-    let mut out = BufWriter::with_capacity(64 * 1024, sock);
+    let mut out = BufWriter::with_capacity(64 * 1024, conn.sock);
     let mut sent = 0u64;
     let mut stream = match source {
         Source::File(e) => futures::stream::iter([Ok(e)]).boxed(),
