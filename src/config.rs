@@ -429,9 +429,13 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
-                let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&p));
-                let c: Config = fig.extract().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                c.validate().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                let fig =
+                    Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&p));
+                let c: Config = fig
+                    .extract()
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 for u in &c.users {
                     assert!(crate::auth::verify_password("change me", &u.password_hash));
                 }

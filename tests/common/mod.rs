@@ -98,7 +98,10 @@ impl Gate {
                 let Ok(line) = line else { break };
                 if let Some(i) = line.find("addr=") {
                     if line.contains("listening") {
-                        let a: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
+                        let a: String = line[i + 5..]
+                            .chars()
+                            .take_while(|c| !c.is_whitespace())
+                            .collect();
                         if let (Some(t), Ok(addr)) = (tx.take(), a.parse::<SocketAddr>()) {
                             let _ = t.send(addr);
                         }
@@ -116,7 +119,12 @@ impl Gate {
                 panic!("ftpgate did not start:\n{}", log.lock().unwrap());
             }
         };
-        Gate { child, addr, dir, log }
+        Gate {
+            child,
+            addr,
+            dir,
+            log,
+        }
     }
 
     /// The local backend's root directory on disk.
@@ -140,7 +148,10 @@ impl Gate {
 
     /// Sends SIGTERM and waits for exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(40);
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -212,7 +223,9 @@ impl Ctl {
         let mut first = String::new();
         self.r.read_line(&mut first).expect("read reply");
         assert!(first.len() >= 4, "short reply line {first:?}");
-        let code: u16 = first[..3].parse().unwrap_or_else(|_| panic!("bad reply {first:?}"));
+        let code: u16 = first[..3]
+            .parse()
+            .unwrap_or_else(|_| panic!("bad reply {first:?}"));
         let mut text = first.clone();
         if first.as_bytes()[3] == b'-' {
             let end = format!("{code} ");
@@ -239,7 +252,16 @@ impl Ctl {
     pub fn epsv(&mut self) -> TcpStream {
         let r = self.cmd("EPSV");
         assert_eq!(r.code, 229, "{r:?}");
-        let port: u16 = r.text.split("|||").nth(1).unwrap().split('|').next().unwrap().parse().unwrap();
+        let port: u16 = r
+            .text
+            .split("|||")
+            .nth(1)
+            .unwrap()
+            .split('|')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         TcpStream::connect(("127.0.0.1", port)).unwrap()
     }
 
@@ -248,8 +270,15 @@ impl Ctl {
         let r = self.cmd("PASV");
         assert_eq!(r.code, 227, "{r:?}");
         let inside = r.text.split('(').nth(1).unwrap().split(')').next().unwrap();
-        let n: Vec<u16> = inside.split(',').map(|x| x.trim().parse().unwrap()).collect();
-        TcpStream::connect((format!("{}.{}.{}.{}", n[0], n[1], n[2], n[3]).as_str(), n[4] * 256 + n[5])).unwrap()
+        let n: Vec<u16> = inside
+            .split(',')
+            .map(|x| x.trim().parse().unwrap())
+            .collect();
+        TcpStream::connect((
+            format!("{}.{}.{}.{}", n[0], n[1], n[2], n[3]).as_str(),
+            n[4] * 256 + n[5],
+        ))
+        .unwrap()
     }
 
     /// Downloads `path` over EPSV; returns (final reply, bytes).
@@ -303,7 +332,9 @@ pub fn sha_file(p: &Path) -> String {
 
 /// Deterministic pseudo-random bytes.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -335,7 +366,9 @@ pub fn require(tool: &str) -> bool {
 
 /// Runs a command and returns (status ok, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -215,7 +215,10 @@ mod tests {
     use super::*;
 
     fn r(cwd: &str, input: &str) -> Result<String, PathError> {
-        VPath::parse(cwd).unwrap().resolve(input).map(|p| p.to_string())
+        VPath::parse(cwd)
+            .unwrap()
+            .resolve(input)
+            .map(|p| p.to_string())
     }
 
     #[test]
