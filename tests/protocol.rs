@@ -678,35 +678,15 @@ fn refuses_network_listen_without_users() {
 #[test]
 fn default_run_generates_a_loopback_login() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-        .args(["--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (mut password, mut addr) = (None, None);
-    for _ in 0..10 {
-        let mut line = String::new();
-        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(i) = line.find("password=") {
-            password = Some(line[i + 9..].trim().to_owned());
-        }
-        if let Some(i) = line.find("addr=") {
-            addr = Some(
-                line[i + 5..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap(),
-            );
-            break;
-        }
-    }
-    let (password, addr) = (password.expect("password logged"), addr.expect("listening"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir.path());
+    let (mut child, addr, log) = common::spawn_listening(cmd);
+    let log = log.lock().unwrap().clone();
+    let password = log
+        .split_once("password=")
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap().to_owned())
+        .expect("password logged");
     assert!(dir.path().join("data").is_dir(), "./data created");
     let mut c = common::Ctl::connect(addr);
     c.login("ftpgate", &password);
@@ -752,45 +732,14 @@ fn ipv6_control_with_epsv_and_eprt() {
         eprintln!("SKIPPED: no IPv6 loopback on this machine");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("v6.toml");
-    std::fs::write(
-        &cfg,
+    let g = Gate::start_toml(|dir| {
         format!(
             "[server]\nlisten = \"[::1]:0\"\n[storage]\nroot = \"{}\"\n[[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
-            dir.path().join("data").display(),
+            dir.join("data").display(),
             common::hash(PASS)
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-        .arg("--config")
-        .arg(&cfg)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    for _ in 0..10 {
-        let mut line = String::new();
-        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(i) = line.find("addr=") {
-            addr = Some(
-                line[i + 5..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap(),
-            );
-            break;
-        }
-    }
-    let addr: std::net::SocketAddr = addr.expect("listening");
-    let mut c = common::Ctl::connect(addr);
-    c.login(USER, PASS);
+        )
+    });
+    let mut c = g.login();
     assert_eq!(c.cmd("PASV").code, 425);
     assert_eq!(c.cmd("EPSV 1").code, 522);
     let r = c.cmd("EPSV 2");
@@ -819,58 +768,23 @@ fn ipv6_control_with_epsv_and_eprt() {
     ds.read_to_string(&mut s).unwrap();
     assert_eq!(s, "over ipv6");
     assert_eq!(c.read().code, 226);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
 fn json_logs_have_session_and_transfer_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("j.toml");
-    std::fs::write(
-        &cfg,
+    let g = Gate::start_toml(|_| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[storage]\nkind = \"memory\"\n[[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
             common::hash(PASS)
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+        )
     });
-    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
-    assert!(first.starts_with('{'), "{first}");
-    let addr: std::net::SocketAddr = first
-        .split("\"addr\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut c = common::Ctl::connect(addr);
-    c.login(USER, PASS);
-    c.store("STOR j.bin", b"json");
-    let _ = child.kill();
-    let _ = child.wait();
-    let lines: Vec<String> = rx.try_iter().collect();
-    let transfer = lines
-        .iter()
+    let mut c = g.login();
+    let (_, fin) = c.store("STOR j.bin", b"json");
+    assert_eq!(fin.code, 226);
+    let logs = g.logs();
+    assert!(logs.lines().all(|l| l.starts_with('{')), "{logs}");
+    let transfer = logs
+        .lines()
         .find(|l| l.contains("\"message\":\"transfer\""))
         .expect("transfer event");
     for key in [

@@ -77,48 +77,18 @@ impl Gate {
         Self::spawn(dir, &cfg)
     }
 
+    /// Starts with a whole config written by `make(tempdir)`.
+    pub fn start_toml(make: impl FnOnce(&Path) -> String) -> Gate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("ftpgate.toml");
+        std::fs::write(&cfg, make(dir.path())).expect("write config");
+        Self::spawn(dir, &cfg)
+    }
+
     fn spawn(dir: tempfile::TempDir, cfg: &Path) -> Gate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-            .arg("--config")
-            .arg(cfg)
-            .env("RUST_LOG", "ftpgate=debug,info")
-            .env_remove("FTPGATE_SERVER__LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ftpgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(i) = line.find("addr=") {
-                    if line.contains("listening") {
-                        let a: String = line[i + 5..]
-                            .chars()
-                            .take_while(|c| !c.is_whitespace())
-                            .collect();
-                        if let (Some(t), Ok(addr)) = (tx.take(), a.parse::<SocketAddr>()) {
-                            let _ = t.send(addr);
-                        }
-                    }
-                }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("ftpgate did not start:\n{}", log.lock().unwrap());
-            }
-        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
+        cmd.arg("--config").arg(cfg);
+        let (child, addr, log) = spawn_listening(cmd);
         Gate {
             child,
             addr,
@@ -179,6 +149,61 @@ impl Drop for Gate {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The control address from a `listening` log line (text or JSON format).
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = line
+        .split_once("addr=")
+        .or_else(|| line.split_once("\"addr\":\""))?
+        .1;
+    rest.split(|c: char| c.is_whitespace() || c == '"')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Spawns the binary (stderr captured into a shared log) and waits for its
+/// `listening` line.
+pub fn spawn_listening(mut cmd: Command) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "ftpgate=debug,info");
+    }
+    let mut child = cmd
+        .env_remove("FTPGATE_SERVER__LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ftpgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = listening_addr(&line) {
+                if let Some(t) = tx.take() {
+                    let _ = t.send(addr);
+                }
+            }
+            let mut l = log2.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => (child, addr, log),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("ftpgate did not start:\n{}", log.lock().unwrap());
+        }
     }
 }
 

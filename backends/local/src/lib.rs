@@ -98,13 +98,6 @@ pub(crate) fn join_error(e: tokio::task::JoinError) -> StorageError {
     StorageError::new(ErrorKind::Other, "storage thread failed").with_source(e)
 }
 
-fn root_refused(what: &str) -> StorageError {
-    StorageError::new(
-        ErrorKind::PermissionDenied,
-        format!("/: cannot {what} the root"),
-    )
-}
-
 #[async_trait]
 impl StorageBackend for LocalBackend {
     fn kind(&self) -> &'static str {
@@ -112,13 +105,7 @@ impl StorageBackend for LocalBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            append: true,
-            write_at_offset: true,
-            rename_directories: true,
-            atomic_rename: true,
-            set_modified: true,
-        }
+        Capabilities::all()
     }
 
     async fn stat(&self, path: &VPath) -> Result<Metadata> {
@@ -175,7 +162,7 @@ impl StorageBackend for LocalBackend {
 
     async fn rmdir(&self, path: &VPath) -> Result<()> {
         if path.is_root() {
-            return Err(root_refused("remove"));
+            return Err(StorageError::root_refused("remove"));
         }
         let path = path.clone();
         self.blocking(move |root| {
@@ -187,7 +174,7 @@ impl StorageBackend for LocalBackend {
 
     async fn rename(&self, from: &VPath, to: &VPath) -> Result<()> {
         if from.is_root() || to.is_root() {
-            return Err(root_refused("rename"));
+            return Err(StorageError::root_refused("rename"));
         }
         let (from, to) = (from.clone(), to.clone());
         self.blocking(move |root| {

@@ -207,13 +207,6 @@ fn is_a_dir(path: &VPath) -> StorageError {
     StorageError::new(ErrorKind::IsADirectory, format!("{path}: is a directory"))
 }
 
-fn root_refused(what: &str) -> StorageError {
-    StorageError::new(
-        ErrorKind::PermissionDenied,
-        format!("/: cannot {what} the root"),
-    )
-}
-
 #[async_trait]
 impl StorageBackend for MemoryBackend {
     fn kind(&self) -> &'static str {
@@ -221,13 +214,7 @@ impl StorageBackend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            append: true,
-            write_at_offset: true,
-            rename_directories: true,
-            atomic_rename: true,
-            set_modified: true,
-        }
+        Capabilities::all()
     }
 
     async fn stat(&self, path: &VPath) -> Result<Metadata> {
@@ -352,7 +339,7 @@ impl StorageBackend for MemoryBackend {
 
     async fn rmdir(&self, path: &VPath) -> Result<()> {
         let Some((parent, name)) = split(path) else {
-            return Err(root_refused("remove"));
+            return Err(StorageError::root_refused("remove"));
         };
         let mut state = self.lock();
         let dir = state.dir_mut(&parent)?;
@@ -380,7 +367,7 @@ impl StorageBackend for MemoryBackend {
     async fn rename(&self, from: &VPath, to: &VPath) -> Result<()> {
         let (Some((from_parent, from_name)), Some((to_parent, to_name))) = (split(from), split(to))
         else {
-            return Err(root_refused("rename"));
+            return Err(StorageError::root_refused("rename"));
         };
         let mut state = self.lock();
         // Every check first, so a failure changes nothing.

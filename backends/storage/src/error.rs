@@ -82,6 +82,15 @@ impl StorageError {
         Self::new(ErrorKind::Unsupported, what)
     }
 
+    /// `PermissionDenied` for an operation that can never apply to the root
+    /// (`rmdir /`, `rename /`).
+    pub fn root_refused(what: &str) -> Self {
+        Self::new(
+            ErrorKind::PermissionDenied,
+            format!("/: cannot {what} the root"),
+        )
+    }
+
     /// Converts an I/O error, classifying it by its `io::ErrorKind` and errno.
     pub fn from_io(context: impl fmt::Display, err: std::io::Error) -> Self {
         use std::io::ErrorKind as K;

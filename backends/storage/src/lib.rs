@@ -121,6 +121,19 @@ pub struct Capabilities {
     pub set_modified: bool,
 }
 
+impl Capabilities {
+    /// Everything supported (local disk, memory).
+    pub const fn all() -> Self {
+        Self {
+            append: true,
+            write_at_offset: true,
+            rename_directories: true,
+            atomic_rename: true,
+            set_modified: true,
+        }
+    }
+}
+
 /// An upload in progress. Exactly one of [`complete`](Upload::complete) or
 /// [`abort`](Upload::abort) should be called; dropping it is a best-effort abort.
 #[async_trait]
