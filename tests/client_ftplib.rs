@@ -1,0 +1,97 @@
+//! End-to-end: Python's ftplib (tests/ftplib_suite.py) against the real binary,
+//! once per storage backend. The suite exercises every implemented command and
+//! exits non-zero when any check fails; its output is printed either way.
+//! ftplib's own `abort()` (ABOR with TCP urgent data) runs as a test of its own.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Gate, Opts, PASS, USER};
+
+/// The test that needs urgent-data handling; run separately.
+const OOB_ABORT: &str = "test_abor_ftplib";
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs the suite (or only `tests`), skipping `skip`.
+fn run_suite(gate: &Gate, root: Option<&Path>, tests: &[&str], skip: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ftplib_suite.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .args(tests)
+        .env("FTP_HOST", "127.0.0.1")
+        .env("FTP_PORT", gate.port().to_string())
+        .env("FTP_USER", USER)
+        .env("FTP_PASS", PASS)
+        .env(
+            "FTP_ROOT",
+            root.map(|p| p.display().to_string()).unwrap_or_default(),
+        )
+        .env("FTP_SKIP", skip.join(","))
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let (ok, out, err) = common::run(&mut cmd);
+    println!("{out}");
+    eprintln!("{err}");
+    if !ok {
+        panic!(
+            "ftplib suite failed:\n{out}\n{err}\n--- server log (tail) ---\n{}",
+            tail(&gate.logs(), 80)
+        );
+    }
+    assert!(out.contains("all ftplib tests passed"), "{out}");
+}
+
+#[test]
+fn ftplib_suite_local() {
+    if !common::require("python3") {
+        return;
+    }
+    let gate = Gate::start();
+    let root = gate.root();
+    run_suite(&gate, Some(&root), &[], &[OOB_ABORT]);
+    // Nothing the suite did may leave temporary upload files behind.
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(".ftpgate-tmp-"),
+                "leftover temp file {}",
+                e.path().display()
+            );
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+#[test]
+fn ftplib_suite_memory() {
+    if !common::require("python3") {
+        return;
+    }
+    let gate = Gate::start_with(Opts {
+        storage: "memory",
+        ..Default::default()
+    });
+    run_suite(&gate, None, &[], &[OOB_ABORT]);
+}
+
+/// `ftplib.FTP.abort()` sends `ABOR\r\n` with MSG_OOB: the final `\n` is TCP
+/// urgent data. The server must still see the whole line and answer 426 + 226.
+#[test]
+fn ftplib_abort_with_urgent_data() {
+    if !common::require("python3") {
+        return;
+    }
+    let gate = Gate::start();
+    run_suite(&gate, Some(&gate.root()), &[OOB_ABORT], &[]);
+}
