@@ -36,6 +36,11 @@ struct Running {
 
 /// Serves one control connection until QUIT, EOF, timeout, error or shutdown.
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session) {
+    // Telnet Synch (RFC 959 §4.1.3 ABOR) arrives as TCP urgent data: keep it in
+    // the normal stream so the codec sees every byte in order.
+    if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+        tracing::debug!(error = %e, "SO_OOBINLINE not set");
+    }
     let (rd, mut wr) = stream.into_split();
     let mut reader = LineReader::new(rd, shared.config.server.max_line);
     if send(
@@ -88,17 +93,14 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
                 if let Some(r) = running.as_ref() {
                     match cmd {
                         Command::Abor => {
+                            // RFC 959 §4.1.3: the transfer's own reply (426 when cut
+                            // short), then 226 for the ABOR itself.
                             let r = running.take().expect("checked above");
                             r.cancel.cancel();
-                            let was_running = !r.handle.is_finished();
+                            data = None;
                             let end = finish(r).await;
                             if send(&mut wr, &end.reply).await.is_err() { break; }
-                            let ack = if was_running || end.reply.code == 426 {
-                                Reply::new(226, "ABOR successful")
-                            } else {
-                                Reply::new(225, "ABOR ok; the transfer had completed")
-                            };
-                            if send(&mut wr, &ack).await.is_err() { break; }
+                            if send(&mut wr, &Reply::new(226, "ABOR successful")).await.is_err() { break; }
                         }
                         Command::Stat(None) => {
                             let secs = r.started.elapsed().as_secs();

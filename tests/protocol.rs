@@ -78,7 +78,7 @@ fn telnet_ip_synch_before_abor_is_understood() {
     c.send_raw(&[255, 244, 255, 242]);
     c.send_raw(b"ABOR\r\n");
     let r = c.read();
-    assert_eq!(r.code, 225, "{r:?}");
+    assert_eq!(r.code, 226, "{r:?}");
     assert_eq!(c.cmd("NOOP").code, 200);
 }
 

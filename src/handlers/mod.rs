@@ -131,8 +131,12 @@ pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
         Command::List(p) => transfer::list(ctx, p.as_deref(), transfer::ListKind::List).await,
         Command::Nlst(p) => transfer::list(ctx, p.as_deref(), transfer::ListKind::Nlst).await,
         Command::Mlsd(p) => transfer::list(ctx, p.as_deref(), transfer::ListKind::Mlsd).await,
-        // ABOR is answered by the connection, which owns the running transfer.
-        Command::Abor => Reply::new(225, "No transfer to abort").into(),
+        // A running transfer is aborted by the connection, which owns it. With none
+        // running, RFC 959 §4.1.3 still wants 226 (and the data connection closed).
+        Command::Abor => {
+            *ctx.data = None;
+            Reply::new(226, "ABOR successful; no transfer in progress").into()
+        }
     }
 }
 

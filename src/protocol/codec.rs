@@ -8,7 +8,8 @@
 //! devices can still name files with accented letters.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 
 /// Telnet "Interpret As Command".
 const IAC: u8 = 255;
@@ -66,6 +67,37 @@ pub fn line_from_bytes(raw: &[u8]) -> String {
     decode(&bytes)
 }
 
+/// A byte source for [`LineReader`].
+#[allow(async_fn_in_trait)] // used with concrete types only
+pub trait ReadSome {
+    /// Appends at least one byte to `buf`, or returns 0 at end of stream.
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize>;
+}
+
+/// The control socket. Reads go through `readable()` + `try_read_buf()` so that a
+/// short read never drops readiness: with Telnet Synch the kernel stops a read at
+/// the urgent mark (lftp's `IAC IP IAC DM ABOR`, ftplib's `MSG_OOB` ABOR), and the
+/// bytes after it must still be read without waiting for more input.
+impl ReadSome for OwnedReadHalf {
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// In-memory input (tests, fuzzing).
+impl ReadSome for &[u8] {
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        self.read_buf(buf).await
+    }
+}
+
 /// Reads control lines from `R` with at most `max_line` bytes buffered.
 pub struct LineReader<R> {
     inner: R,
@@ -74,7 +106,7 @@ pub struct LineReader<R> {
     discarding: bool,
 }
 
-impl<R: AsyncRead + Unpin> LineReader<R> {
+impl<R: ReadSome> LineReader<R> {
     /// Wraps a reader; `max_line` bounds every line (RFC 959 sets no limit; we must).
     pub fn new(inner: R, max_line: usize) -> Self {
         Self {
@@ -110,7 +142,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 self.buf.advance(self.buf.len());
             }
             self.buf.reserve(1024);
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            let n = self.inner.read_some(&mut self.buf).await?;
             if n == 0 {
                 return Ok(None);
             }
