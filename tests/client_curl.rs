@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{payload, sha, sha_file, Gate, Opts};
+use common::{payload, sha, sha_file, tail, Gate, Opts};
 
 /// Percent-encodes a path for an FTP URL, keeping `/` and RFC 3986 unreserved bytes.
 fn enc(path: &str) -> String {
@@ -66,11 +66,6 @@ fn curl_ok(gate: &Gate, args: &[&str]) -> (Vec<u8>, String) {
         tail(&gate.logs(), 60)
     );
     (out.stdout, err)
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Commands curl sent, from its -v output (`> CMD args`).

@@ -8,15 +8,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Gate, Opts, PASS, USER};
+use common::{tail, Gate, Opts, PASS, USER};
 
 /// The test that needs urgent-data handling; run separately.
 const OOB_ABORT: &str = "test_abor_ftplib";
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 /// Runs the suite (or only `tests`), skipping `skip`.
 fn run_suite(gate: &Gate, root: Option<&Path>, tests: &[&str], skip: &[&str]) {

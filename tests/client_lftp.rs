@@ -5,12 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{payload, sha, sha_file, Gate, Opts, PASS, USER};
+use common::{payload, run_for, sha, sha_file, tail, tree_hashes, Gate, Opts, PASS, USER};
 
 const SETTINGS: &str = "set ftp:ssl-allow no; set net:max-retries 1; set net:timeout 10; \
      set net:reconnect-interval-base 1; set cmd:fail-exit yes; set xfer:clobber on; ";
@@ -45,48 +44,6 @@ fn lftp(gate: &Gate, home: &Path, script: &str) -> (String, String) {
         tail(&gate.logs(), 80)
     );
     (out, err)
-}
-
-/// Runs a command with a deadline; an exit code of `None` means it was killed.
-fn run_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = so.read_to_end(&mut s);
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = se.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = String::from_utf8_lossy(&t1.join().unwrap()).into_owned();
-    let err = String::from_utf8_lossy(&t2.join().unwrap()).into_owned();
-    (code, out, err)
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Builds ~30 files in nested directories; returns relative path → SHA-256.
@@ -137,31 +94,6 @@ fn make_tree(root: &Path) -> BTreeMap<String, String> {
     map
 }
 
-/// Relative path → SHA-256 of every regular file under `root`.
-fn hashes(root: &Path) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e
-                    .path()
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                map.insert(rel, sha_file(&e.path()));
-            }
-        }
-    }
-    map
-}
-
 fn diff_r(a: &Path, b: &Path) {
     let (ok, out, err) = common::run(Command::new("diff").arg("-r").arg(a).arg(b));
     assert!(
@@ -185,7 +117,7 @@ fn mirror_round_trip(gate: &Gate, local: bool) {
         &format!("mirror -R --no-perms \"{}\" \"/up tree ü\"", src.display()),
     );
     if local {
-        let on_disk = hashes(&gate.root().join("up tree ü"));
+        let on_disk = tree_hashes(&gate.root().join("up tree ü"));
         assert_eq!(
             on_disk, expected,
             "server disk differs from the source tree"
@@ -204,7 +136,7 @@ fn mirror_round_trip(gate: &Gate, local: bool) {
         &format!("mirror --no-perms \"/up tree ü\" \"{}\"", back.display()),
     );
     diff_r(&src, &back);
-    assert_eq!(hashes(&back), expected);
+    assert_eq!(tree_hashes(&back), expected);
     assert!(
         back.join("empty dir").is_dir(),
         "empty directories are mirrored too"

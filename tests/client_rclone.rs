@@ -5,54 +5,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use common::{payload, sha, sha_file, Gate, Opts, PASS, USER};
-
-/// Runs a command with a deadline; an exit code of `None` means it was killed.
-fn run_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = so.read_to_end(&mut s);
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = se.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = String::from_utf8_lossy(&t1.join().unwrap()).into_owned();
-    let err = String::from_utf8_lossy(&t2.join().unwrap()).into_owned();
-    (code, out, err)
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
+use common::{payload, run_for, sha, sha_file, tail, tree_hashes, Gate, Opts, PASS, USER};
 
 struct Rclone<'a> {
     gate: &'a Gate,
@@ -156,30 +113,6 @@ fn make_tree(root: &Path) -> (BTreeMap<String, String>, BTreeSet<String>) {
     (map, dirs)
 }
 
-fn hashes(root: &Path) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let rel = e
-                    .path()
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                map.insert(rel, sha_file(&e.path()));
-            }
-        }
-    }
-    map
-}
-
 fn round_trip(gate: &Gate, local: bool) {
     let rc = Rclone::new(gate);
     let work = tempfile::tempdir().unwrap();
@@ -191,7 +124,7 @@ fn round_trip(gate: &Gate, local: bool) {
     rc.ok(&["copy", src_s, &dest]);
     if local {
         assert_eq!(
-            hashes(&gate.root().join("dest ü")),
+            tree_hashes(&gate.root().join("dest ü")),
             expected,
             "server disk differs"
         );
@@ -229,7 +162,7 @@ fn round_trip(gate: &Gate, local: bool) {
     // Copy back down and compare.
     let back = work.path().join("back");
     rc.ok(&["copy", &dest, back.to_str().unwrap()]);
-    assert_eq!(hashes(&back), expected);
+    assert_eq!(tree_hashes(&back), expected);
 
     // A changed file on the server (same size) is found by check --download.
     let mut c = gate.login();

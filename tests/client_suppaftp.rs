@@ -7,7 +7,7 @@ mod common;
 use std::io::{Cursor, Read};
 use std::time::Duration;
 
-use common::{payload, sha, sha_file, Gate, Opts, PASS, USER};
+use common::{payload, sha, sha_file, tail, Gate, Opts, PASS, USER};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, FtpStream, Mode, Status};
 
@@ -158,11 +158,6 @@ fn session(gate: &Gate, mode: Mode, local: bool) {
     assert_eq!(r.as_string().unwrap().trim_end(), "215 UNIX Type: L8");
     ftp.noop().unwrap();
     ftp.quit().unwrap();
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Seconds between a naive UTC time and now.

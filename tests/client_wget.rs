@@ -5,54 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use common::{payload, sha, sha_file, Ctl, Gate, Opts, PASS, USER};
-
-/// Runs a command with a deadline; an exit code of `None` means it was killed.
-fn run_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = so.read_to_end(&mut s);
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = se.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = String::from_utf8_lossy(&t1.join().unwrap()).into_owned();
-    let err = String::from_utf8_lossy(&t2.join().unwrap()).into_owned();
-    (code, out, err)
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
+use common::{payload, run_for, sha, sha_file, tail, tree_hashes, Ctl, Gate, Opts, PASS, USER};
 
 /// Runs wget without user configuration or proxies; returns (exit code, log).
 fn wget(home: &Path, args: &[&str]) -> (Option<i32>, String) {
@@ -134,31 +91,6 @@ fn upload_tree(c: &mut Ctl, base: &str) -> BTreeMap<String, String> {
     map
 }
 
-/// Relative path → SHA-256 of regular files under `root`, minus wget's `.listing`.
-fn hashes(root: &Path) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() && e.file_name() != ".listing" {
-                let rel = e
-                    .path()
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                map.insert(rel, sha_file(&e.path()));
-            }
-        }
-    }
-    map
-}
-
 fn mirror(gate: &Gate) {
     let mut c = gate.login();
     let expected = upload_tree(&mut c, "/site");
@@ -177,7 +109,7 @@ fn mirror(gate: &Gate) {
             &url,
         ],
     );
-    let got = hashes(&dest.join("site"));
+    let got = tree_hashes(&dest.join("site"));
     assert_eq!(got, expected, "wget -m result differs from the server tree");
     assert!(
         dest.join("site/.listing").is_file(),
@@ -193,7 +125,7 @@ fn wget_mirror_local() {
     let gate = Gate::start();
     mirror(&gate);
     // What wget mirrored is also what is on disk.
-    let disk = hashes(&gate.root().join("site"));
+    let disk = tree_hashes(&gate.root().join("site"));
     assert_eq!(disk.len(), 14);
 }
 

@@ -35,20 +35,6 @@ s.close()
 print("reset after sending", send, "reading", got)
 "#;
 
-fn epsv_port(c: &mut Ctl) -> u16 {
-    let r = c.cmd("EPSV");
-    assert_eq!(r.code, 229, "{r:?}");
-    r.text
-        .split("|||")
-        .nth(1)
-        .unwrap()
-        .split('|')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn reset_data(port: u16, send: usize, read: usize) {
     let (ok, out, err) = common::run(
         Command::new("python3")
@@ -63,7 +49,7 @@ fn reset_data(port: u16, send: usize, read: usize) {
 
 /// STOR `path`, send some bytes, reset. Returns the final reply.
 fn interrupted_stor(c: &mut Ctl, path: &str, send: usize) -> Resp {
-    let port = epsv_port(c);
+    let port = c.epsv_port();
     let r = c.cmd(&format!("STOR {path}"));
     assert!(r.code == 150 || r.code == 125, "{r:?}");
     reset_data(port, send, 0);
@@ -213,7 +199,7 @@ fn interrupted_download() {
     let data = payload(16 * 1024 * 1024, 3);
     let (_, fin) = c.store("STOR big.bin", &data);
     assert_eq!(fin.code, 226, "{fin:?}");
-    let port = epsv_port(&mut c);
+    let port = c.epsv_port();
     let r = c.cmd("RETR big.bin");
     assert_eq!(r.code, 150, "{r:?}");
     reset_data(port, 0, 100_000);

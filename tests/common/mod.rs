@@ -273,12 +273,11 @@ impl Ctl {
         self.read()
     }
 
-    /// EPSV and connect the data socket.
-    pub fn epsv(&mut self) -> TcpStream {
+    /// EPSV; returns the announced port.
+    pub fn epsv_port(&mut self) -> u16 {
         let r = self.cmd("EPSV");
         assert_eq!(r.code, 229, "{r:?}");
-        let port: u16 = r
-            .text
+        r.text
             .split("|||")
             .nth(1)
             .unwrap()
@@ -286,7 +285,12 @@ impl Ctl {
             .next()
             .unwrap()
             .parse()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// EPSV and connect the data socket.
+    pub fn epsv(&mut self) -> TcpStream {
+        let port = self.epsv_port();
         TcpStream::connect(("127.0.0.1", port)).unwrap()
     }
 
@@ -368,6 +372,75 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// SHA-256 of every regular file under `root`, keyed by relative path. Files
+/// named `.listing` (wget's LIST cache) are left out.
+pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut map = std::collections::BTreeMap::new();
+    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name() != ".listing" {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                map.insert(rel, sha_file(&e.path()));
+            }
+        }
+    }
+    map
+}
+
+/// The last `n` lines of `s` (server logs in panic messages).
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs a command with a deadline; an exit code of `None` means it was killed.
+pub fn run_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = so.read_to_end(&mut s);
+        s
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = se.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = String::from_utf8_lossy(&t1.join().unwrap()).into_owned();
+    let err = String::from_utf8_lossy(&t2.join().unwrap()).into_owned();
+    (code, out, err)
 }
 
 /// Requires an external client; under CI a missing one fails the test, elsewhere
