@@ -423,17 +423,7 @@ fn data_port_theft_is_refused() {
     let g = Gate::start();
     std::fs::write(g.root().join("secret"), b"for the real client").unwrap();
     let mut c = g.login();
-    let r = c.cmd("EPSV");
-    let port: u16 = r
-        .text
-        .split("|||")
-        .nth(1)
-        .unwrap()
-        .split('|')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = c.epsv_port();
     // The thief connects first, from another loopback address.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -711,17 +701,7 @@ fn passive_range_and_advertised_host_name() {
             .collect();
         assert_eq!(&n[..4], &[127, 0, 0, 1], "{r:?}");
         assert!((47300..=47310).contains(&(n[4] * 256 + n[5])), "{r:?}");
-        let r = c.cmd("EPSV");
-        let port: u16 = r
-            .text
-            .split("|||")
-            .nth(1)
-            .unwrap()
-            .split('|')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let port = c.epsv_port();
         assert!((47300..=47310).contains(&port));
     }
 }
