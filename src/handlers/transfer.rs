@@ -24,8 +24,9 @@ use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
 use crate::protocol::{Reply, TransferType};
 
-/// Size of one read from a data socket on upload.
-const UPLOAD_CHUNK: usize = 256 * 1024;
+/// Bytes gathered from the data socket before each backend write on upload. With
+/// the local backend's queue of 4 chunks, one upload holds at most ~5 MiB.
+const UPLOAD_CHUNK: usize = 1024 * 1024;
 
 /// STOR or APPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,27 +393,37 @@ async fn receive_file(
     let mut received = 0u64;
     let mut pending_cr = false;
     let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
-    loop {
-        if buf.capacity() < UPLOAD_CHUNK / 4 {
-            buf.reserve(UPLOAD_CHUNK);
+    let mut eof = false;
+    while !eof {
+        // Fill one chunk from as many socket reads as it takes, so the backend gets
+        // few large writes instead of one per (often 64 KiB) read.
+        buf.reserve(UPLOAD_CHUNK);
+        while buf.len() < UPLOAD_CHUNK {
+            let read = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    let _ = upload.abort().await;
+                    return aborted(received);
+                }
+                r = sock.read_buf(&mut buf) => r,
+            };
+            match read {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => received += n as u64,
+                Err(e) => {
+                    // A reset (not a clean FIN) means the client did not finish:
+                    // never commit.
+                    tracing::info!(error = %e, "data connection broken during upload");
+                    let _ = upload.abort().await;
+                    return aborted(received);
+                }
+            }
         }
-        let read = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                let _ = upload.abort().await;
-                return aborted(received);
-            }
-            r = sock.read_buf(&mut buf) => r,
-        };
-        match read {
-            Ok(0) => break,
-            Ok(n) => received += n as u64,
-            Err(e) => {
-                // A reset (not a clean FIN) means the client did not finish: never commit.
-                tracing::info!(error = %e, "data connection broken during upload");
-                let _ = upload.abort().await;
-                return aborted(received);
-            }
+        if buf.is_empty() {
+            continue;
         }
         let chunk = buf.split().freeze();
         let chunk = if ascii {

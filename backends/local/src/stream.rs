@@ -97,18 +97,34 @@ fn open_at(root: &Path, path: &VPath, offset: u64) -> Result<File> {
 /// open file keeps the content it had when opened.)
 fn pump(mut file: File, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
     loop {
-        // `read_to_end` on a `Take<File>` reads into the spare capacity without
-        // zeroing it, and `Bytes::from(Vec)` takes the allocation as it is.
-        let mut buf = Vec::with_capacity(READ_CHUNK as usize);
-        let item = match (&mut file).take(READ_CHUNK).read_to_end(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => Ok(Bytes::from(buf)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(StorageError::from_io(path, e)),
-        };
-        let failed = item.is_err();
-        if tx.blocking_send(item).is_err() || failed {
+        // One `read` per chunk for a regular file: the buffer is full-sized from the
+        // start (growing it read by read cost ~7 syscalls per chunk).
+        let mut buf = vec![0u8; READ_CHUNK as usize];
+        let mut filled = 0;
+        let mut failure = None;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failure = Some(StorageError::from_io(path, e));
+                    break;
+                }
+            }
+        }
+        if filled > 0 {
+            buf.truncate(filled);
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                return;
+            }
+        }
+        if let Some(e) = failure {
+            let _ = tx.blocking_send(Err(e));
             return;
+        }
+        if filled < READ_CHUNK as usize {
+            return; // end of file
         }
     }
 }
