@@ -1,13 +1,19 @@
-//! An in-memory [`StorageBackend`]: a tree of real directories holding files as
-//! [`Bytes`], for tests, demos and ephemeral drop boxes.
+//! An in-memory [`StorageBackend`]: a tree of real directories holding files as lists
+//! of [`Bytes`] chunks, for tests, demos and ephemeral drop boxes.
 //!
+//! - A file keeps the chunks it was uploaded in; they are never joined into one buffer
+//!   (that would copy the whole file again and double its memory while doing so).
+//!   Reads yield the stored chunks from the requested offset, re-split to at most
+//!   256 KiB, all zero-copy slices.
 //! - Uploads buffer their chunks in the [`Upload`] object and commit atomically on
 //!   `complete` (the `CreateNew` check happens at commit, under the lock).
 //! - `Append` and `Offset(n)` take the kept prefix of the existing file when the upload
-//!   is created (a zero-copy slice), so they behave like the local backend's copy.
+//!   is created (its chunks, the one straddling `n` sliced), so they behave like the
+//!   local backend's copy without copying any bytes.
 //! - Every capability is supported; renaming a directory moves its whole subtree.
 //! - One `std::sync::Mutex` guards the tree; it is never held across an `.await`.
-//!   Reads and listings work on snapshots (`Bytes` clones are reference counts).
+//!   Reads and listings work on snapshots (a file's content is a reference-counted
+//!   chunk list, so taking one is a reference count).
 
 #![warn(missing_docs)]
 
@@ -17,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ftpgate_storage::{
     ByteStream, Capabilities, DirEntry, EntryKind, EntryStream, ErrorKind, Metadata, Result,
     StorageBackend, StorageError, Upload, VPath, WriteMode,
@@ -79,7 +85,7 @@ enum Node {
 }
 
 struct FileNode {
-    data: Bytes,
+    data: Content,
     modified: SystemTime,
     id: u64,
 }
@@ -88,6 +94,91 @@ struct DirNode {
     children: BTreeMap<String, Node>,
     modified: SystemTime,
     id: u64,
+}
+
+/// A file's content: the chunks it was uploaded in, in order, never joined.
+///
+/// Cloning is a reference count, so reads and uploads take snapshots under the lock
+/// in constant time.
+#[derive(Clone)]
+struct Content {
+    /// No chunk is empty.
+    chunks: Arc<[Bytes]>,
+    /// The sum of the chunks' lengths.
+    len: usize,
+}
+
+impl Default for Content {
+    fn default() -> Self {
+        Self::from_chunks(Vec::new())
+    }
+}
+
+impl Content {
+    /// Takes `chunks` as they are (empty ones are dropped); no byte is copied.
+    fn from_chunks(mut chunks: Vec<Bytes>) -> Self {
+        chunks.retain(|c| !c.is_empty());
+        let len = chunks.iter().map(Bytes::len).sum();
+        Self {
+            chunks: chunks.into(),
+            len,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first `n` bytes (`n <= len`) as chunks, the one straddling `n` sliced.
+    fn prefix(&self, n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut left = n;
+        for chunk in self.chunks.iter() {
+            if left == 0 {
+                break;
+            }
+            if chunk.len() <= left {
+                out.push(chunk.clone());
+                left -= chunk.len();
+            } else {
+                out.push(chunk.slice(..left));
+                left = 0;
+            }
+        }
+        out
+    }
+
+    /// Where byte `offset` (`<= len`) lies: the rest of the chunk holding it (empty at
+    /// the end of the content) and the index of the chunk after that one.
+    fn seek(&self, offset: usize) -> (Bytes, usize) {
+        let mut start = 0;
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let end = start + chunk.len();
+            if offset < end {
+                return (chunk.slice(offset - start..), i + 1);
+            }
+            start = end;
+        }
+        (Bytes::new(), self.chunks.len())
+    }
+
+    /// The bytes from `offset` (`<= len`) to the end, in slices of at most
+    /// [`READ_CHUNK`] that never span two stored chunks.
+    fn stream_from(self, offset: usize) -> ByteStream {
+        let (current, next) = self.seek(offset);
+        stream::unfold(
+            (self, current, next),
+            |(content, mut current, mut next)| async move {
+                while current.is_empty() {
+                    current = content.chunks.get(next)?.clone();
+                    next += 1;
+                }
+                let piece = current.split_to(current.len().min(READ_CHUNK));
+                Some((Ok(piece), (content, current, next)))
+            },
+        )
+        .boxed()
+    }
 }
 
 impl DirNode {
@@ -173,7 +264,7 @@ impl State {
 
     /// The content of the file at `path`, `None` if it does not exist (its parent
     /// must); `IsADirectory` for a directory.
-    fn file(&self, path: &VPath) -> Result<Option<Bytes>> {
+    fn file(&self, path: &VPath) -> Result<Option<Content>> {
         match self.child(path)? {
             _ if path.is_root() => Err(is_a_dir(path)),
             None => Ok(None),
@@ -253,35 +344,29 @@ impl StorageBackend for MemoryBackend {
                     format!("{path}: offset {offset} is beyond the size {}", data.len()),
                 )
             })?;
-        let rest = data.slice(start..);
-        Ok(stream::unfold(rest, |mut rest| async move {
-            if rest.is_empty() {
-                return None;
-            }
-            let chunk = rest.split_to(rest.len().min(READ_CHUNK));
-            Some((Ok(chunk), rest))
-        })
-        .boxed())
+        Ok(data.stream_from(start))
     }
 
     async fn create(&self, path: &VPath, mode: WriteMode) -> Result<Box<dyn Upload>> {
         let prefix = {
             let existing = self.lock().file(path)?;
             match mode {
-                WriteMode::Truncate => Bytes::new(),
+                WriteMode::Truncate => Vec::new(),
                 WriteMode::CreateNew => {
                     if existing.is_some() {
                         return Err(already_exists(path));
                     }
-                    Bytes::new()
+                    Vec::new()
                 }
-                WriteMode::Append => existing.unwrap_or_default(),
+                WriteMode::Append => existing
+                    .map(|data| data.chunks.to_vec())
+                    .unwrap_or_default(),
                 WriteMode::Offset(n) => {
                     let data = existing.unwrap_or_default();
                     usize::try_from(n)
                         .ok()
                         .filter(|&n| n <= data.len())
-                        .map(|n| data.slice(..n))
+                        .map(|n| data.prefix(n))
                         .ok_or_else(|| {
                             StorageError::new(
                                 ErrorKind::InvalidInput,
@@ -295,12 +380,7 @@ impl StorageBackend for MemoryBackend {
             state: Arc::clone(&self.state),
             path: path.clone(),
             create_new: mode == WriteMode::CreateNew,
-            len: prefix.len(),
-            chunks: if prefix.is_empty() {
-                Vec::new()
-            } else {
-                vec![prefix]
-            },
+            chunks: prefix,
         }))
     }
 
@@ -448,33 +528,23 @@ struct MemoryUpload {
     state: Arc<Mutex<State>>,
     path: VPath,
     create_new: bool,
-    /// The kept prefix (for `Append`/`Offset`) followed by the written chunks.
+    /// The kept prefix (for `Append`/`Offset`) followed by the written chunks; none
+    /// is empty.
     chunks: Vec<Bytes>,
-    len: usize,
 }
 
 #[async_trait]
 impl Upload for MemoryUpload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         if !data.is_empty() {
-            self.len += data.len();
             self.chunks.push(data);
         }
         Ok(())
     }
 
     async fn complete(self: Box<Self>) -> Result<Metadata> {
-        let data = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks[0].clone(),
-            _ => {
-                let mut buf = BytesMut::with_capacity(self.len);
-                for chunk in &self.chunks {
-                    buf.extend_from_slice(chunk);
-                }
-                buf.freeze()
-            }
-        };
+        // Built before locking: turning the chunk list into a shared one allocates.
+        let data = Content::from_chunks(self.chunks);
         let Some((parent, name)) = split(&self.path) else {
             return Err(is_a_dir(&VPath::root()));
         };
