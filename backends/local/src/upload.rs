@@ -166,6 +166,48 @@ fn prepare(root: &Path, path: &VPath, mode: WriteMode) -> Result<Prepared> {
     })
 }
 
+/// Bytes written between two writeback starts.
+const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
+
+/// Starts disk writeback of each completed region while the upload goes on, so the
+/// final `sync_all` (which `226` waits for) only has the tail left to flush.
+struct Writeback {
+    pos: u64,
+    started: u64,
+}
+
+impl Writeback {
+    fn new(pos: u64) -> Self {
+        Self { pos, started: pos }
+    }
+
+    fn written(&mut self, file: &File, len: u64) {
+        self.pos += len;
+        if self.pos - self.started >= WRITEBACK_EVERY {
+            start_writeback(file, self.started, self.pos - self.started);
+            self.started = self.pos;
+        }
+    }
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: queue the range for writeback without
+/// waiting. Only a hint; durability still comes from `sync_all` at commit.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is owned by `file`, alive for this call; the call only
+    // reads its arguments.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
 /// The writing thread: copies the kept prefix, writes chunks until `Commit` (or until
 /// the channel closes, which aborts), then commits. On any failure the temporary file
 /// is removed.
@@ -196,6 +238,7 @@ fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadat
     // Whatever has queued up is written with one `writev`, without copying.
     let mut batch: Vec<Bytes> = Vec::with_capacity(UPLOAD_QUEUE + 1);
     let mut commit = false;
+    let mut writeback = Writeback::new(p.keep.as_ref().map_or(0, |(_, n)| *n));
     while !commit {
         match rx.blocking_recv() {
             Some(Msg::Data(b)) => batch.push(b),
@@ -209,7 +252,9 @@ fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadat
                 Err(_) => break,
             }
         }
+        let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
         write_all_chunks(&mut file, &mut batch).map_err(io_err)?;
+        writeback.written(&p.file, len);
     }
     drop(rx);
     p.file.sync_all().map_err(io_err)?;

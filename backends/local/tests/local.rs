@@ -360,7 +360,8 @@ async fn set_modified_on_a_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_upload_round_trip_on_multi_thread_runtime() {
     let s = Setup::new();
-    let data = payload(8 * 1024 * 1024, 3);
+    // 40 MiB: crosses the 16 MiB writeback-start threshold twice.
+    let data = payload(40 * 1024 * 1024, 3);
     let mut up = s
         .store
         .create(&p("/big"), WriteMode::Truncate)
