@@ -52,6 +52,8 @@ pub struct User {
     pub home: VPath,
     /// What the user may do.
     pub permissions: HashSet<Permission>,
+    /// Name of the user's backend (`[backends.NAME]`); `None` for `[storage]`.
+    pub backend: Option<String>,
 }
 
 impl User {
@@ -94,6 +96,7 @@ impl Authenticator {
                         name: u.name.clone(),
                         home,
                         permissions: u.permissions.iter().copied().collect(),
+                        backend: u.backend.clone(),
                     }),
                     hash: u.password_hash.clone(),
                 },
@@ -176,6 +179,7 @@ mod tests {
             password_hash: h,
             home: "/bob".into(),
             permissions: vec![Permission::Write],
+            backend: None,
         }])
         .unwrap();
         let u = auth.verify("bob", "s3cret").await.unwrap();

@@ -25,6 +25,8 @@ pub struct Config {
     pub transfer: TransferConfig,
     /// `[storage]`: the default backend.
     pub storage: StorageConfig,
+    /// `[backends.NAME]`: further backends, chosen per user with `users.backend`.
+    pub backends: std::collections::BTreeMap<String, StorageConfig>,
     /// `[[users]]`: accounts.
     pub users: Vec<UserConfig>,
     /// `[log]`: tracing output.
@@ -174,6 +176,9 @@ pub struct UserConfig {
     /// What the user may do. Default: everything.
     #[serde(default = "Permission::all_vec")]
     pub permissions: Vec<Permission>,
+    /// A `[backends.NAME]` to use instead of `[storage]`.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 fn default_home() -> String {
@@ -315,6 +320,13 @@ impl Config {
             crate::auth::check_phc(&u.password_hash)
                 .map_err(|e| format!("users[{i}].password_hash ({}): {e}", u.name))?;
             ftpgate_storage::VPath::parse(&u.home).map_err(|e| format!("users[{i}].home: {e}"))?;
+            if let Some(b) = &u.backend {
+                if !self.backends.contains_key(b) {
+                    return Err(format!(
+                        "users[{i}].backend = \"{b}\" but there is no [backends.{b}]"
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -273,6 +273,7 @@ mod tests {
             name: "u".into(),
             home: ftpgate_storage::VPath::root(),
             permissions: HashSet::from([Permission::Write]),
+            backend: None,
         };
         let f = entry("f", EntryKind::File, 0, 1);
         assert_eq!(perm_fact(&f.meta, &u, true), "aw");

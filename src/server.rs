@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::{self, Authenticator};
-use crate::config::{Config, PortRange, StorageKind, UserConfig};
+use crate::config::{Config, PortRange, StorageConfig, StorageKind, UserConfig};
 use crate::session::Session;
 
 /// What every session shares.
@@ -29,8 +29,10 @@ pub struct Shared {
     pub config: Config,
     /// Users and password checks.
     pub auth: Authenticator,
-    /// The default backend.
+    /// The default backend (`[storage]`).
     pub storage: Arc<dyn StorageBackend>,
+    /// Named backends (`[backends.NAME]`).
+    pub backends: HashMap<String, Arc<dyn StorageBackend>>,
     /// Parsed `passive.ports`.
     pub passive_ports: Option<PortRange>,
     /// Resolved `passive.advertise`.
@@ -42,18 +44,31 @@ pub struct Shared {
     next_id: AtomicU64,
 }
 
+impl Shared {
+    /// The backend a user works on: `users.backend`, else `[storage]`.
+    pub fn backend_for(&self, user: Option<&crate::auth::User>) -> &Arc<dyn StorageBackend> {
+        user.and_then(|u| u.backend.as_ref())
+            .and_then(|name| self.backends.get(name))
+            .unwrap_or(&self.storage)
+    }
+}
+
 /// A bound, ready server.
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
 }
 
-/// Builds the configured backend.
-pub async fn build_storage(config: &Config) -> anyhow::Result<Arc<dyn StorageBackend>> {
-    Ok(match config.storage.kind {
+/// Builds one backend from its `[storage]` or `[backends.NAME]` section; `key`
+/// names the section in error messages.
+pub async fn build_storage(
+    storage: &StorageConfig,
+    key: &str,
+) -> anyhow::Result<Arc<dyn StorageBackend>> {
+    Ok(match storage.kind {
         StorageKind::Local => Arc::new(
-            ftpgate_backend_local::LocalBackend::new(config.storage.root.clone())
-                .with_context(|| format!("storage.root {}", config.storage.root.display()))?,
+            ftpgate_backend_local::LocalBackend::new(storage.root.clone())
+                .with_context(|| format!("{key}.root {}", storage.root.display()))?,
         ),
         StorageKind::Memory => Arc::new(ftpgate_backend_memory::MemoryBackend::new()),
     })
@@ -88,6 +103,7 @@ impl Server {
                 password_hash: hash,
                 home: "/".into(),
                 permissions: auth::Permission::all_vec(),
+                backend: None,
             });
             tracing::warn!(
                 user = "ftpgate",
@@ -95,10 +111,20 @@ impl Server {
                 "no [[users]] configured: generated a login for this run (loopback only)"
             );
         }
-        let storage = build_storage(&config).await?;
+        let storage = build_storage(&config.storage, "storage").await?;
+        let mut backends = HashMap::new();
+        for (name, section) in &config.backends {
+            let b = build_storage(section, &format!("backends.{name}")).await?;
+            backends.insert(name.clone(), b);
+        }
         let auth = Authenticator::new(&config.users).map_err(anyhow::Error::msg)?;
         for u in auth.users() {
-            ensure_dir(storage.as_ref(), &u.home).await?;
+            let backend = u
+                .backend
+                .as_ref()
+                .and_then(|n| backends.get(n))
+                .unwrap_or(&storage);
+            ensure_dir(backend.as_ref(), &u.home).await?;
         }
         let advertise = match &config.passive.advertise {
             Some(a) => Some(
@@ -117,6 +143,7 @@ impl Server {
             config,
             auth,
             storage,
+            backends,
             advertise,
             shutdown: CancellationToken::new(),
             per_ip: Mutex::new(HashMap::new()),

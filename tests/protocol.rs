@@ -794,3 +794,52 @@ fn stalled_data_connection_is_cut() {
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(c.cmd("NOOP").code, 200);
 }
+
+#[test]
+fn users_on_named_backends_are_isolated() {
+    let g = Gate::start_with(Opts {
+        extra: format!(
+            "[[users]]\nname = \"memo\"\npassword_hash = \"{}\"\nbackend = \"scratch\"\nhome = \"/m\"\n\n\
+             [backends.scratch]\nkind = \"memory\"\n",
+            common::hash("pw")
+        ),
+        ..Default::default()
+    });
+    let mut m = g.ctl();
+    m.login("memo", "pw");
+    let (_, fin) = m.store("STOR only-in-memory.txt", b"mem");
+    assert_eq!(fin.code, 226);
+    let (_, got) = m.retr("only-in-memory.txt");
+    assert_eq!(got, b"mem");
+    // The default user's local root never sees it.
+    assert!(!g.root().join("m").exists());
+    assert!(!g.root().join("only-in-memory.txt").exists());
+    let mut c = g.login();
+    let (_, text) = c.list("NLST");
+    assert!(!text.contains("only-in-memory"), "{text}");
+}
+
+#[test]
+fn unknown_backend_name_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[users]]\nname = \"u\"\npassword_hash = \"{}\"\nbackend = \"nope\"\n",
+            common::hash("x")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("users[0].backend") && err.contains("[backends.nope]"),
+        "{err}"
+    );
+}

@@ -16,7 +16,7 @@ use crate::protocol::Reply;
 /// DELE: files only.
 pub(super) async fn dele(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Delete)));
-    match ctx.server.storage.delete(&t.storage).await {
+    match ctx.storage().delete(&t.storage).await {
         Ok(()) => Reply::new(250, "File deleted").into(),
         Err(e) => storage_reply(&e).into(),
     }
@@ -28,7 +28,7 @@ pub(super) async fn rnfr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     if t.shown.is_root() {
         return Reply::new(550, "Cannot rename the home directory").into();
     }
-    match ctx.server.storage.stat(&t.storage).await {
+    match ctx.storage().stat(&t.storage).await {
         Ok(_) => {
             ctx.session.rename_from = Some(t.storage);
             Reply::new(350, "Ready for RNTO").into()
@@ -49,7 +49,7 @@ pub(super) async fn rnto(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     if t.storage.starts_with(&from) && t.storage != from {
         return Reply::new(553, "Cannot move a directory into itself").into();
     }
-    match ctx.server.storage.rename(&from, &t.storage).await {
+    match ctx.storage().rename(&from, &t.storage).await {
         Ok(()) => Reply::new(250, "Rename successful").into(),
         Err(e) => storage_reply(&e).into(),
     }
@@ -58,7 +58,7 @@ pub(super) async fn rnto(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 /// SIZE: `213 <bytes>` for files, 550 for directories.
 pub(super) async fn size(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Read)));
-    match ctx.server.storage.stat(&t.storage).await {
+    match ctx.storage().stat(&t.storage).await {
         Ok(m) if m.is_file() => Reply::new(213, m.size.to_string()).into(),
         Ok(_) => Reply::new(550, "Not a regular file").into(),
         Err(e) => storage_reply(&e).into(),
@@ -68,7 +68,7 @@ pub(super) async fn size(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 /// MDTM: `213 YYYYMMDDHHMMSS` (UTC) for files.
 pub(super) async fn mdtm(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Read)));
-    match ctx.server.storage.stat(&t.storage).await {
+    match ctx.storage().stat(&t.storage).await {
         Ok(m) if m.is_file() => {
             let when = m.modified.unwrap_or_else(SystemTime::now);
             Reply::new(213, time_val(when)).into()
@@ -81,7 +81,7 @@ pub(super) async fn mdtm(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 /// MFMT: `213 Modify=YYYYMMDDHHMMSS; path`; 502 where the backend cannot.
 pub(super) async fn mfmt(ctx: &mut Ctx<'_>, time: i64, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Write)));
-    if !ctx.server.storage.capabilities().set_modified {
+    if !ctx.storage().capabilities().set_modified {
         return Reply::new(502, "MFMT not supported by this storage").into();
     }
     let when = if time >= 0 {
@@ -89,12 +89,12 @@ pub(super) async fn mfmt(ctx: &mut Ctx<'_>, time: i64, arg: &str) -> Outcome {
     } else {
         return Reply::new(501, "Times before 1970 are not supported").into();
     };
-    match ctx.server.storage.stat(&t.storage).await {
+    match ctx.storage().stat(&t.storage).await {
         Ok(m) if m.is_file() => {}
         Ok(_) => return Reply::new(550, "Not a regular file").into(),
         Err(e) => return storage_reply(&e).into(),
     }
-    match ctx.server.storage.set_modified(&t.storage, when).await {
+    match ctx.storage().set_modified(&t.storage, when).await {
         Ok(()) => Reply::new(213, format!("Modify={}; {}", time_val(when), arg)).into(),
         Err(e) => storage_reply(&e).into(),
     }
@@ -105,9 +105,9 @@ pub(super) async fn mfmt(ctx: &mut Ctx<'_>, time: i64, arg: &str) -> Outcome {
 pub(super) async fn mlst(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
     let t = tri!(target(ctx, arg.unwrap_or(""), Some(Permission::List)));
     let u = tri!(user(ctx));
-    match ctx.server.storage.stat(&t.storage).await {
+    match ctx.storage().stat(&t.storage).await {
         Ok(m) => {
-            let append = ctx.server.storage.capabilities().append;
+            let append = ctx.storage().capabilities().append;
             let perm = perm_fact(&m, &u, append);
             let line = mlsx_line(
                 &t.shown.to_string(),
@@ -139,7 +139,7 @@ pub(super) async fn stat_path(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         arg.trim_start_matches("-a ").trim_start_matches("-la "),
         Some(Permission::List)
     ));
-    let storage = &ctx.server.storage;
+    let storage = ctx.storage();
     let now = SystemTime::now();
     let meta = match storage.stat(&t.storage).await {
         Ok(m) => m,

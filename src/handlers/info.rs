@@ -10,7 +10,7 @@ use crate::protocol::{Reply, TransferType};
 /// (RFC 2389 §3.2). Only what works on this backend is listed: rclone sends MFMT
 /// after every upload when FEAT offers it.
 pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
-    let caps = ctx.server.storage.capabilities();
+    let caps = ctx.storage().capabilities();
     let mut lines = vec![" EPRT".to_owned(), " EPSV".to_owned(), " MDTM".to_owned()];
     if caps.set_modified {
         lines.push(" MFMT".into());
@@ -83,7 +83,7 @@ pub(super) fn stat_server(ctx: &mut Ctx<'_>) -> Outcome {
         format!(" Connected from {}", s.peer.ip()),
         format!(" Logged in as {who}"),
         format!(" TYPE: {ty}, STRUcture: File, MODE: Stream"),
-        format!(" Storage: {}", ctx.server.storage.kind()),
+        format!(" Storage: {}", ctx.storage().kind()),
         " No data connection".to_owned(),
     ];
     Reply::multi(211, "ftpgate status:", lines, "End of status").into()

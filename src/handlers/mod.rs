@@ -12,7 +12,7 @@ mod transfer;
 
 use std::sync::Arc;
 
-use ftpgate_storage::VPath;
+use ftpgate_storage::{StorageBackend, VPath};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,15 @@ pub struct Ctx<'a> {
     pub server: &'a Arc<Shared>,
     /// The endpoint set up by PASV/EPSV/PORT/EPRT, taken by the next transfer.
     pub data: &'a mut Option<DataEndpoint>,
+}
+
+impl Ctx<'_> {
+    /// The backend of the logged-in user (`users.backend`), else the default one.
+    pub fn storage(&self) -> Arc<dyn StorageBackend> {
+        self.server
+            .backend_for(self.session.user().map(|u| u.as_ref()))
+            .clone()
+    }
 }
 
 /// The end of a data transfer, reported by its task.

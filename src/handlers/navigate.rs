@@ -23,7 +23,7 @@ pub(super) fn pwd(ctx: &mut Ctx<'_>) -> Outcome {
 /// (rclone expects 550, not 501, for a missing one).
 pub(super) async fn cwd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, None));
-    match ctx.server.storage.stat(&t.storage).await {
+    match ctx.storage().stat(&t.storage).await {
         Ok(m) if m.is_dir() => {
             ctx.session.cwd = t.shown;
             Reply::new(250, "Directory successfully changed").into()
@@ -46,7 +46,7 @@ pub(super) async fn mkd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     if t.shown.is_root() {
         return Reply::new(550, "File exists").into();
     }
-    match ctx.server.storage.mkdir(&t.storage).await {
+    match ctx.storage().mkdir(&t.storage).await {
         Ok(()) => Reply::new(257, format!("{} created", quote_path(&t.shown.to_string()))).into(),
         Err(e) => storage_reply(&e).into(),
     }
@@ -58,7 +58,7 @@ pub(super) async fn rmd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     if t.shown.is_root() {
         return Reply::new(550, "Cannot remove the home directory").into();
     }
-    match ctx.server.storage.rmdir(&t.storage).await {
+    match ctx.storage().rmdir(&t.storage).await {
         Ok(()) => {
             if ctx.session.cwd.starts_with(&t.shown) {
                 ctx.session.cwd = t.shown.parent().unwrap_or_default();

@@ -162,7 +162,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     if ctx.data.is_none() {
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
-    let storage = ctx.server.storage.clone();
+    let storage = ctx.storage();
     let meta = match storage.stat(&t.storage).await {
         Ok(m) if m.is_dir() => return Reply::new(550, "Is a directory").into(),
         Ok(m) => m,
@@ -318,7 +318,7 @@ pub(super) async fn stou(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
             format!("{base}.{i}")
         };
         let t = tri!(target(ctx, &candidate, Some(Permission::Write)));
-        match ctx.server.storage.stat(&t.storage).await {
+        match ctx.storage().stat(&t.storage).await {
             Ok(_) => continue,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let name = t.shown.file_name().unwrap_or_default().to_owned();
@@ -347,7 +347,7 @@ async fn begin_upload(
     if ctx.data.is_none() {
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
-    let upload = match ctx.server.storage.create(&path, mode).await {
+    let upload = match ctx.storage().create(&path, mode).await {
         Ok(u) => u,
         Err(e) => return storage_reply(&e).into(),
     };
@@ -520,7 +520,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
     if ctx.data.is_none() {
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
-    let storage = ctx.server.storage.clone();
+    let storage = ctx.storage();
     let meta = match storage.stat(&t.storage).await {
         Ok(m) => m,
         Err(e) => return storage_reply(&e).into(),
