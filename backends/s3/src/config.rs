@@ -1,0 +1,242 @@
+//! [`S3Config`]: what an operator writes under `[storage]` for `kind = "s3"`, with
+//! documented defaults and a `validate()` step whose messages name the key.
+
+use std::fmt;
+
+use ftpgate_storage::{ErrorKind, StorageError};
+use serde::Deserialize;
+
+/// S3's smallest allowed part (except the last one of an upload).
+pub const MIN_PART_SIZE_MIB: u64 = 5;
+/// S3's largest allowed part.
+pub const MAX_PART_SIZE_MIB: u64 = 5 * 1024;
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+fn default_part_size_mib() -> u64 {
+    8
+}
+fn default_max_parts_in_flight() -> usize {
+    2
+}
+
+/// A secret string whose `Debug` output is redacted, so configs can be logged.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; only for handing it to the signer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+/// Configuration of the S3 backend. Unknown keys are rejected.
+///
+/// Only `bucket` is required; every other field has the default named in its doc.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket that holds the tree. Required.
+    pub bucket: String,
+    /// Key prefix under which the FTP root lives (`"ftp/site1"`); leading and trailing
+    /// slashes are ignored. Default: none, the root is the bucket's root. Lets several
+    /// gateways or users share one bucket without seeing each other's keys.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Region used for signing (and for the AWS endpoint when `endpoint` is unset).
+    /// Default: `"us-east-1"`, which MinIO, Ceph and moto accept.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A custom endpoint URL for S3-compatible servers (MinIO, Ceph RGW, R2, moto),
+    /// e.g. `"http://127.0.0.1:9000"`. Default: none, the AWS endpoint of `region`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Use path-style URLs (`https://host/bucket/key`) instead of virtual-hosted ones
+    /// (`https://bucket.host/key`). Most self-hosted servers need `true`. Default: `false`,
+    /// as the AWS SDKs do (AWS is retiring path style).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Allow a plain `http://` endpoint. Default: `false`, so a typo cannot send
+    /// credentials and data unencrypted.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Static access key id. Default: none; credentials then come from the standard AWS
+    /// chain (environment, shared profile, web identity/IRSA, ECS, IMDS).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Static secret key, required together with `access_key_id`. Default: none.
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Static session token for temporary static keys. Default: none.
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+    /// Size of each multipart part in MiB, 5 to 5120; also the largest file uploaded
+    /// with a single PUT. Default: 8. Parts of one upload double in size every 900
+    /// parts so an upload of unknown length can reach S3's 5 TiB limit.
+    #[serde(default = "default_part_size_mib")]
+    pub part_size_mib: u64,
+    /// How many parts of one upload are sent concurrently, 1 to 64. Default: 2. An upload
+    /// buffers at most `(max_parts_in_flight + 1) × part size` bytes.
+    #[serde(default = "default_max_parts_in_flight")]
+    pub max_parts_in_flight: usize,
+}
+
+impl S3Config {
+    /// A config for `bucket` with every other field at its default.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            prefix: None,
+            region: default_region(),
+            endpoint: None,
+            force_path_style: false,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            part_size_mib: default_part_size_mib(),
+            max_parts_in_flight: default_max_parts_in_flight(),
+        }
+    }
+
+    /// Checks the values that serde cannot; the message names the offending key.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let bad = |msg: String| Err(StorageError::new(ErrorKind::InvalidInput, msg));
+        if self.bucket.trim().is_empty() {
+            return bad("s3.bucket: must not be empty".into());
+        }
+        if self.bucket.contains('/') {
+            return bad(format!(
+                "s3.bucket: {:?} contains a slash; put key prefixes in s3.prefix",
+                self.bucket
+            ));
+        }
+        if self.region.trim().is_empty() {
+            return bad("s3.region: must not be empty".into());
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if endpoint.starts_with("http://") {
+                if !self.allow_http {
+                    return bad(format!(
+                        "s3.endpoint: {endpoint:?} is plain http; set s3.allow_http = true to allow it"
+                    ));
+                }
+            } else if !endpoint.starts_with("https://") {
+                return bad(format!(
+                    "s3.endpoint: {endpoint:?} must start with http:// or https://"
+                ));
+            }
+        }
+        if !(MIN_PART_SIZE_MIB..=MAX_PART_SIZE_MIB).contains(&self.part_size_mib) {
+            return bad(format!(
+                "s3.part_size_mib: {} is outside S3's part size limits ({MIN_PART_SIZE_MIB} to {MAX_PART_SIZE_MIB})",
+                self.part_size_mib
+            ));
+        }
+        if !(1..=64).contains(&self.max_parts_in_flight) {
+            return bad(format!(
+                "s3.max_parts_in_flight: {} must be between 1 and 64",
+                self.max_parts_in_flight
+            ));
+        }
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(_), None) => {
+                return bad("s3.secret_access_key: required with s3.access_key_id".into())
+            }
+            (None, Some(_)) => {
+                return bad("s3.access_key_id: required with s3.secret_access_key".into())
+            }
+            _ => {}
+        }
+        if self.session_token.is_some() && self.access_key_id.is_none() {
+            return bad("s3.session_token: only valid with s3.access_key_id".into());
+        }
+        Ok(())
+    }
+
+    /// The endpoint for messages: the configured one, or the AWS one of the region.
+    pub fn endpoint_description(&self) -> String {
+        match &self.endpoint {
+            Some(e) => e.clone(),
+            None => format!("https://s3.{}.amazonaws.com", self.region),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<S3Config, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = parse(r#"{"bucket": "b"}"#).unwrap();
+        assert_eq!(cfg, S3Config::new("b"));
+        assert_eq!(cfg.region, "us-east-1");
+        assert_eq!(cfg.part_size_mib, 8);
+        assert_eq!(cfg.max_parts_in_flight, 2);
+        assert!(!cfg.force_path_style && !cfg.allow_http);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_rejected() {
+        let err = parse(r#"{"bucket": "b", "regoin": "x"}"#).unwrap_err();
+        assert!(err.contains("regoin"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut cfg = S3Config::new("b");
+        cfg.endpoint = Some("http://127.0.0.1:9000".into());
+        let err = cfg.validate().unwrap_err();
+        assert!(err.message().contains("s3.allow_http"), "{err}");
+        cfg.allow_http = true;
+        cfg.validate().unwrap();
+        cfg.part_size_mib = 4;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .message()
+            .contains("s3.part_size_mib"));
+        cfg.part_size_mib = 5;
+        cfg.access_key_id = Some("k".into());
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .message()
+            .contains("s3.secret_access_key"));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut cfg = S3Config::new("b");
+        cfg.access_key_id = Some("AKIA".into());
+        cfg.secret_access_key = Some("hunter2".into());
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+}

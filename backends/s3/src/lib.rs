@@ -1,0 +1,85 @@
+//! The S3 storage backend of ftpgate, built on `object_store` (S3 client, retries,
+//! signing) and `aws-config` (the standard AWS credential chain).
+//!
+//! # Layout
+//! - `config`: [`S3Config`], the operator's settings, with defaults and validation.
+//! - `backend`: [`S3Backend`], the [`StorageBackend`](ftpgate_storage::StorageBackend)
+//!   implementation (stat, list, read, mkdir, rmdir, delete, rename).
+//! - `upload`: single PUT or bounded, growing multipart uploads; abort on drop.
+//! - `keys`: virtual paths to S3 keys.
+//! - `credentials`: the caching bridge from aws-config's chain to object_store.
+//! - `errors`: object_store errors to [`ErrorKind`](ftpgate_storage::ErrorKind), in one
+//!   function.
+//!
+//! # Key mapping
+//! The file `/a/b c.txt` is the key `{prefix}a/b c.txt`: the configured prefix (with one
+//! trailing `/`, or nothing) followed by the path's segments joined by `/`, **verbatim**
+//! — no percent-encoding, so other S3 clients see exactly the FTP names (`100%` is the
+//! key `100%`, `a b #1 %+ü.txt` is that key). Keys go through
+//! `object_store::path::Path::parse`, never `Path::from` (which would encode `%`, `#`…).
+//! Names that `Path::parse` rejects (ASCII control characters) are
+//! [`ErrorKind::InvalidName`](ftpgate_storage::ErrorKind::InvalidName).
+//!
+//! # Directories
+//! A directory `/a` is the key prefix `{prefix}a/`. `mkdir` writes the zero-byte marker
+//! object `{prefix}a/` (the S3 console convention) so empty directories exist. A directory
+//! exists when its marker exists **or** any key lies below it (trees uploaded by other
+//! tools have no markers). Listings use ListObjectsV2 with delimiter `/`, one page
+//! (≤ 1,000 keys) at a time, merging files and common prefixes and never showing the
+//! listed directory's own marker. `rmdir` refuses a non-empty directory and deletes the
+//! marker; a directory without a marker disappears with its last file.
+//!
+//! object_store's `Path` cannot end in `/` (`Path::parse` strips it), but joining an
+//! empty `PathPart` onto a parsed path yields the raw string `a/`, which the S3 client
+//! sends as the key `a/` (see `keys::Keys::marker`); no raw HTTP request is needed.
+//!
+//! Directory times: `stat` reports the marker's LastModified (else the first key below
+//! it); listings report the time of the listing for subdirectories, as a HEAD per
+//! subdirectory would be too costly. Never the Unix epoch.
+//!
+//! # Uploads and memory
+//! An upload buffers up to one part (`part_size_mib`, default 8 MiB). Completed before
+//! the first part is full, it is one PUT. Otherwise it is a multipart upload with at most
+//! `max_parts_in_flight` (default 2) parts sending concurrently, so one upload holds at
+//! most **(max_parts_in_flight + 1) × part size**: 24 MiB by default. Part sizes double
+//! every 900 parts (capped at 5 GiB) so an upload of unknown length can reach S3's
+//! 5 TiB limit within 10,000 parts; the bound grows with them (48 MiB after ~7 GiB,
+//! 96 MiB after ~21 GiB, …, 15 GiB for the last parts of a multi-TiB upload). Nothing is visible before CompleteMultipartUpload; abort,
+//! errors and dropping the upload abort the multipart upload (a task spawned on drop).
+//! Operators should still add a bucket lifecycle rule that aborts incomplete multipart
+//! uploads (a process killed mid-upload cannot abort).
+//!
+//! `CreateNew` (STOU) uses a conditional PUT (`If-None-Match: *`); for a multipart
+//! upload the target is checked just before completion, which leaves a short race in
+//! which a file created by someone else is replaced.
+//!
+//! # Limits
+//! - No append, no writes at an offset, no MFMT, no directory rename
+//!   ([`Capabilities`](ftpgate_storage::Capabilities) says so); such requests answer
+//!   `Unsupported`.
+//! - File rename is CopyObject then DeleteObject: not atomic, and limited to 5 GiB
+//!   ([`MAX_COPY_SIZE`]); larger files answer `Unsupported`.
+//! - Keys written by other tools that object_store cannot parse (empty segments as in
+//!   `a//b`, `.`/`..` segments, control characters) make the listing of their directory
+//!   fail; names that are not valid FTP segments (e.g. containing `\`) are skipped.
+//! - A name that is both a file and a key prefix (possible only through other clients)
+//!   is reported as a file by `stat` and may be listed twice.
+//!
+//! # Client settings
+//! No whole-request timeout (long transfers to slow FTP clients must not be cut), a
+//! 10 s connect timeout, idle connections kept 60 s, and up to 10 retries with
+//! exponential backoff (100 ms to 15 s, at most 3 minutes) for transient failures.
+
+#![warn(missing_docs, unreachable_pub)]
+
+mod backend;
+mod config;
+mod credentials;
+mod errors;
+mod keys;
+mod upload;
+
+pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
+pub use config::{S3Config, Secret, MAX_PART_SIZE_MIB, MIN_PART_SIZE_MIB};
+pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};
+pub use upload::{MAX_PARTS, MAX_PART_SIZE, PARTS_PER_DOUBLING};
