@@ -1,0 +1,311 @@
+//! S3-specific behaviour against a local moto server, checked through boto3 where
+//! what matters is what really lands in the bucket: multipart uploads, aborts (also on
+//! drop), verbatim keys, directory markers, paginated listings, CreateNew conflicts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+
+use ftpgate_backend_s3::{S3Backend, S3Config};
+use ftpgate_storage::testkit::{get, names, p, payload, put};
+use ftpgate_storage::{EntryKind, ErrorKind, StorageBackend, WriteMode};
+
+const MIB: usize = 1024 * 1024;
+
+macro_rules! moto_or_skip {
+    () => {
+        match common::moto() {
+            Some(moto) => moto,
+            None => return,
+        }
+    };
+}
+
+/// Waits (letting spawned tasks run) until no multipart upload is pending.
+async fn wait_no_pending(moto: &common::Moto, bucket: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pending = moto.pending_uploads(bucket);
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "multipart uploads still pending: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn multipart_upload_round_trip() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    let data = payload(12 * MIB + 12_345, 1);
+    let mut up = store.create(&p("/big"), WriteMode::Truncate).await.unwrap();
+    for chunk in data.chunks(MIB + 17) {
+        up.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    // Two 5 MiB parts are sent by now, but nothing is visible.
+    assert_eq!(moto.pending_uploads(&bucket), vec!["big".to_owned()]);
+    assert!(moto.keys(&bucket).is_empty());
+    let meta = up.complete().await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(get(&store, "/big").await == data, "content differs");
+    let stat = store.stat(&p("/big")).await.unwrap();
+    assert_eq!((stat.kind, stat.size), (EntryKind::File, data.len() as u64));
+    let size = moto.boto(
+        &bucket,
+        "print(json.dumps(s3.head_object(Bucket=bucket, Key='big')['ContentLength']))",
+    );
+    assert_eq!(size, json!(data.len()));
+    assert!(moto.pending_uploads(&bucket).is_empty());
+}
+
+#[tokio::test]
+async fn one_large_write_is_split_into_parts() {
+    let moto = moto_or_skip!();
+    let (store, _) = moto.backend().await;
+    let data = payload(11 * MIB, 2);
+    let meta = ftpgate_storage::testkit::upload(&store, &p("/one"), WriteMode::Truncate, &[&data])
+        .await
+        .unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(get(&store, "/one").await == data);
+}
+
+#[tokio::test]
+async fn abort_leaves_no_object_and_no_pending_upload() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    let mut up = store.create(&p("/f"), WriteMode::Truncate).await.unwrap();
+    up.write(Bytes::from(payload(11 * MIB, 3))).await.unwrap();
+    assert_eq!(moto.pending_uploads(&bucket), vec!["f".to_owned()]);
+    up.abort().await.unwrap();
+    assert!(moto.pending_uploads(&bucket).is_empty());
+    assert!(moto.keys(&bucket).is_empty());
+    assert_eq!(
+        store.stat(&p("/f")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test]
+async fn drop_without_complete_aborts_the_multipart_upload() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    let mut up = store.create(&p("/f"), WriteMode::Truncate).await.unwrap();
+    up.write(Bytes::from(payload(6 * MIB, 4))).await.unwrap();
+    assert_eq!(moto.pending_uploads(&bucket), vec!["f".to_owned()]);
+    drop(up);
+    wait_no_pending(moto, &bucket).await;
+    assert!(moto.keys(&bucket).is_empty());
+}
+
+#[tokio::test]
+async fn keys_are_verbatim() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    store.mkdir(&p("/dir #%+ ü")).await.unwrap();
+    put(&store, "/dir #%+ ü/a b #1 %+ü.txt", b"x").await;
+    put(&store, "/100%", b"y").await;
+    assert_eq!(
+        moto.keys(&bucket),
+        vec!["100%", "dir #%+ ü/", "dir #%+ ü/a b #1 %+ü.txt"]
+    );
+    // And keys written by another client read back under the same names.
+    moto.boto(
+        &bucket,
+        "s3.put_object(Bucket=bucket, Key='other/%41 #x', Body=b'z')\nprint('null')",
+    );
+    assert_eq!(names(&store, "/other").await, vec!["%41 #x".to_owned()]);
+    assert_eq!(get(&store, "/other/%41 #x").await, b"z");
+}
+
+#[tokio::test]
+async fn prefix_keeps_keys_below_it() {
+    let moto = moto_or_skip!();
+    let bucket = moto.bucket();
+    let mut cfg = moto.config(&bucket);
+    cfg.prefix = Some("/site/one/".into());
+    let store = S3Backend::new(cfg).await.unwrap();
+    moto.boto(
+        &bucket,
+        "s3.put_object(Bucket=bucket, Key='outside', Body=b'o')\nprint('null')",
+    );
+    assert!(names(&store, "/").await.is_empty());
+    store.mkdir(&p("/d")).await.unwrap();
+    put(&store, "/d/f", b"1").await;
+    assert_eq!(
+        moto.keys(&bucket),
+        vec!["outside", "site/one/d/", "site/one/d/f"]
+    );
+    assert_eq!(names(&store, "/").await, vec!["d".to_owned()]);
+}
+
+#[tokio::test]
+async fn empty_directories_are_markers() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    store.mkdir(&p("/e")).await.unwrap();
+    store.mkdir(&p("/e/sub")).await.unwrap();
+    assert_eq!(moto.keys(&bucket), vec!["e/", "e/sub/"]);
+    let size = moto.boto(
+        &bucket,
+        "print(json.dumps(s3.head_object(Bucket=bucket, Key='e/')['ContentLength']))",
+    );
+    assert_eq!(size, json!(0));
+    assert_eq!(names(&store, "/e").await, vec!["sub".to_owned()]);
+    assert!(names(&store, "/e/sub").await.is_empty());
+    store.rmdir(&p("/e/sub")).await.unwrap();
+    assert_eq!(moto.keys(&bucket), vec!["e/"]);
+}
+
+#[tokio::test]
+async fn directories_without_markers_exist_implicitly() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    moto.boto(
+        &bucket,
+        "s3.put_object(Bucket=bucket, Key='implicit/deep/x.txt', Body=b'x')\nprint('null')",
+    );
+    let root = ftpgate_storage::testkit::list_all(&store, &p("/"))
+        .await
+        .unwrap();
+    assert_eq!(root["implicit"].kind, EntryKind::Dir);
+    assert!(root["implicit"].modified.is_some());
+    let stat = store.stat(&p("/implicit/deep")).await.unwrap();
+    assert_eq!(stat.kind, EntryKind::Dir);
+    assert!(stat.modified.is_some());
+    assert_eq!(
+        store.rmdir(&p("/implicit")).await.unwrap_err().kind(),
+        ErrorKind::DirectoryNotEmpty
+    );
+    put(&store, "/implicit/new", b"n").await;
+    store.delete(&p("/implicit/deep/x.txt")).await.unwrap();
+    assert_eq!(
+        store.stat(&p("/implicit/deep")).await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "a directory without marker goes with its last key"
+    );
+}
+
+#[tokio::test]
+async fn listing_streams_every_page() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    store.mkdir(&p("/many")).await.unwrap();
+    // 2,000 files and 500 directory markers, written by boto3 (16 threads) for speed.
+    moto.boto(
+        &bucket,
+        "from concurrent.futures import ThreadPoolExecutor\n\
+         def put(i):\n\
+         \x20   key = f'many/k{i:05}/' if i % 5 == 0 else f'many/k{i:05}'\n\
+         \x20   s3.put_object(Bucket=bucket, Key=key, Body=b'')\n\
+         with ThreadPoolExecutor(16) as pool:\n\
+         \x20   list(pool.map(put, range(2500)))\n\
+         print('null')",
+    );
+    let mut stream = store.list(&p("/many")).await.unwrap();
+    let mut names = Vec::new();
+    while let Some(entry) = stream.next().await {
+        let entry = entry.unwrap();
+        let i: usize = entry.name[1..].parse().unwrap();
+        let kind = if i.is_multiple_of(5) {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        assert_eq!(entry.meta.kind, kind, "{}", entry.name);
+        names.push(entry.name);
+    }
+    names.sort();
+    let expected: Vec<String> = (0..2500).map(|i| format!("k{i:05}")).collect();
+    assert_eq!(names.len(), 2500);
+    assert_eq!(names, expected);
+}
+
+#[tokio::test]
+async fn create_new_conflicts() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    put(&store, "/taken", b"old").await;
+    assert_eq!(
+        store
+            .create(&p("/taken"), WriteMode::CreateNew)
+            .await
+            .err()
+            .map(|e| e.kind()),
+        Some(ErrorKind::AlreadyExists),
+        "CreateNew on an existing file fails early"
+    );
+    // Multipart: the target appears while the upload runs.
+    let mut up = store.create(&p("/m"), WriteMode::CreateNew).await.unwrap();
+    up.write(Bytes::from(payload(6 * MIB, 5))).await.unwrap();
+    put(&store, "/m", b"theirs").await;
+    assert_eq!(
+        up.complete().await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(get(&store, "/m").await, b"theirs");
+    assert!(moto.pending_uploads(&bucket).is_empty());
+    // Multipart on a free name completes.
+    let data = payload(6 * MIB, 6);
+    ftpgate_storage::testkit::upload(&store, &p("/n"), WriteMode::CreateNew, &[&data])
+        .await
+        .unwrap();
+    assert!(get(&store, "/n").await == data);
+}
+
+#[tokio::test]
+async fn check_reports_bucket_and_endpoint() {
+    let moto = moto_or_skip!();
+    let (store, _) = moto.backend().await;
+    store.check().await.unwrap();
+    let cfg = moto.config("no-such-bucket-here");
+    let missing = S3Backend::new(cfg).await.unwrap();
+    let err = missing.check().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-bucket-here"), "{msg}");
+    assert!(msg.contains(&moto.endpoint()), "{msg}");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{msg}");
+}
+
+#[tokio::test]
+async fn control_characters_are_invalid_names() {
+    let moto = moto_or_skip!();
+    let (store, _) = moto.backend().await;
+    let err = store
+        .create(&p("/tab\there"), WriteMode::Truncate)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+}
+
+#[tokio::test]
+async fn capabilities_are_honest() {
+    let moto = moto_or_skip!();
+    let (store, _) = moto.backend().await;
+    assert_eq!(store.kind(), "s3");
+    let caps = store.capabilities();
+    assert!(
+        !caps.append
+            && !caps.write_at_offset
+            && !caps.rename_directories
+            && !caps.atomic_rename
+            && !caps.set_modified
+    );
+}
+
+#[tokio::test]
+async fn new_rejects_invalid_config() {
+    let mut cfg = S3Config::new("b");
+    cfg.part_size_mib = 1;
+    let err = S3Backend::new(cfg).await.unwrap_err();
+    assert!(err.message().contains("s3.part_size_mib"), "{err}");
+}
