@@ -46,8 +46,10 @@
 //! 5 TiB limit within 10,000 parts; the bound grows with them (48 MiB after ~7 GiB,
 //! 96 MiB after ~21 GiB, …, 15 GiB for the last parts of a multi-TiB upload). Nothing is visible before CompleteMultipartUpload; abort,
 //! errors and dropping the upload abort the multipart upload (a task spawned on drop).
-//! Operators should still add a bucket lifecycle rule that aborts incomplete multipart
-//! uploads (a process killed mid-upload cannot abort).
+//! A failed part aborts the whole upload and later writes and `complete` fail. Operators
+//! should still add a bucket lifecycle rule that aborts incomplete multipart uploads: a
+//! process killed mid-upload cannot abort, nor can an upload whose CreateMultipartUpload
+//! request was cancelled before its id came back.
 //!
 //! `CreateNew` (STOU) uses a conditional PUT (`If-None-Match: *`); for a multipart
 //! upload the target is checked just before completion, which leaves a short race in

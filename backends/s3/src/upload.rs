@@ -61,6 +61,9 @@ pub(crate) struct S3Upload {
     /// Set once the first part is full; taken when completed or aborted.
     multipart: Option<Box<dyn MultipartUpload>>,
     in_flight: JoinSet<object_store::Result<()>>,
+    /// Set when a write failed and the upload was aborted: later calls must not
+    /// commit what is left.
+    failed: bool,
 }
 
 impl S3Upload {
@@ -78,6 +81,7 @@ impl S3Upload {
             total: 0,
             multipart: None,
             in_flight: JoinSet::new(),
+            failed: false,
         }
     }
 
@@ -195,6 +199,16 @@ impl S3Upload {
         Ok(uploaded_meta(self.total))
     }
 
+    fn failed_error(&self) -> StorageError {
+        StorageError::new(
+            ErrorKind::Other,
+            format!(
+                "upload {}: an earlier write failed; the upload was aborted",
+                self.path
+            ),
+        )
+    }
+
     /// Stops the parts in flight and aborts the multipart upload, if any.
     async fn abort_now(&mut self) -> Result<()> {
         self.in_flight.shutdown().await;
@@ -213,8 +227,12 @@ impl S3Upload {
 #[async_trait]
 impl Upload for S3Upload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.failed {
+            return Err(self.failed_error());
+        }
         let res = self.write_inner(data).await;
         if res.is_err() {
+            self.failed = true;
             if let Err(e) = self.abort_now().await {
                 tracing::warn!(path = %self.path, error = %e, "abort after a failed part");
             }
@@ -223,6 +241,9 @@ impl Upload for S3Upload {
     }
 
     async fn complete(mut self: Box<Self>) -> Result<Metadata> {
+        if self.failed {
+            return Err(self.failed_error());
+        }
         let res = self.finish().await;
         if res.is_err() {
             if let Err(e) = self.abort_now().await {

@@ -107,6 +107,39 @@ async fn drop_without_complete_aborts_the_multipart_upload() {
 }
 
 #[tokio::test]
+async fn failed_part_aborts_and_never_commits() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    let mut up = store.create(&p("/f"), WriteMode::Truncate).await.unwrap();
+    up.write(Bytes::from(payload(6 * MIB, 7))).await.unwrap();
+    // Someone else aborts the multipart upload: later parts fail with NoSuchUpload.
+    moto.boto(
+        &bucket,
+        "for u in s3.list_multipart_uploads(Bucket=bucket).get('Uploads', []):\n\
+         \x20   s3.abort_multipart_upload(Bucket=bucket, Key=u['Key'], UploadId=u['UploadId'])\n\
+         print('null')",
+    );
+    let mut write_failed = false;
+    for i in 0..4 {
+        if up
+            .write(Bytes::from(payload(5 * MIB, 8 + i)))
+            .await
+            .is_err()
+        {
+            write_failed = true;
+            break;
+        }
+    }
+    assert!(write_failed, "writes after the upload vanished must fail");
+    assert!(
+        up.complete().await.is_err(),
+        "complete after a failed write"
+    );
+    assert!(moto.keys(&bucket).is_empty());
+    assert!(moto.pending_uploads(&bucket).is_empty());
+}
+
+#[tokio::test]
 async fn keys_are_verbatim() {
     let moto = moto_or_skip!();
     let (store, bucket) = moto.backend().await;
