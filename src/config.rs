@@ -141,6 +141,19 @@ pub enum StorageKind {
     Local,
     /// In memory, lost at exit.
     Memory,
+    /// An S3 bucket (AWS or any S3-compatible endpoint).
+    S3,
+}
+
+/// A secret config value: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
 }
 
 /// `[storage]` keys.
@@ -151,6 +164,43 @@ pub struct StorageConfig {
     pub kind: StorageKind,
     /// Root directory of the local backend; created if missing. Default `./data`.
     pub root: PathBuf,
+    /// s3: the bucket (required for `kind = "s3"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// s3: key prefix under which the FTP tree lives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// s3: region. Default `us-east-1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// s3: endpoint URL of an S3-compatible service (MinIO, Ceph, R2 …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// s3: path-style requests (`endpoint/bucket/key`). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// s3: allow an `http://` endpoint. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// s3: static access key (explicit override of the AWS credential chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// s3: static secret key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Redacted>,
+    /// s3: file holding the static secret key (a mounted Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// s3: static session token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<Redacted>,
+    /// s3: first multipart part size in MiB (grows for huge uploads). Default 8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part_size_mib: Option<u64>,
+    /// s3: parts uploading at once per upload. Default 2; memory per upload is
+    /// (this + 1) × part size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parts_in_flight: Option<usize>,
 }
 
 impl Default for StorageConfig {
@@ -158,6 +208,97 @@ impl Default for StorageConfig {
         Self {
             kind: StorageKind::Local,
             root: PathBuf::from("./data"),
+            bucket: None,
+            prefix: None,
+            region: None,
+            endpoint: None,
+            force_path_style: None,
+            allow_http: None,
+            access_key_id: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+            session_token: None,
+            part_size_mib: None,
+            max_parts_in_flight: None,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The S3 settings of a `kind = "s3"` section; `key` (`storage`,
+    /// `backends.NAME`) prefixes the names in error messages.
+    pub fn s3_config(&self, key: &str) -> Result<ftpgate_backend_s3::S3Config, String> {
+        let bucket = self
+            .bucket
+            .clone()
+            .ok_or_else(|| format!("{key}.bucket is required for kind = \"s3\""))?;
+        let mut c = ftpgate_backend_s3::S3Config::new(bucket);
+        c.prefix = self.prefix.clone();
+        if let Some(r) = &self.region {
+            c.region = r.clone();
+        }
+        c.endpoint = self.endpoint.clone();
+        c.force_path_style = self.force_path_style.unwrap_or(false);
+        c.allow_http = self.allow_http.unwrap_or(false);
+        c.access_key_id = self.access_key_id.clone();
+        let secret = match (&self.secret_access_key, &self.secret_access_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{key}.secret_access_key and {key}.secret_access_key_file are exclusive"
+                ))
+            }
+            (Some(s), None) => Some(s.0.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("{key}.secret_access_key_file {}: {e}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        c.secret_access_key = secret.map(ftpgate_backend_s3::Secret::new);
+        c.session_token = self
+            .session_token
+            .as_ref()
+            .map(|t| ftpgate_backend_s3::Secret::new(t.0.clone()));
+        if let Some(n) = self.part_size_mib {
+            c.part_size_mib = n;
+        }
+        if let Some(n) = self.max_parts_in_flight {
+            c.max_parts_in_flight = n;
+        }
+        c.validate()
+            .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
+        Ok(c)
+    }
+
+    /// Checks that the keys set belong to the chosen kind.
+    fn validate(&self, key: &str) -> Result<(), String> {
+        match self.kind {
+            StorageKind::S3 => self.s3_config(key).map(|_| ()),
+            StorageKind::Local | StorageKind::Memory => {
+                let s3_only = [
+                    ("bucket", self.bucket.is_some()),
+                    ("prefix", self.prefix.is_some()),
+                    ("region", self.region.is_some()),
+                    ("endpoint", self.endpoint.is_some()),
+                    ("force_path_style", self.force_path_style.is_some()),
+                    ("allow_http", self.allow_http.is_some()),
+                    ("access_key_id", self.access_key_id.is_some()),
+                    ("secret_access_key", self.secret_access_key.is_some()),
+                    (
+                        "secret_access_key_file",
+                        self.secret_access_key_file.is_some(),
+                    ),
+                    ("session_token", self.session_token.is_some()),
+                    ("part_size_mib", self.part_size_mib.is_some()),
+                    ("max_parts_in_flight", self.max_parts_in_flight.is_some()),
+                ];
+                match s3_only.iter().find(|(_, set)| *set) {
+                    Some((name, _)) => Err(format!("{key}.{name} only applies to kind = \"s3\"")),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -302,6 +443,10 @@ impl Config {
                 "server.listen = {listen} is not a loopback address and no [[users]] are configured: \
                  add a user (password_hash from `ftpgate hash-password`) before listening on the network"
             ));
+        }
+        self.storage.validate("storage")?;
+        for (name, b) in &self.backends {
+            b.validate(&format!("backends.{name}"))?;
         }
         if let Some(p) = &self.passive.ports {
             PortRange::parse(p).map_err(|e| format!("passive.ports: {e}"))?;

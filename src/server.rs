@@ -71,6 +71,15 @@ pub async fn build_storage(
                 .with_context(|| format!("{key}.root {}", storage.root.display()))?,
         ),
         StorageKind::Memory => Arc::new(ftpgate_backend_memory::MemoryBackend::new()),
+        StorageKind::S3 => {
+            let cfg = storage.s3_config(key).map_err(anyhow::Error::msg)?;
+            let backend = ftpgate_backend_s3::S3Backend::new(cfg)
+                .await
+                .with_context(|| format!("{key}: S3 backend"))?;
+            // Say clearly at start when the bucket cannot be reached.
+            backend.check().await.with_context(|| key.to_owned())?;
+            Arc::new(backend)
+        }
     })
 }
 

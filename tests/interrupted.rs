@@ -5,56 +5,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{payload, sha, Ctl, Gate, Opts, Resp};
-
-/// Connects to the data port, sends `send` bytes (or reads `read` bytes), waits,
-/// then closes with SO_LINGER {1, 0} so the kernel sends RST instead of FIN.
-const RESETTER: &str = r#"
-import socket, struct, sys, time
-port, send, read = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-s = socket.create_connection(("127.0.0.1", port), 10)
-s.settimeout(10)
-if send:
-    chunk = bytes(range(256)) * 256
-    left = send
-    while left > 0:
-        n = min(left, len(chunk))
-        s.sendall(chunk[:n])
-        left -= n
-got = 0
-while got < read:
-    b = s.recv(min(65536, read - got))
-    if not b:
-        break
-    got += len(b)
-time.sleep(0.5)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-s.close()
-print("reset after sending", send, "reading", got)
-"#;
-
-fn reset_data(port: u16, send: usize, read: usize) {
-    let (ok, out, err) = common::run(
-        Command::new("python3")
-            .arg("-c")
-            .arg(RESETTER)
-            .arg(port.to_string())
-            .arg(send.to_string())
-            .arg(read.to_string()),
-    );
-    assert!(ok, "resetter failed: {out}\n{err}");
-}
-
-/// STOR `path`, send some bytes, reset. Returns the final reply.
-fn interrupted_stor(c: &mut Ctl, path: &str, send: usize) -> Resp {
-    let port = c.epsv_port();
-    let r = c.cmd(&format!("STOR {path}"));
-    assert!(r.code == 150 || r.code == 125, "{r:?}");
-    reset_data(port, send, 0);
-    c.read()
-}
+use common::{interrupted_stor, payload, reset_data, sha, Ctl, Gate, Opts, Resp};
 
 fn assert_failed_upload(r: &Resp, gate: &Gate) {
     assert!(

@@ -1252,7 +1252,7 @@ pub async fn list_many_entries(store: &dyn StorageBackend) {
     assert_eq!(list.keys().cloned().collect::<Vec<_>>(), expected);
     for (name, meta) in &list {
         let i: usize = name[6..].parse().expect("entry number");
-        let kind = if i % 10 == 0 {
+        let kind = if i.is_multiple_of(10) {
             EntryKind::File
         } else {
             EntryKind::Dir
