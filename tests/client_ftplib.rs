@@ -5,42 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{tail, Gate, Opts, PASS, USER};
+use common::{Gate, Opts};
 
 /// The test that needs urgent-data handling; run separately.
 const OOB_ABORT: &str = "test_abor_ftplib";
-
-/// Runs the suite (or only `tests`), skipping `skip`.
-fn run_suite(gate: &Gate, root: Option<&Path>, tests: &[&str], skip: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ftplib_suite.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .args(tests)
-        .env("FTP_HOST", "127.0.0.1")
-        .env("FTP_PORT", gate.port().to_string())
-        .env("FTP_USER", USER)
-        .env("FTP_PASS", PASS)
-        .env(
-            "FTP_ROOT",
-            root.map(|p| p.display().to_string()).unwrap_or_default(),
-        )
-        .env("FTP_SKIP", skip.join(","))
-        .env("PYTHONIOENCODING", "utf-8")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let (ok, out, err) = common::run(&mut cmd);
-    println!("{out}");
-    eprintln!("{err}");
-    if !ok {
-        panic!(
-            "ftplib suite failed:\n{out}\n{err}\n--- server log (tail) ---\n{}",
-            tail(&gate.logs(), 80)
-        );
-    }
-    assert!(out.contains("all ftplib tests passed"), "{out}");
-}
 
 #[test]
 fn ftplib_suite_local() {
@@ -49,7 +17,7 @@ fn ftplib_suite_local() {
     }
     let gate = Gate::start();
     let root = gate.root();
-    run_suite(&gate, Some(&root), &[], &[OOB_ABORT]);
+    common::ftplib_suite(&gate, Some(&root), &[], &[OOB_ABORT]);
     // Nothing the suite did may leave temporary upload files behind.
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
@@ -77,7 +45,7 @@ fn ftplib_suite_memory() {
         storage: "memory",
         ..Default::default()
     });
-    run_suite(&gate, None, &[], &[OOB_ABORT]);
+    common::ftplib_suite(&gate, None, &[], &[OOB_ABORT]);
 }
 
 /// `ftplib.FTP.abort()` sends `ABOR\r\n` with MSG_OOB: the final `\n` is TCP
@@ -88,5 +56,5 @@ fn ftplib_abort_with_urgent_data() {
         return;
     }
     let gate = Gate::start();
-    run_suite(&gate, Some(&gate.root()), &[OOB_ABORT], &[]);
+    common::ftplib_suite(&gate, Some(&gate.root()), &[OOB_ABORT], &[]);
 }

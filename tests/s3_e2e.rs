@@ -217,3 +217,87 @@ fn unreachable_bucket_refuses_to_start_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn ftplib_suite_on_s3() {
+    let Some(m) = moto::moto() else { return };
+    if !common::require("python3") {
+        return;
+    }
+    let (g, _bucket) = s3_gate(m);
+    // Everything but what S3 refuses by design (APPE/REST+STOR, MFMT, directory
+    // rename — covered above as clean 502s) and the urgent-data ABOR run elsewhere.
+    common::ftplib_suite_env(
+        &g,
+        None,
+        &[],
+        &[
+            "test_abor_ftplib",
+            "test_appe_and_rest",
+            "test_rename",
+            "test_listings_and_metadata",
+        ],
+        &[("FTP_NO_FEATURES", "MFMT")],
+    );
+}
+
+#[test]
+fn lftp_mirror_round_trip_on_s3() {
+    let Some(m) = moto::moto() else { return };
+    if !common::require("lftp") {
+        return;
+    }
+    let (g, bucket) = s3_gate(m);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub dir/ü #%")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    let files = [
+        ("a.txt", payload(10, 1)),
+        ("sub dir/b.bin", payload(6 << 20, 2)),
+        ("sub dir/ü #%/c 100%.txt", payload(1234, 3)),
+        ("zero", Vec::new()),
+    ];
+    for (name, data) in &files {
+        std::fs::write(src.join(name), data).unwrap();
+    }
+    let back = dir.path().join("back");
+    let script = format!(
+        "set ftp:ssl-allow no; set net:max-retries 1; set net:timeout 10; set cmd:fail-exit yes; \
+         mirror -R --no-perms \"{}\" /tree; mirror --no-perms /tree \"{}\"; quit",
+        src.display(),
+        back.display()
+    );
+    let (code, out, err) = common::run_for(
+        Command::new("lftp")
+            .args([
+                "-u",
+                &format!("{USER},{PASS}"),
+                "-p",
+                &g.port().to_string(),
+                "-e",
+                &script,
+                "127.0.0.1",
+            ])
+            .env("HOME", dir.path()),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "{out}\n{err}\n{}",
+        common::tail(&g.logs(), 40)
+    );
+    assert_eq!(common::tree_hashes(&src), common::tree_hashes(&back));
+    assert!(
+        back.join("empty").is_dir(),
+        "empty directory (a marker) mirrored back"
+    );
+    for (name, data) in &files {
+        assert_eq!(
+            object_sha(m, &bucket, &format!("ftp/tree/{name}")),
+            sha(data),
+            "{name}"
+        );
+    }
+}

@@ -488,6 +488,47 @@ pub fn interrupted_stor(c: &mut Ctl, path: &str, send: usize) -> Resp {
     c.read()
 }
 
+/// Runs the suite (or only `tests`), skipping `skip`.
+pub fn ftplib_suite(gate: &Gate, root: Option<&Path>, tests: &[&str], skip: &[&str]) {
+    ftplib_suite_env(gate, root, tests, skip, &[]);
+}
+
+/// [`ftplib_suite`] with extra environment for the script (e.g. `FTP_NO_FEATURES`).
+pub fn ftplib_suite_env(
+    gate: &Gate,
+    root: Option<&Path>,
+    tests: &[&str],
+    skip: &[&str],
+    env: &[(&str, &str)],
+) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ftplib_suite.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .args(tests)
+        .env("FTP_HOST", "127.0.0.1")
+        .env("FTP_PORT", gate.port().to_string())
+        .env("FTP_USER", USER)
+        .env("FTP_PASS", PASS)
+        .env(
+            "FTP_ROOT",
+            root.map(|p| p.display().to_string()).unwrap_or_default(),
+        )
+        .env("FTP_SKIP", skip.join(","))
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .envs(env.iter().copied());
+    let (ok, out, err) = run(&mut cmd);
+    println!("{out}");
+    eprintln!("{err}");
+    if !ok {
+        panic!(
+            "ftplib suite failed:\n{out}\n{err}\n--- server log (tail) ---\n{}",
+            tail(&gate.logs(), 80)
+        );
+    }
+    assert!(out.contains("all ftplib tests passed"), "{out}");
+}
+
 /// Requires an external client; under CI a missing one fails the test, elsewhere
 /// the test is skipped loudly.
 pub fn require(tool: &str) -> bool {
