@@ -28,7 +28,12 @@ pub(super) async fn rnfr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     if t.shown.is_root() {
         return Reply::new(550, "Cannot rename the home directory").into();
     }
-    match ctx.storage().stat(&t.storage).await {
+    let storage = ctx.storage();
+    match storage.stat(&t.storage).await {
+        // Refuse up front rather than after RNTO (S3: a prefix cannot move atomically).
+        Ok(m) if m.is_dir() && !storage.capabilities().rename_directories => {
+            Reply::new(550, "Renaming directories is not supported on this storage").into()
+        }
         Ok(_) => {
             ctx.session.rename_from = Some(t.storage);
             Reply::new(350, "Ready for RNTO").into()
