@@ -31,6 +31,27 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle pooled connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest pause between two retries of one request.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// object_store's retry policy from `max_retries` and `retry_timeout_secs`.
+///
+/// object_store checks the timeout only before it sleeps, so the last backoff can run
+/// past it: the backoff is capped at a quarter of the timeout (and [`MAX_BACKOFF`]) to
+/// keep that overshoot small.
+fn retry_config(cfg: &S3Config) -> RetryConfig {
+    let retry_timeout = Duration::from_secs(cfg.retry_timeout_secs);
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: MAX_BACKOFF.min(retry_timeout / 4),
+            base: 2.0,
+        },
+        max_retries: cfg.max_retries,
+        retry_timeout,
+    }
+}
+
 /// The FTP tree stored in an S3 bucket. Cheap to clone; clones share the client.
 ///
 /// See the crate documentation for the key mapping, the directory markers and limits.
@@ -86,15 +107,7 @@ impl S3Backend {
             .with_timeout_disabled()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_pool_idle_timeout(POOL_IDLE_TIMEOUT);
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(15),
-                base: 2.0,
-            },
-            max_retries: 10,
-            retry_timeout: Duration::from_secs(180),
-        };
+        let retry = retry_config(&cfg);
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)

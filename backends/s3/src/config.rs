@@ -20,6 +20,17 @@ fn default_part_size_mib() -> u64 {
 fn default_max_parts_in_flight() -> usize {
     2
 }
+fn default_max_retries() -> usize {
+    3
+}
+fn default_retry_timeout_secs() -> u64 {
+    20
+}
+
+/// The largest accepted `max_retries`.
+pub const MAX_RETRIES_LIMIT: usize = 20;
+/// The largest accepted `retry_timeout_secs` (10 minutes).
+pub const MAX_RETRY_TIMEOUT_SECS: u64 = 600;
 
 /// A secret string whose `Debug` output is redacted, so configs can be logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -98,6 +109,18 @@ pub struct S3Config {
     /// buffers at most `(max_parts_in_flight + 1) × part size` bytes.
     #[serde(default = "default_max_parts_in_flight")]
     pub max_parts_in_flight: usize,
+    /// How many times one S3 request is retried after a transient failure (connection
+    /// refused or reset, timeout, 5xx, throttling), 0 to 20. Default: 3. Retries back off
+    /// exponentially from 100 ms.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// How long, in seconds, one S3 request keeps being retried, 1 to 600. Default: 20.
+    /// No retry starts after this time, so a failing request gives up after at most about
+    /// 1.25 × this plus one attempt (connects time out after 10 s); the FTP client then
+    /// gets a transient (4xx) reply instead of waiting. It does not limit a transfer
+    /// that is making progress.
+    #[serde(default = "default_retry_timeout_secs")]
+    pub retry_timeout_secs: u64,
 }
 
 impl S3Config {
@@ -115,6 +138,8 @@ impl S3Config {
             session_token: None,
             part_size_mib: default_part_size_mib(),
             max_parts_in_flight: default_max_parts_in_flight(),
+            max_retries: default_max_retries(),
+            retry_timeout_secs: default_retry_timeout_secs(),
         }
     }
 
@@ -158,6 +183,18 @@ impl S3Config {
                 self.max_parts_in_flight
             ));
         }
+        if self.max_retries > MAX_RETRIES_LIMIT {
+            return bad(format!(
+                "s3.max_retries: {} must be between 0 and {MAX_RETRIES_LIMIT}",
+                self.max_retries
+            ));
+        }
+        if !(1..=MAX_RETRY_TIMEOUT_SECS).contains(&self.retry_timeout_secs) {
+            return bad(format!(
+                "s3.retry_timeout_secs: {} must be between 1 and {MAX_RETRY_TIMEOUT_SECS}",
+                self.retry_timeout_secs
+            ));
+        }
         match (&self.access_key_id, &self.secret_access_key) {
             (Some(_), None) => {
                 return bad("s3.secret_access_key: required with s3.access_key_id".into())
@@ -197,6 +234,8 @@ mod tests {
         assert_eq!(cfg.region, "us-east-1");
         assert_eq!(cfg.part_size_mib, 8);
         assert_eq!(cfg.max_parts_in_flight, 2);
+        assert_eq!(cfg.max_retries, 3);
+        assert_eq!(cfg.retry_timeout_secs, 20);
         assert!(!cfg.force_path_style && !cfg.allow_http);
         cfg.validate().unwrap();
     }
@@ -228,6 +267,26 @@ mod tests {
             .unwrap_err()
             .message()
             .contains("s3.secret_access_key"));
+    }
+
+    #[test]
+    fn retry_settings_are_validated() {
+        let cfg = parse(r#"{"bucket": "b", "max_retries": 0, "retry_timeout_secs": 600}"#).unwrap();
+        assert_eq!((cfg.max_retries, cfg.retry_timeout_secs), (0, 600));
+        cfg.validate().unwrap();
+        let mut cfg = S3Config::new("b");
+        cfg.max_retries = 21;
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.message().contains("s3.max_retries"), "{err}");
+        cfg.max_retries = 20;
+        cfg.validate().unwrap();
+        for secs in [0, 601] {
+            cfg.retry_timeout_secs = secs;
+            let err = cfg.validate().unwrap_err();
+            assert!(err.message().contains("s3.retry_timeout_secs"), "{err}");
+        }
+        assert!(parse(r#"{"bucket": "b", "max_retries": -1}"#).is_err());
     }
 
     #[test]

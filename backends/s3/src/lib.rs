@@ -69,8 +69,13 @@
 //!
 //! # Client settings
 //! No whole-request timeout (long transfers to slow FTP clients must not be cut), a
-//! 10 s connect timeout, idle connections kept 60 s, and up to 10 retries with
-//! exponential backoff (100 ms to 15 s, at most 3 minutes) for transient failures.
+//! 10 s connect timeout, idle connections kept 60 s. A request that fails transiently
+//! (connection refused or reset, timeout, 5xx, throttling) is retried with exponential
+//! backoff from 100 ms, at most `max_retries` times (default 3) and not after
+//! `retry_timeout_secs` (default 20 s; backoffs are capped at a quarter of it and at
+//! 15 s), so an FTP command fails with a transient error well before the client gives
+//! up, instead of hanging for minutes. The error is
+//! [`ErrorKind::Transient`](ftpgate_storage::ErrorKind::Transient).
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -81,7 +86,10 @@ mod errors;
 mod keys;
 mod upload;
 
-pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
-pub use config::{S3Config, Secret, MAX_PART_SIZE_MIB, MIN_PART_SIZE_MIB};
+pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
+pub use config::{
+    S3Config, Secret, MAX_PART_SIZE_MIB, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
+    MIN_PART_SIZE_MIB,
+};
 pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};
 pub use upload::{MAX_PARTS, MAX_PART_SIZE, PARTS_PER_DOUBLING};

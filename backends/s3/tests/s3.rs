@@ -342,3 +342,100 @@ async fn new_rejects_invalid_config() {
     let err = S3Backend::new(cfg).await.unwrap_err();
     assert!(err.message().contains("s3.part_size_mib"), "{err}");
 }
+
+/// A loopback port on which nothing listens: connections are refused.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A backend whose endpoint refuses connections.
+async fn unreachable_backend(tune: impl FnOnce(&mut S3Config)) -> (S3Backend, String) {
+    let endpoint = format!("http://127.0.0.1:{}", dead_port());
+    let mut cfg = S3Config::new("nowhere");
+    cfg.endpoint = Some(endpoint.clone());
+    cfg.force_path_style = true;
+    cfg.allow_http = true;
+    cfg.access_key_id = Some("testing".into());
+    cfg.secret_access_key = Some("testing".into());
+    tune(&mut cfg);
+    (S3Backend::new(cfg).await.unwrap(), endpoint)
+}
+
+/// Runs `op`, which must fail as Transient; returns how long it took.
+async fn transient_failure<T>(
+    what: &str,
+    op: impl std::future::Future<Output = ftpgate_storage::Result<T>>,
+) -> Duration {
+    let started = Instant::now();
+    let Err(err) = op.await else {
+        panic!("{what}: succeeded against a port where nothing listens");
+    };
+    let took = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{what}: {err}");
+    took
+}
+
+#[tokio::test]
+async fn unreachable_server_fails_transient_within_retry_timeout() {
+    // Many retries allowed: the 2 s retry timeout is what ends them.
+    let (store, endpoint) = unreachable_backend(|cfg| {
+        cfg.retry_timeout_secs = 2;
+        cfg.max_retries = 20;
+    })
+    .await;
+    let create_and_complete = async {
+        // create() already lists the target's prefix, so it fails there; were it to
+        // succeed, the upload's completion must fail the same way.
+        let mut up = store.create(&p("/f"), WriteMode::Truncate).await?;
+        up.write(Bytes::from_static(b"data")).await?;
+        up.complete().await
+    };
+    let (a, d) = (p("/a"), p("/d"));
+    // All at once: each request has its own retry budget.
+    let (stat, list, read, create) = futures::join!(
+        transient_failure("stat", store.stat(&a)),
+        transient_failure("list", store.list(&d)),
+        transient_failure("read", store.read(&a, 0)),
+        transient_failure("create+complete", create_and_complete),
+    );
+    let took = [
+        ("stat", stat),
+        ("list", list),
+        ("read", read),
+        ("create+complete", create),
+    ];
+    for (what, took) in took {
+        assert!(
+            took >= Duration::from_secs(1),
+            "{what} gave up after {took:?}: it did not retry"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{what} took {took:?} with retry_timeout_secs = 2"
+        );
+    }
+    let err = store.check().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains(&endpoint), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_server_with_default_retries_fails_fast() {
+    // Defaults: 3 retries with backoffs of at most 0.1 + 0.2 + 0.4 s.
+    let (store, _) = unreachable_backend(|_| {}).await;
+    let took = transient_failure("stat", store.stat(&p("/a"))).await;
+    assert!(took < Duration::from_secs(3), "stat took {took:?}");
+}
+
+#[tokio::test]
+async fn new_rejects_invalid_retry_settings() {
+    let mut cfg = S3Config::new("b");
+    cfg.max_retries = 1000;
+    let err = S3Backend::new(cfg).await.unwrap_err();
+    assert!(err.message().contains("s3.max_retries"), "{err}");
+    let mut cfg = S3Config::new("b");
+    cfg.retry_timeout_secs = 0;
+    let err = S3Backend::new(cfg).await.unwrap_err();
+    assert!(err.message().contains("s3.retry_timeout_secs"), "{err}");
+}

@@ -1,16 +1,27 @@
-//! Test harness: one moto S3 server per test binary, a fresh bucket per test, and
-//! boto3 (through python3) as an independent witness of what is in a bucket.
+//! Test harness: one S3 server per test binary, a fresh bucket per test, and boto3
+//! (through python3) as an independent witness of what is in a bucket.
 //!
-//! moto is found as `moto_server` on `PATH` (install: `pip install 'moto[server]'
-//! boto3`). It is started through a small python3 guard that holds a pipe from this
-//! process: when the test binary exits, however it exits, the pipe closes and the guard
-//! terminates moto, so no server outlives `cargo test`. Without moto the tests print
-//! `SKIPPED: moto_server not installed` and pass, unless `CI` is set: then they fail.
+//! Two independent S3 implementations are supported, so that the backend is not tuned
+//! to one server's quirks:
+//! - moto, found as `moto_server` on `PATH` (install: `pip install 'moto[server]'
+//!   boto3`); keeps objects in memory. [`moto()`].
+//! - s3s-fs, found as `s3s-fs` on `PATH` (install: `cargo install s3s-fs@0.14.1 --locked
+//!   --features binary`); stores each object as a file under a root directory, which is
+//!   created in the system temporary directory and removed when the server stops.
+//!   Buckets are directories under that root (what its CreateBucket does). [`s3s_fs()`].
+//!
+//! Each server listens on 127.0.0.1 on a free port and is started through a small
+//! python3 guard that holds a pipe from this process: when the test binary exits,
+//! however it exits, the pipe closes and the guard terminates the server (and removes
+//! its root directory), so no server outlives `cargo test`. Without the server the
+//! tests print `SKIPPED: <program> not installed` and pass, unless `CI` is set: then
+//! they fail.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -18,28 +29,79 @@ use std::time::{Duration, Instant};
 
 use ftpgate_backend_s3::{S3Backend, S3Config};
 
-/// A running moto server.
-pub struct Moto {
+/// Which S3 implementation a [`Server`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Moto,
+    S3sFs,
+}
+
+impl Kind {
+    /// The program looked up on `PATH`.
+    pub fn program(self) -> &'static str {
+        match self {
+            Kind::Moto => "moto_server",
+            Kind::S3sFs => "s3s-fs",
+        }
+    }
+
+    fn install_hint(self) -> &'static str {
+        match self {
+            Kind::Moto => "pip install 'moto[server]' boto3",
+            Kind::S3sFs => "cargo install s3s-fs@0.14.1 --locked --features binary",
+        }
+    }
+}
+
+/// A running S3 server.
+pub struct Server {
+    pub kind: Kind,
     pub port: u16,
-    /// The python guard; its stdin is the pipe whose closing stops moto.
+    /// s3s-fs only: the directory that holds the buckets.
+    root: Option<PathBuf>,
+    /// The python guard; its stdin is the pipe whose closing stops the server.
     _guard: Mutex<Child>,
 }
 
+/// The moto server (the name the S3-specific tests use).
+pub type Moto = Server;
+
+/// The credentials both servers are started with (moto accepts any).
+pub const ACCESS_KEY: &str = "testing";
+pub const SECRET_KEY: &str = "testing";
+
+/// argv[1]: a directory to remove afterwards ("" for none); argv[2]: "1" to silence the
+/// server's stderr; argv[3:]: the server command. The guard exits when the server does
+/// (so a server that fails to start is noticed), and stops the server when its stdin
+/// (a pipe from the test binary) closes.
 const GUARD: &str = r#"
-import subprocess, sys
-p = subprocess.Popen([sys.argv[1], "-H", "127.0.0.1", "-p", sys.argv[2]],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+import shutil, subprocess, sys, threading
+cleanup, quiet, cmd = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
+p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL if quiet else None)
+def watch():
+    try:
+        sys.stdin.read()
+    finally:
+        p.terminate()
+threading.Thread(target=watch, daemon=True).start()
 try:
-    sys.stdin.read()
-finally:
-    p.terminate()
+    try:
+        rc = p.wait()
+    except BaseException:
+        p.terminate()
+        rc = 1
     try:
         p.wait(timeout=5)
     except Exception:
         p.kill()
+finally:
+    if cleanup:
+        shutil.rmtree(cleanup, ignore_errors=True)
+sys.exit(rc)
 "#;
 
-fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -54,7 +116,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Sends one raw HTTP/1.1 request to moto; returns the status code and body.
+/// Sends one raw HTTP/1.1 request to a server; returns the status code and body.
 pub fn http(port: u16, method: &str, target: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -76,57 +138,104 @@ pub fn http(port: u16, method: &str, target: &str) -> std::io::Result<(u16, Stri
     Ok((status, body))
 }
 
-fn start() -> Option<Moto> {
-    let Some(moto) = find_on_path("moto_server") else {
+fn start(kind: Kind) -> Option<Server> {
+    let Some(program) = find_on_path(kind.program()) else {
         if std::env::var_os("CI").is_some() {
-            panic!("moto_server not installed (pip install 'moto[server]' boto3) and CI is set");
+            panic!(
+                "{} not installed ({}) and CI is set",
+                kind.program(),
+                kind.install_hint()
+            );
         }
         return None;
     };
     let port = free_port();
-    let child = Command::new("python3")
-        .arg("-c")
-        .arg(GUARD)
-        .arg(&moto)
-        .arg(port.to_string())
+    let mut guard = Command::new("python3");
+    guard.arg("-c").arg(GUARD);
+    let root = match kind {
+        Kind::Moto => {
+            // moto logs every request on stderr.
+            guard
+                .args(["", "1"])
+                .arg(&program)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            None
+        }
+        Kind::S3sFs => {
+            let root =
+                std::env::temp_dir().join(format!("ftpgate-s3s-fs-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&root).expect("create the s3s-fs root directory");
+            guard
+                .arg(&root)
+                .arg("0")
+                .arg(&program)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(&root);
+            Some(root)
+        }
+    };
+    let mut child = guard
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start python3 guard for moto_server");
+        .unwrap_or_else(|e| panic!("start python3 guard for {}: {e}", kind.program()));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok((200, _)) = http(port, "GET", "/") {
-            break;
+        // Any HTTP answer will do (s3s-fs refuses the anonymous request with 403).
+        if let Ok((status, _)) = http(port, "GET", "/") {
+            if status != 0 {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{} exited at start-up ({status})", kind.program());
         }
         assert!(
             Instant::now() < deadline,
-            "moto_server did not answer on 127.0.0.1:{port} within 60 s"
+            "{} did not answer on 127.0.0.1:{port} within 60 s",
+            kind.program()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Some(Moto {
+    Some(Server {
+        kind,
         port,
+        root,
         _guard: Mutex::new(child),
     })
 }
 
-/// The shared server, or `None` (after printing SKIPPED) when moto is not installed.
-pub fn moto() -> Option<&'static Moto> {
-    static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
-    let moto = MOTO.get_or_init(start).as_ref();
-    if moto.is_none() {
-        println!("SKIPPED: moto_server not installed");
+fn shared(cell: &'static OnceLock<Option<Server>>, kind: Kind) -> Option<&'static Server> {
+    let server = cell.get_or_init(|| start(kind)).as_ref();
+    if server.is_none() {
+        println!("SKIPPED: {} not installed", kind.program());
     }
-    moto
+    server
 }
 
-impl Moto {
+/// The shared moto server, or `None` (after printing SKIPPED) when it is not installed.
+pub fn moto() -> Option<&'static Server> {
+    static MOTO: OnceLock<Option<Server>> = OnceLock::new();
+    shared(&MOTO, Kind::Moto)
+}
+
+/// The shared s3s-fs server, or `None` (after printing SKIPPED) when it is not
+/// installed.
+pub fn s3s_fs() -> Option<&'static Server> {
+    static S3S_FS: OnceLock<Option<Server>> = OnceLock::new();
+    shared(&S3S_FS, Kind::S3sFs)
+}
+
+impl Server {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Creates a fresh bucket (a plain path-style `PUT /bucket`) and returns its name.
+    /// Creates a fresh bucket and returns its name: a plain path-style `PUT /bucket`
+    /// on moto, a directory under the root on s3s-fs (all its CreateBucket does; this
+    /// needs no signed request).
     pub fn bucket(&self) -> String {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
@@ -134,8 +243,13 @@ impl Moto {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let (status, body) = http(self.port, "PUT", &format!("/{name}")).unwrap();
-        assert_eq!(status, 200, "create bucket {name}: {body}");
+        match &self.root {
+            None => {
+                let (status, body) = http(self.port, "PUT", &format!("/{name}")).unwrap();
+                assert_eq!(status, 200, "create bucket {name}: {body}");
+            }
+            Some(root) => std::fs::create_dir(root.join(&name)).unwrap(),
+        }
         name
     }
 
@@ -146,8 +260,8 @@ impl Moto {
         cfg.force_path_style = true;
         cfg.allow_http = true;
         cfg.region = "us-east-1".into();
-        cfg.access_key_id = Some("testing".into());
-        cfg.secret_access_key = Some("testing".into());
+        cfg.access_key_id = Some(ACCESS_KEY.into());
+        cfg.secret_access_key = Some(SECRET_KEY.into());
         cfg.part_size_mib = 5;
         cfg
     }
@@ -165,7 +279,7 @@ impl Moto {
         let script = format!(
             "import boto3, json, sys\n\
              s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-                 aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+                 aws_access_key_id=sys.argv[3], aws_secret_access_key=sys.argv[4])\n\
              bucket = sys.argv[2]\n{snippet}\n"
         );
         let out = Command::new("python3")
@@ -173,6 +287,7 @@ impl Moto {
             .arg(script)
             .arg(self.endpoint())
             .arg(bucket)
+            .args([ACCESS_KEY, SECRET_KEY])
             .env_remove("AWS_CA_BUNDLE")
             .env_remove("AWS_PROFILE")
             .output()
@@ -202,7 +317,8 @@ impl Moto {
         serde_json::from_value(v).unwrap()
     }
 
-    /// Keys of the multipart uploads still pending in the bucket.
+    /// Keys of the multipart uploads still pending in the bucket (moto only: s3s-fs has
+    /// no ListMultipartUploads).
     pub fn pending_uploads(&self, bucket: &str) -> Vec<String> {
         let v = self.boto(
             bucket,
