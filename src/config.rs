@@ -201,6 +201,13 @@ pub struct StorageConfig {
     /// (this + 1) × part size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_parts_in_flight: Option<usize>,
+    /// s3: retries of a failed request (transient errors only). Default 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<usize>,
+    /// s3: give up retrying one request after this many seconds, so an FTP client
+    /// gets 451 before it gives up itself. Default 20.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_timeout_secs: Option<u64>,
 }
 
 impl Default for StorageConfig {
@@ -220,6 +227,8 @@ impl Default for StorageConfig {
             session_token: None,
             part_size_mib: None,
             max_parts_in_flight: None,
+            max_retries: None,
+            retry_timeout_secs: None,
         }
     }
 }
@@ -267,6 +276,12 @@ impl StorageConfig {
         if let Some(n) = self.max_parts_in_flight {
             c.max_parts_in_flight = n;
         }
+        if let Some(n) = self.max_retries {
+            c.max_retries = n;
+        }
+        if let Some(n) = self.retry_timeout_secs {
+            c.retry_timeout_secs = n;
+        }
         c.validate()
             .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
         Ok(c)
@@ -293,6 +308,8 @@ impl StorageConfig {
                     ("session_token", self.session_token.is_some()),
                     ("part_size_mib", self.part_size_mib.is_some()),
                     ("max_parts_in_flight", self.max_parts_in_flight.is_some()),
+                    ("max_retries", self.max_retries.is_some()),
+                    ("retry_timeout_secs", self.retry_timeout_secs.is_some()),
                 ];
                 match s3_only.iter().find(|(_, set)| *set) {
                     Some((name, _)) => Err(format!("{key}.{name} only applies to kind = \"s3\"")),
