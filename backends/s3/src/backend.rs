@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     endpoint: String,
     pub(crate) part_size: usize,
     pub(crate) max_parts_in_flight: usize,
+    /// Largest object renamed with one server-side CopyObject; larger ones are
+    /// streamed through the gateway into a multipart upload.
+    copy_limit: u64,
 }
 
 impl fmt::Debug for S3Backend {
@@ -153,8 +156,39 @@ impl S3Backend {
                 endpoint,
                 part_size,
                 max_parts_in_flight: cfg.max_parts_in_flight,
+                copy_limit: MAX_COPY_SIZE,
             }),
         })
+    }
+
+    /// Lowers the server-side copy limit so tests can exercise the streamed
+    /// rename of objects above it without 5 GiB objects.
+    #[doc(hidden)]
+    pub fn with_copy_limit(mut self, limit: u64) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.copy_limit = limit;
+        }
+        self
+    }
+
+    /// Rename of an object above the CopyObject limit: read it through the
+    /// gateway into a multipart upload of the target (committed only when complete),
+    /// then delete the source.
+    async fn rename_by_streaming(&self, from: &VPath, to: &VPath) -> Result<()> {
+        let mut stream = self.read(from, 0).await?;
+        let mut upload = self.create(to, WriteMode::Truncate).await?;
+        while let Some(chunk) = stream.next().await {
+            let written = match chunk {
+                Ok(c) => upload.write(c).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        }
+        upload.complete().await?;
+        self.delete(from).await
     }
 
     /// Verifies that the bucket is reachable with the configured credentials by
@@ -636,11 +670,9 @@ impl StorageBackend for S3Backend {
                 format!("rename {from} to {to}: the target is a directory"),
             ));
         }
-        if meta.size > MAX_COPY_SIZE {
-            return Err(StorageError::unsupported(format!(
-                "rename {from}: files over 5 GiB cannot be renamed on S3 (single CopyObject limit), this one has {} bytes",
-                meta.size
-            )));
+        if meta.size > inner.copy_limit {
+            // CopyObject stops at 5 GiB and object_store has no UploadPartCopy.
+            return self.rename_by_streaming(from, to).await;
         }
         inner
             .store

@@ -59,8 +59,10 @@
 //! - No append, no writes at an offset, no MFMT, no directory rename
 //!   ([`Capabilities`](ftpgate_storage::Capabilities) says so); such requests answer
 //!   `Unsupported`.
-//! - File rename is CopyObject then DeleteObject: not atomic, and limited to 5 GiB
-//!   ([`MAX_COPY_SIZE`]); larger files answer `Unsupported`.
+//! - File rename is CopyObject then DeleteObject (not atomic). Above the CopyObject
+//!   limit of 5 GiB ([`MAX_COPY_SIZE`]) the object is streamed through the gateway into
+//!   a multipart upload of the target, then the source is deleted: correct, but it
+//!   moves the bytes twice over the network.
 //! - Keys written by other tools that object_store cannot parse (empty segments as in
 //!   `a//b`, `.`/`..` segments, control characters) make the listing of their directory
 //!   fail; names that are not valid FTP segments (e.g. containing `\`) are skipped.

@@ -439,3 +439,30 @@ async fn new_rejects_invalid_retry_settings() {
     let err = S3Backend::new(cfg).await.unwrap_err();
     assert!(err.message().contains("s3.retry_timeout_secs"), "{err}");
 }
+
+/// Above the CopyObject limit (5 GiB on S3; lowered to 1 MiB here) a rename streams
+/// the object through the gateway into a multipart upload, then deletes the source.
+#[tokio::test]
+async fn rename_above_the_copy_limit_streams_through_a_multipart_upload() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    let store = store.with_copy_limit(MIB as u64);
+    let data = payload(11 * MIB + 7, 4);
+    put(&store, "/huge.bin", &data).await;
+    put(&store, "/target.bin", b"old").await;
+    store
+        .rename(&p("/huge.bin"), &p("/target.bin"))
+        .await
+        .unwrap();
+    assert!(get(&store, "/target.bin").await == data, "content differs");
+    expect_not_found(store.stat(&p("/huge.bin")).await);
+    assert_eq!(moto.keys(&bucket), vec!["target.bin".to_owned()]);
+    wait_no_pending(moto, &bucket).await;
+}
+
+fn expect_not_found<T: std::fmt::Debug>(r: ftpgate_storage::Result<T>) {
+    match r {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "{e:?}"),
+        Ok(v) => panic!("expected NotFound, got {v:?}"),
+    }
+}
