@@ -81,6 +81,10 @@ struct Account {
 pub struct Authenticator {
     accounts: HashMap<String, Account>,
     dummy_hash: String,
+    /// Password checks running at once. argon2id with the default parameters takes
+    /// 19 MiB and a few ms of CPU per check: unbounded, 20 simultaneous logins cost
+    /// 400 MiB, and a login flood could starve the machine. Bounded by the CPU count.
+    verifying: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
@@ -103,9 +107,11 @@ impl Authenticator {
             );
         }
         let dummy_hash = hash_password("ftpgate-dummy-password").map_err(|e| e.to_string())?;
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             accounts,
             dummy_hash,
+            verifying: tokio::sync::Semaphore::new(parallel),
         })
     }
 
@@ -121,6 +127,10 @@ impl Authenticator {
             None => (self.dummy_hash.clone(), None),
         };
         let password = password.to_owned();
+        // The semaphore is never closed, so acquiring only waits.
+        let Ok(_permit) = self.verifying.acquire().await else {
+            return None;
+        };
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
