@@ -651,14 +651,7 @@ fn hash_password_cli_prints_phc_last() {
 
 #[test]
 fn refuses_network_listen_without_users() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-        .args(["--listen", "0.0.0.0:0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::refused_start(None, &["--listen", "0.0.0.0:0"]);
     assert!(
         err.contains("not a loopback address") && err.contains("users"),
         "{err}"
@@ -821,23 +814,11 @@ fn users_on_named_backends_are_isolated() {
 
 #[test]
 fn unknown_backend_name_refuses_to_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("bad.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[users]]\nname = \"u\"\npassword_hash = \"{}\"\nbackend = \"nope\"\n",
-            common::hash("x")
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let toml = format!(
+        "[[users]]\nname = \"u\"\npassword_hash = \"{}\"\nbackend = \"nope\"\n",
+        common::hash("x")
+    );
+    let err = common::refused_start(Some(&toml), &[]);
     assert!(
         err.contains("users[0].backend") && err.contains("[backends.nope]"),
         "{err}"

@@ -194,25 +194,13 @@ fn curl_round_trip_on_s3() {
 #[test]
 fn unreachable_bucket_refuses_to_start_with_a_clear_message() {
     let Some(m) = moto::moto() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("s3.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[storage]\nkind = \"s3\"\nbucket = \"no-such-bucket\"\nendpoint = \"{}\"\n\
-             force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
-             secret_access_key = \"testing\"\n",
-            m.endpoint()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let toml = format!(
+        "[storage]\nkind = \"s3\"\nbucket = \"no-such-bucket\"\nendpoint = \"{}\"\n\
+         force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
+         secret_access_key = \"testing\"\n",
+        m.endpoint()
+    );
+    let err = common::refused_start(Some(&toml), &[]);
     assert!(
         err.contains("no-such-bucket") && err.contains("storage"),
         "{err}"

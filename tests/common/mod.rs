@@ -529,6 +529,26 @@ pub fn ftplib_suite_env(
     assert!(out.contains("all ftplib tests passed"), "{out}");
 }
 
+/// Runs the binary with `config` (TOML, if any) and `args` in a temporary working
+/// directory, expects it to refuse to start, and returns what it printed on stderr.
+pub fn refused_start(config: Option<&str>, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
+    cmd.args(args).current_dir(dir.path());
+    if let Some(toml) = config {
+        let cfg = dir.path().join("ftpgate.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        cmd.arg("--config").arg(cfg);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "started although it should not: {err}"
+    );
+    err
+}
+
 /// Requires an external client; under CI a missing one fails the test, elsewhere
 /// the test is skipped loudly.
 pub fn require(tool: &str) -> bool {
