@@ -41,7 +41,9 @@
 //! An upload buffers up to one part (`part_size_mib`, default 8 MiB). Completed before
 //! the first part is full, it is one PUT. Otherwise it is a multipart upload with at most
 //! `max_parts_in_flight` (default 2) parts sending concurrently, so one upload holds at
-//! most **(max_parts_in_flight + 1) × part size**: 24 MiB by default. Part sizes double
+//! most **(max_parts_in_flight + 1) × part size** of part data: 24 MiB by default (the
+//! gateway adds its 1 MiB receive buffer and HTTP connection buffers: 28 MiB per
+//! concurrent upload measured, see BENCHMARKS.md). Part sizes double
 //! every 900 parts (capped at 5 GiB) so an upload of unknown length can reach S3's
 //! 5 TiB limit within 10,000 parts; the bound grows with them (48 MiB after ~7 GiB,
 //! 96 MiB after ~21 GiB, …, 15 GiB for the last parts of a multi-TiB upload). Nothing is visible before CompleteMultipartUpload; abort,
