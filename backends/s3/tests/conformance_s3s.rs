@@ -81,24 +81,7 @@ async fn flat_special_names_round_trip() {
         return;
     };
     let (store, _) = server.backend().await;
-    let files = [
-        "with space.txt",
-        " leading space",
-        "trailing space ",
-        "ünïcödé-日本語.txt",
-        "crab 🦀",
-        "hash#1",
-        "100%",
-        "%2e%2e",
-        "%41",
-        "a+b",
-        "semi;colon",
-        "[brackets]{}",
-        "quote'\"",
-        "star*?",
-        "~tilde",
-        ".hidden",
-    ];
+    let files = ftpgate_storage::testkit::SPECIAL_NAMES;
     for name in files {
         put(&store, &format!("/{name}"), name.as_bytes()).await;
     }

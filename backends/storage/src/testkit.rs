@@ -1185,27 +1185,31 @@ pub async fn modified_times_present(store: &dyn StorageBackend) {
     }
 }
 
+/// File names every backend must store and list unchanged: spaces (also leading and
+/// trailing), unicode, `#`, `%`, `+` and other punctuation.
+pub const SPECIAL_NAMES: &[&str] = &[
+    "with space.txt",
+    " leading space",
+    "trailing space ",
+    "ünïcödé-日本語.txt",
+    "crab 🦀",
+    "hash#1",
+    "100%",
+    "%2e%2e",
+    "%41",
+    "a+b",
+    "semi;colon",
+    "[brackets]{}",
+    "quote'\"",
+    "star*?",
+    "~tilde",
+    ".hidden",
+];
+
 /// Names with spaces, unicode, `#`, `%`, `+` and other punctuation round-trip
 /// through upload, list, stat, read and mkdir unchanged.
 pub async fn special_names_round_trip(store: &dyn StorageBackend) {
-    let files = [
-        "with space.txt",
-        " leading space",
-        "trailing space ",
-        "ünïcödé-日本語.txt",
-        "crab 🦀",
-        "hash#1",
-        "100%",
-        "%2e%2e",
-        "%41",
-        "a+b",
-        "semi;colon",
-        "[brackets]{}",
-        "quote'\"",
-        "star*?",
-        "~tilde",
-        ".hidden",
-    ];
+    let files = SPECIAL_NAMES;
     let dir = "dir #%+ ü";
     store
         .mkdir(&p(&format!("/{dir}")))
