@@ -1219,11 +1219,11 @@ pub async fn special_names_round_trip(store: &dyn StorageBackend) {
         put(store, &format!("/{name}"), name.as_bytes()).await;
         put(store, &format!("/{dir}/{name}"), name.as_bytes()).await;
     }
-    let mut expected: Vec<String> = strs(&files);
+    let mut expected: Vec<String> = strs(files);
     expected.push(dir.to_owned());
     expected.sort();
     assert_eq!(names(store, "/").await, expected);
-    let mut inner = strs(&files);
+    let mut inner = strs(files);
     inner.sort();
     assert_eq!(names(store, &format!("/{dir}")).await, inner);
     for name in files {
