@@ -35,9 +35,18 @@
 #   BENCH_GATE_ENV        extra environment for ftpgate, e.g.
 #                         "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072"
 #   FTPGATE_BIN           use this binary and skip `cargo build`
+#   BENCH_S3              S3 server: moto (default) or s3s-fs                  (moto)
 #   MOTO_SERVER           moto server command                          (moto_server)
+#   S3S_FS                s3s-fs command                                    (s3s-fs)
 #
 # Needs curl, python3 with boto3 and moto[server] (pip install 'moto[server]' boto3).
+#
+# BENCH_S3=s3s-fs: instead of moto, s3s-fs (the file-system example server of the Rust
+# s3s crate, `cargo install s3s-fs`; multi-threaded tokio/hyper, objects as files)
+# with its root directory in the scratch directory, i.e. on tmpfs; the bucket is a
+# directory created there. It does not saturate one core as moto does, so the ratios
+# say more about ftpgate. Results go to bench/s3-results-s3s-fs-latest.md by default.
+#   BENCH_S3=s3s-fs bash bench/s3-bench.sh   # ~4 minutes
 #
 # Throughput = size / time. ftpgate: curl's time_total, i.e. connect, login (argon2,
 # ~0.05 s), the transfer and the 226 reply after CompleteMultipartUpload. Not
@@ -65,15 +74,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
+SRV_NAME=${BENCH_S3:-moto}
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 RUNS=${BENCH_RUNS:-3}
 CONC=${BENCH_CONC:-20}
 CONC_SIZE_MIB=${BENCH_CONC_SIZE_MIB:-256}
 STAGGER=${BENCH_CONC_STAGGER:-0.5}
 SCRATCH=${BENCH_DIR:-/dev/shm/ftpgate-s3-bench}
-OUT=${BENCH_OUT:-$REPO/bench/s3-results-latest.md}
+case "$SRV_NAME" in
+    moto) OUT=${BENCH_OUT:-$REPO/bench/s3-results-latest.md} ;;
+    s3s-fs) OUT=${BENCH_OUT:-$REPO/bench/s3-results-s3s-fs-latest.md} ;;
+    *) printf '[s3-bench] error: BENCH_S3 must be moto or s3s-fs (got %s)\n' "$SRV_NAME" >&2; exit 1 ;;
+esac
 MAXTIME=${BENCH_TIMEOUT:-900}
 MOTO=${MOTO_SERVER:-moto_server}
+S3S=${S3S_FS:-s3s-fs}
 PREFAULT_MIB=${BENCH_PREFAULT_MIB:-4096}
 read -r -a GATE_ENV <<<"${BENCH_GATE_ENV:-}"
 PART_MIB=${BENCH_PART_SIZE_MIB:-8}
@@ -91,7 +106,11 @@ case "$SCRATCH" in
     *) die "BENCH_DIR must be under /dev/shm (got $SCRATCH)" ;;
 esac
 command -v curl >/dev/null || die "curl is required"
-command -v "$MOTO" >/dev/null || die "$MOTO not found (pip install 'moto[server]' boto3)"
+if [ "$SRV_NAME" = moto ]; then
+    command -v "$MOTO" >/dev/null || die "$MOTO not found (pip install 'moto[server]' boto3)"
+else
+    command -v "$S3S" >/dev/null || die "$S3S not found (cargo install s3s-fs)"
+fi
 python3 -c 'import boto3' 2>/dev/null || die "python3 cannot import boto3 (pip install boto3)"
 
 # ---------------------------------------------------------------- cleanup --
@@ -160,27 +179,38 @@ pick_port() {
     USED_PORTS+="$p "
     echo "$p"
 }
-MOTO_PORT=$(pick_port 25100)
+SRV_PORT=$(pick_port 25100)
 GATE_PORT=$(pick_port 22321)
-ENDPOINT=http://127.0.0.1:$MOTO_PORT
+ENDPOINT=http://127.0.0.1:$SRV_PORT
 URL=ftp://127.0.0.1:$GATE_PORT
 
-# ------------------------------------------------------------------- moto --
-# moto keeps each object in a SpooledTemporaryFile: values above ~5 MiB go to an
-# unlinked file in $TMPDIR (here /tmp, i.e. page cache); nothing survives its exit.
-"$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$SCRATCH/logs/moto.log" 2>&1 </dev/null &
-MOTO_PID=$!
-PIDS+=("$MOTO_PID")
+# ------------------------------------------------------------- S3 server --
+if [ "$SRV_NAME" = moto ]; then
+    # moto keeps each object in a SpooledTemporaryFile: values above ~5 MiB go to an
+    # unlinked file in $TMPDIR (here /tmp, i.e. page cache); nothing survives its exit.
+    "$MOTO" -H 127.0.0.1 -p "$SRV_PORT" >"$SCRATCH/logs/server.log" 2>&1 </dev/null &
+else
+    # s3s-fs stores objects as files under its root (here on tmpfs, removed at exit).
+    mkdir -p "$SCRATCH/s3root/$BUCKET"
+    "$S3S" --host 127.0.0.1 --port "$SRV_PORT" --access-key testing --secret-key testing \
+        "$SCRATCH/s3root" >"$SCRATCH/logs/server.log" 2>&1 </dev/null &
+fi
+SRV_PID=$!
+PIDS+=("$SRV_PID")
 for i in $(seq 1 150); do
-    kill -0 "$MOTO_PID" 2>/dev/null || { cat "$SCRATCH/logs/moto.log" >&2; die "moto exited at start"; }
+    kill -0 "$SRV_PID" 2>/dev/null || { cat "$SCRATCH/logs/server.log" >&2; die "$SRV_NAME exited at start"; }
     curl -s -o /dev/null --max-time 2 "$ENDPOINT/" && break
-    [ "$i" = 150 ] && die "moto did not answer on $ENDPOINT"
+    [ "$i" = 150 ] && die "$SRV_NAME did not answer on $ENDPOINT"
     sleep 0.1
 done
-# The shim execs into python: the pid must be the server itself (for its CPU time).
-grep -qa python "/proc/$MOTO_PID/cmdline" || die "pid $MOTO_PID is not the moto python process"
-[ "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$ENDPOINT/$BUCKET")" = 200 ] || die "cannot create bucket"
-log "moto ready on $ENDPOINT (pid $MOTO_PID), bucket $BUCKET"
+if [ "$SRV_NAME" = moto ]; then
+    # The shim execs into python: the pid must be the server itself (for its CPU time).
+    grep -qa python "/proc/$SRV_PID/cmdline" || die "pid $SRV_PID is not the moto python process"
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$ENDPOINT/$BUCKET")" = 200 ] || die "cannot create bucket"
+else
+    grep -qa s3s-fs "/proc/$SRV_PID/cmdline" || die "pid $SRV_PID is not s3s-fs"
+fi
+log "$SRV_NAME ready on $ENDPOINT (pid $SRV_PID), bucket $BUCKET"
 
 # boto3 helper: one process per call; prints timings of the transfer itself.
 cat >"$SCRATCH/s3tool.py" <<'PY'
@@ -190,7 +220,7 @@ import boto3
 s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1",
                   aws_access_key_id="testing", aws_secret_access_key="testing")
 bucket = os.environ["S3_BUCKET"]
-moto_pid = os.environ["MOTO_PID"]
+srv_pid = os.environ["SRV_PID"]
 
 def busy():  # machine busy ticks: user nice system irq softirq steal
     with open("/proc/stat") as f:
@@ -205,9 +235,9 @@ def ticks(pid):  # utime + stime
 
 def timed(fn):
     s3.head_bucket(Bucket=bucket)  # connect first
-    b0, m0, c0, t0 = busy(), ticks(moto_pid), time.process_time(), time.perf_counter()
+    b0, m0, c0, t0 = busy(), ticks(srv_pid), time.process_time(), time.perf_counter()
     n = fn()
-    t1, c1, m1, b1 = time.perf_counter(), time.process_time(), ticks(moto_pid), busy()
+    t1, c1, m1, b1 = time.perf_counter(), time.process_time(), ticks(srv_pid), busy()
     hz = os.sysconf("SC_CLK_TCK")
     print(f"{t1 - t0:.4f} {c1 - c0:.3f} {(m1 - m0) / hz:.2f} {(b1 - b0) / hz:.2f} {n}")
 
@@ -242,7 +272,7 @@ elif op == "del":
 else:
     sys.exit(f"unknown op {op}")
 PY
-s3tool() { env -u AWS_CA_BUNDLE -u AWS_PROFILE S3_ENDPOINT="$ENDPOINT" S3_BUCKET="$BUCKET" MOTO_PID="$MOTO_PID" \
+s3tool() { env -u AWS_CA_BUNDLE -u AWS_PROFILE S3_ENDPOINT="$ENDPOINT" S3_BUCKET="$BUCKET" SRV_PID="$SRV_PID" \
     python3 "$SCRATCH/s3tool.py" "$@"; }
 
 # ---------------------------------------------------------------- ftpgate --
@@ -323,19 +353,19 @@ children_secs() {
 }
 
 RAW=$SCRATCH/raw.tsv
-printf 'path\top\trun\tbytes\tseconds\tMiB_s\tftpgate_cpu_s\tmoto_cpu_s\tclient_cpu_s\tmachine_busy_s\tothers_s\n' >"$RAW"
-record() { # path op run bytes seconds gate_cpu moto_cpu client_cpu busy
+printf 'path\top\trun\tbytes\tseconds\tMiB_s\tftpgate_cpu_s\tserver_cpu_s\tclient_cpu_s\tmachine_busy_s\tothers_s\n' >"$RAW"
+record() { # path op run bytes seconds gate_cpu server_cpu client_cpu busy
     local mibs others
     mibs=$(awk -v b="$4" -v t="$5" 'BEGIN { printf "%.1f", b / t / 1048576 }')
     others=$(awk -v b="$9" -v g="$6" -v m="$7" -v c="$8" 'BEGIN { o = b - g - m - c; printf "%.2f", o < 0 ? 0 : o }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$mibs" "$6" "$7" "$8" "$9" "$others" >>"$RAW"
-    log "$(printf '%-9s %-4s run %s: %7s MiB/s in %6ss  CPU ftpgate %ss, moto %ss, client %ss, machine %ss' \
-        "$1" "$2" "$3" "$mibs" "$5" "$6" "$7" "$8" "$9")"
+    log "$(printf '%-9s %-4s run %s: %7s MiB/s in %6ss  CPU ftpgate %ss, %s %ss, client %ss, machine %ss' \
+        "$1" "$2" "$3" "$mibs" "$5" "$6" "$SRV_NAME" "$7" "$8" "$9")"
 }
 # ftp OP RUN: one curl transfer through ftpgate (STOR: stor-RUN.bin; RETR: stor-1.bin).
 ftp() {
     local op=$1 run=$2 g0 m0 b0 c0 c1 r total pre
-    g0=$(proc_ticks "$GATE_PID"); m0=$(proc_ticks "$MOTO_PID"); b0=$(busy_ticks)
+    g0=$(proc_ticks "$GATE_PID"); m0=$(proc_ticks "$SRV_PID"); b0=$(busy_ticks)
     children_secs >"$SCRATCH/c0"
     if [ "$op" = STOR ]; then
         r=$("${CURL[@]}" --user "$USER_NAME:$USER_PASS" -T "$SRC" -o /dev/null \
@@ -347,7 +377,7 @@ ftp() {
     fi
     children_secs >"$SCRATCH/c1"
     local b1 m1 g1
-    b1=$(busy_ticks); m1=$(proc_ticks "$MOTO_PID"); g1=$(proc_ticks "$GATE_PID")
+    b1=$(busy_ticks); m1=$(proc_ticks "$SRV_PID"); g1=$(proc_ticks "$GATE_PID")
     read -r total pre _ <<<"$r"
     c0=$(cat "$SCRATCH/c0"); c1=$(cat "$SCRATCH/c1")
     record ftpgate "$op" "$run" "$BYTES" "$total" \
@@ -356,11 +386,11 @@ ftp() {
 }
 # direct PATH OP RUN tool-args...: one boto3 transfer.
 direct() {
-    local path=$1 op=$2 run=$3 wall cpu moto busy n
+    local path=$1 op=$2 run=$3 wall cpu srv busy n
     shift 3
-    read -r wall cpu moto busy n <<<"$(s3tool "$@")"
+    read -r wall cpu srv busy n <<<"$(s3tool "$@")"
     [ "$n" = "$BYTES" ] || die "$path $op moved $n bytes, expected $BYTES"
-    record "$path" "$op" "$run" "$BYTES" "$wall" 0.00 "$moto" "$cpu" "$busy"
+    record "$path" "$op" "$run" "$BYTES" "$wall" 0.00 "$srv" "$cpu" "$busy"
 }
 
 psi() { sed -n 's/^some avg10=\([0-9.]*\) avg60=\([0-9.]*\).*/\1 % (10 s), \2 % (60 s)/p' /proc/pressure/cpu 2>/dev/null || echo n/a; }
@@ -416,7 +446,7 @@ LOAD_MID=$(cut -d' ' -f1-3 /proc/loadavg)
 sampler() { while kill -0 "$1" 2>/dev/null; do awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null; sleep 0.2; done >"$2"; }
 rss_median() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR) printf "%.1f", v[int((NR + 1) / 2)] / 1024; else print "n/a" }'; }
 MEM=$SCRATCH/mem.tsv
-printf 'phase\tuploads\tMiB_each\tidle_hwm_kib\tpeak_hwm_kib\tmedian_rss_mib\twall_s\tagg_MiB_s\tftpgate_cpu_s\tmoto_cpu_s\tmachine_busy_s\tmoto_hwm_kib\toverlap_s\n' >"$MEM"
+printf 'phase\tuploads\tMiB_each\tidle_hwm_kib\tpeak_hwm_kib\tmedian_rss_mib\twall_s\tagg_MiB_s\tftpgate_cpu_s\tserver_cpu_s\tmachine_busy_s\tserver_hwm_kib\toverlap_s\n' >"$MEM"
 
 # uploads N SRC BYTES STAGGER: N STORs of SRC in parallel (conc-I.bin), started STAGGER s
 # apart, on a freshly started ftpgate; records the phase.
@@ -425,7 +455,7 @@ uploads() {
     restart_gate
     idle=$(kib "$GATE_PID" VmHWM)
     IDLE_RSS[$label]=$(idle_rss)
-    reset_hwm "$MOTO_PID"
+    reset_hwm "$SRV_PID"
     sampler "$GATE_PID" "$SCRATCH/rss-$label" &
     local spid=$!
     PIDS+=("$spid")
@@ -441,7 +471,7 @@ uploads() {
         sleep "$stagger"
     done
     sleep 0.5
-    g0=$(proc_ticks "$GATE_PID"); m0=$(proc_ticks "$MOTO_PID"); b0=$(busy_ticks)
+    g0=$(proc_ticks "$GATE_PID"); m0=$(proc_ticks "$SRV_PID"); b0=$(busy_ticks)
     t0=$(date +%s.%N)
     touch "$go"
     for i in "${!pids[@]}"; do
@@ -449,7 +479,7 @@ uploads() {
     done
     t1=$(date +%s.%N)
     local b1 m1 g1 peak
-    b1=$(busy_ticks); m1=$(proc_ticks "$MOTO_PID"); g1=$(proc_ticks "$GATE_PID")
+    b1=$(busy_ticks); m1=$(proc_ticks "$SRV_PID"); g1=$(proc_ticks "$GATE_PID")
     peak=$(kib "$GATE_PID" VmHWM)
     kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
     [ "$rc" = 0 ] || die "$label: an upload failed"
@@ -467,7 +497,7 @@ uploads() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "$((bytes / 1048576))" "$idle" "$peak" \
         "$(rss_median "$SCRATCH/rss-$label")" "$wall" \
         "$(awk -v n="$n" -v b="$bytes" -v w="$wall" 'BEGIN { printf "%.1f", n * b / w / 1048576 }')" \
-        "$(secs "$g0" "$g1")" "$(secs "$m0" "$m1")" "$(secs "$b0" "$b1")" "$(kib "$MOTO_PID" VmHWM)" "$overlap" >>"$MEM"
+        "$(secs "$g0" "$g1")" "$(secs "$m0" "$m1")" "$(secs "$b0" "$b1")" "$(kib "$SRV_PID" VmHWM)" "$overlap" >>"$MEM"
     log "$label: $n x $((bytes / 1048576)) MiB in ${wall}s; ftpgate VmHWM $(mib "$idle") MiB idle -> $(mib "$peak") MiB peak; all running together for ${overlap}s"
 }
 declare -A IDLE_RSS=()
@@ -510,8 +540,8 @@ median() { # path op column
 runs_of() { awk -F'\t' -v s="$1" -v o="$2" '$1 == s && $2 == o { printf "%s%s", sep, $6; sep = " / " }' "$RAW"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }'; }
 per_gib() { [ -z "$1" ] && { echo "–"; return; }; awk -v c="$1" -v b="$BYTES" 'BEGIN { printf "%.2f", c / (b / 1073741824) }'; }
-# moto's CPU share while busy: median over runs of moto CPU s / wall s.
-moto_util() {
+# The S3 server's CPU share while busy: median over runs of its CPU s / wall s.
+srv_util() {
     awk -F'\t' -v s="$1" -v o="$2" '$1 == s && $2 == o { print $8 / $5 }' "$RAW" | sort -n \
         | awk '{ v[NR] = $1 } END { if (NR) printf "%.0f %%", 100 * v[int((NR + 1) / 2)]; else print "–" }'
 }
@@ -531,14 +561,18 @@ RATIO_RT1=$(awk -v a="$G_RT" -v b="$D1_RT" 'BEGIN { printf "%.2f", a / b }')
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 MEMTOTAL=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-VERSIONS=$(python3 -c "from importlib.metadata import version as v; import platform; print(f\"moto {v('moto')} (werkzeug {v('werkzeug')}, Python {platform.python_version()}), boto3 {v('boto3')} / botocore {v('botocore')}\")" 2>/dev/null || echo "moto/boto3 versions unknown")
+if [ "$SRV_NAME" = moto ]; then
+    VERSIONS=$(python3 -c "from importlib.metadata import version as v; import platform; print(f\"moto {v('moto')} (werkzeug {v('werkzeug')}, Python {platform.python_version()}), boto3 {v('boto3')} / botocore {v('botocore')}\")" 2>/dev/null || echo "moto/boto3 versions unknown")
+else
+    VERSIONS="$("$S3S" --version 2>/dev/null || echo "s3s-fs, version unknown") (root on tmpfs), $(python3 -c "from importlib.metadata import version as v; import platform; print(f\"boto3 {v('boto3')} / botocore {v('botocore')} (Python {platform.python_version()})\")" 2>/dev/null || echo "boto3 version unknown")"
+fi
 row() { # label path
     local st rt
     st=$(median "$2" STOR 6); rt=$(median "$2" RETR 6)
     printf '| %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s | %s / %s | %s / %s |\n' "$1" \
         "${st:-–}" "$([ -n "$st" ] && ratio "$G_ST" "$st" || echo –)" "$rt" "$(ratio "$G_RT" "$rt")" \
         "$(per_gib "$(median "$2" STOR 8)")" "$(per_gib "$(median "$2" RETR 8)")" \
-        "$(moto_util "$2" STOR)" "$(moto_util "$2" RETR)" \
+        "$(srv_util "$2" STOR)" "$(srv_util "$2" RETR)" \
         "$(per_gib "$(median "$2" STOR 7)")" "$(per_gib "$(median "$2" RETR 7)")" \
         "$(per_gib "$(median "$2" STOR 9)")" "$(per_gib "$(median "$2" RETR 9)")" \
         "$(per_gib "$(median "$2" STOR 11)")" "$(per_gib "$(median "$2" RETR 11)")"
@@ -552,11 +586,11 @@ row() { # label path
     echo "- Files: ${SIZE_MIB} MiB random on tmpfs; $RUNS runs per path and direction, interleaved, median"
     echo "- Background load (other engineers' builds): load average $LOAD_BEFORE before, $LOAD_MID after the throughput runs, $LOAD_AFTER at the end; CPU pressure (PSI some) $PSI_BEFORE before, $PSI_AFTER at the end; rustc processes $RUSTC_BEFORE before, $RUSTC_AFTER at the end"
     echo
-    echo "### Throughput (ftpgate vs a direct S3 client on the same moto)"
+    echo "### Throughput (ftpgate vs a direct S3 client on the same $SRV_NAME)"
     echo
-    echo "| path | STOR MiB/s | ftpgate / this | RETR MiB/s | ftpgate / this | moto CPU s/GiB STOR / RETR | moto CPU ÷ wall STOR / RETR | ftpgate CPU s/GiB STOR / RETR | client CPU s/GiB STOR / RETR | others' CPU s/GiB STOR / RETR |"
+    echo "| path | STOR MiB/s | ftpgate / this | RETR MiB/s | ftpgate / this | $SRV_NAME CPU s/GiB STOR / RETR | $SRV_NAME CPU ÷ wall STOR / RETR | ftpgate CPU s/GiB STOR / RETR | client CPU s/GiB STOR / RETR | others' CPU s/GiB STOR / RETR |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    row "ftpgate (curl → ftpgate → moto)" ftpgate
+    row "ftpgate (curl → ftpgate → $SRV_NAME)" ftpgate
     row "boto3 upload_file / download_fileobj (default TransferConfig)" boto3
     row "boto3 get_object, one streamed GET (RETR only)" boto3-1get
     echo
@@ -571,7 +605,7 @@ row() { # label path
     echo
     echo "### Peak RSS of ftpgate"
     echo
-    echo "| phase | VmRSS idle | VmHWM idle (start + 1 login) | **VmHWM peak** | peak − idle VmRSS | median VmRSS during | wall s | aggregate MiB/s | ftpgate CPU s | moto CPU s | machine busy s | moto VmHWM |"
+    echo "| phase | VmRSS idle | VmHWM idle (start + 1 login) | **VmHWM peak** | peak − idle VmRSS | median VmRSS during | wall s | aggregate MiB/s | ftpgate CPU s | $SRV_NAME CPU s | machine busy s | $SRV_NAME VmHWM |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in one conc; do
         awk -F'\t' -v p="$p" -v st="$STAGGER" -v rss="${IDLE_RSS[$p]}" '$1 == p {
@@ -597,9 +631,14 @@ row() { # label path
     echo "| growth ≤ $BOUND_MIB MiB per upload | $INCR MiB per upload (1 → $CONC) | $(verdict "$INCR" "$BOUND_MIB" le) |"
     echo
     echo "MiB/s: ftpgate = size / curl time_total (connect + login + transfer + final reply); boto3 ="
-    echo "size / wall time of the transfer call in a connected client. CPU per GiB: medians over runs; \"moto CPU ÷ wall\" near 100 % means moto's"
-    echo "Python process (GIL) is saturated. Others = machine busy − ftpgate − moto − client."
-    echo "Concurrent phase: each upload is ${CONC_SIZE_MIB} MiB (not ${SIZE_MIB} MiB) so that moto, which keeps"
+    if [ "$SRV_NAME" = moto ]; then
+        echo "size / wall time of the transfer call in a connected client. CPU per GiB: medians over runs; \"moto CPU ÷ wall\" near 100 % means moto's"
+        echo "Python process (GIL) is saturated. Others = machine busy − ftpgate − moto − client."
+    else
+        echo "size / wall time of the transfer call in a connected client. CPU per GiB: medians over runs; \"s3s-fs CPU ÷ wall\": 100 % = one"
+        echo "core (s3s-fs is multi-threaded; this machine has $(nproc)). Others = machine busy − ftpgate − s3s-fs − client."
+    fi
+    echo "Concurrent phase: each upload is ${CONC_SIZE_MIB} MiB (not ${SIZE_MIB} MiB) so that $SRV_NAME, which keeps"
     echo "every object until it is deleted, needs ${CONC} × ${CONC_SIZE_MIB} MiB; objects are checked by size and deleted after the phase."
     echo "Before each timed STOR ${PREFAULT_MIB} MiB are written to tmpfs and deleted (pre-fault); STOR runs alternate which path goes first."
     [ ${#GATE_ENV[@]} -gt 0 ] && echo "ftpgate ran with the extra environment: ${GATE_ENV[*]}."
