@@ -159,19 +159,25 @@ mod tests {
 
     #[tokio::test]
     async fn passive_range_is_respected() {
-        let range = PortRange {
-            start: 47100,
-            end: 47102,
-        };
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // A one-port range on a port that was just free (fixed ports collide with
+        // ephemeral ports of other tests).
+        let port = std::net::TcpListener::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let range = PortRange {
+            start: port,
+            end: port,
+        };
         let a = bind_passive(ip, Some(range)).await.unwrap();
-        let b = bind_passive(ip, Some(range)).await.unwrap();
-        let c = bind_passive(ip, Some(range)).await.unwrap();
-        for l in [&a, &b, &c] {
-            let p = l.local_addr().unwrap().port();
-            assert!((47100..=47102).contains(&p));
-        }
+        assert_eq!(a.local_addr().unwrap().port(), port);
+        // Every port of the range is taken: a clear error, no port outside it.
         assert!(bind_passive(ip, Some(range)).await.is_err());
+        drop(a);
+        let again = bind_passive(ip, Some(range)).await.unwrap();
+        assert_eq!(again.local_addr().unwrap().port(), port);
     }
 
     #[tokio::test]
