@@ -30,7 +30,7 @@ struct Running {
     handle: JoinHandle<TransferEnd>,
     cancel: CancellationToken,
     started: Instant,
-    verb: &'static str,
+    verb: String,
     path: String,
 }
 
@@ -129,7 +129,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
             res = async { (&mut running.as_mut().expect("guarded by is_some").handle).await }, if running.is_some() => {
                 let r = running.take().expect("guarded by is_some");
                 let end = res.unwrap_or_else(|_| TransferEnd { reply: Reply::new(451, "Transfer failed"), bytes: 0 });
-                log_transfer(r.verb, &r.path, r.started, &end);
+                log_transfer(&r.verb, &r.path, r.started, &end);
                 if send(&mut wr, &end.reply).await.is_err() { break; }
             }
             _ = tokio::time::sleep(idle), if running.is_none() => {
@@ -168,7 +168,7 @@ async fn run_command(
     data: &mut Option<crate::datachan::DataEndpoint>,
     wr: &mut OwnedWriteHalf,
 ) -> Step {
-    let verb = static_verb(&cmd);
+    let verb = cmd.verb().to_owned();
     if session.user().is_none() && !Session::allowed_before_login(&cmd) {
         return reply_or_close(wr, &Reply::new(530, "Please log in with USER and PASS")).await;
     }
@@ -180,14 +180,6 @@ async fn run_command(
     };
     match handlers::dispatch(cmd, &mut ctx).await {
         Outcome::Reply(r) => reply_or_close(wr, &r).await,
-        Outcome::Replies(rs) => {
-            for r in rs {
-                if send(wr, &r).await.is_err() {
-                    return Step::Close;
-                }
-            }
-            Step::Continue
-        }
         Outcome::Close(r) => {
             let _ = send(wr, &r).await;
             Step::Close
@@ -224,7 +216,7 @@ async fn finish(r: Running) -> TransferEnd {
         reply: Reply::new(451, "Transfer failed"),
         bytes: 0,
     });
-    log_transfer(r.verb, &r.path, r.started, &end);
+    log_transfer(&r.verb, &r.path, r.started, &end);
     end
 }
 
@@ -245,19 +237,6 @@ fn log_transfer(verb: &str, path: &str, started: Instant, end: &TransferEnd) {
         result,
         "transfer"
     );
-}
-
-fn static_verb(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Retr(_) => "RETR",
-        Command::Stor(_) => "STOR",
-        Command::Appe(_) => "APPE",
-        Command::Stou(_) => "STOU",
-        Command::List(_) => "LIST",
-        Command::Nlst(_) => "NLST",
-        Command::Mlsd(_) => "MLSD",
-        _ => "OTHER",
-    }
 }
 
 async fn send(wr: &mut OwnedWriteHalf, r: &Reply) -> std::io::Result<()> {

@@ -715,18 +715,7 @@ fn ipv6_control_with_epsv_and_eprt() {
     let mut c = g.login();
     assert_eq!(c.cmd("PASV").code, 425);
     assert_eq!(c.cmd("EPSV 1").code, 522);
-    let r = c.cmd("EPSV 2");
-    assert_eq!(r.code, 229);
-    let port: u16 = r
-        .text
-        .split("|||")
-        .nth(1)
-        .unwrap()
-        .split('|')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = c.epsv_port_with("EPSV 2");
     let mut d = TcpStream::connect(("::1", port)).unwrap();
     assert_eq!(c.cmd("STOR v6.txt").code, 150);
     d.write_all(b"over ipv6").unwrap();

@@ -71,8 +71,6 @@ pub struct Transfer {
 pub enum Outcome {
     /// Send a reply.
     Reply(Reply),
-    /// Send several replies in order.
-    Replies(Vec<Reply>),
     /// Start a data transfer.
     Transfer(Transfer),
     /// Send a reply and close the connection.

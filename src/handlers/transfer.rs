@@ -534,7 +534,8 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         }),
         _ => None,
     };
-    let source = if meta.is_dir() {
+    let is_dir = meta.is_dir();
+    let source = if is_dir {
         match storage.list(&t.storage).await {
             Ok(s) => Source::Dir(s),
             Err(e) => return storage_reply(&e).into(),
@@ -554,7 +555,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         user: u,
         append: storage.capabilities().append,
         pattern,
-        prefix: if meta_is_file(&source) { None } else { prefix },
+        prefix: if is_dir { prefix } else { None },
     };
     let link = tri!(data_link(ctx));
     let cancel = CancellationToken::new();
@@ -576,10 +577,6 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
 enum Source {
     Dir(EntryStream),
     File(ftpgate_storage::DirEntry),
-}
-
-fn meta_is_file(s: &Source) -> bool {
-    matches!(s, Source::File(_))
 }
 
 struct Formatter {

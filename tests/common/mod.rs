@@ -275,7 +275,12 @@ impl Ctl {
 
     /// EPSV; returns the announced port.
     pub fn epsv_port(&mut self) -> u16 {
-        let r = self.cmd("EPSV");
+        self.epsv_port_with("EPSV")
+    }
+
+    /// An EPSV form (`EPSV`, `EPSV 2`); returns the port from the 229 reply.
+    pub fn epsv_port_with(&mut self, cmd: &str) -> u16 {
+        let r = self.cmd(cmd);
         assert_eq!(r.code, 229, "{r:?}");
         r.text
             .split("|||")
