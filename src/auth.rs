@@ -79,7 +79,8 @@ struct Account {
 
 /// Checks logins against the configured users.
 pub struct Authenticator {
-    accounts: HashMap<String, Account>,
+    /// Replaced whole by [`Authenticator::replace`] (users file re-read on SIGHUP).
+    accounts: std::sync::RwLock<HashMap<String, Account>>,
     dummy_hash: String,
     /// Password checks running at once. argon2id with the default parameters takes
     /// 19 MiB and a few ms of CPU per check: unbounded, 20 simultaneous logins cost
@@ -90,6 +91,24 @@ pub struct Authenticator {
 impl Authenticator {
     /// Builds the user table. Hashes were validated by `Config::validate`.
     pub fn new(users: &[UserConfig]) -> Result<Self, String> {
+        let accounts = Self::accounts(users)?;
+        let dummy_hash = hash_password("ftpgate-dummy-password").map_err(|e| e.to_string())?;
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            accounts: std::sync::RwLock::new(accounts),
+            dummy_hash,
+            verifying: tokio::sync::Semaphore::new(parallel),
+        })
+    }
+
+    /// Swaps in a new user table; sessions already logged in keep their user.
+    pub fn replace(&self, users: &[UserConfig]) -> Result<(), String> {
+        let accounts = Self::accounts(users)?;
+        *self.accounts.write().unwrap_or_else(|p| p.into_inner()) = accounts;
+        Ok(())
+    }
+
+    fn accounts(users: &[UserConfig]) -> Result<HashMap<String, Account>, String> {
         let mut accounts = HashMap::new();
         for u in users {
             let home = VPath::parse(&u.home).map_err(|e| format!("user {}: home: {e}", u.name))?;
@@ -106,25 +125,23 @@ impl Authenticator {
                 },
             );
         }
-        let dummy_hash = hash_password("ftpgate-dummy-password").map_err(|e| e.to_string())?;
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
-            accounts,
-            dummy_hash,
-            verifying: tokio::sync::Semaphore::new(parallel),
-        })
+        Ok(accounts)
     }
 
-    /// The configured users (for creating homes at start).
-    pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
-        self.accounts.values().map(|a| &a.user)
+    /// The configured users (for creating homes).
+    pub fn users(&self) -> Vec<Arc<User>> {
+        let accounts = self.accounts.read().unwrap_or_else(|p| p.into_inner());
+        accounts.values().map(|a| a.user.clone()).collect()
     }
 
     /// Verifies a login; `None` for a wrong user or password alike.
     pub async fn verify(&self, name: &str, password: &str) -> Option<Arc<User>> {
-        let (hash, user) = match self.accounts.get(name) {
-            Some(a) => (a.hash.clone(), Some(a.user.clone())),
-            None => (self.dummy_hash.clone(), None),
+        let (hash, user) = {
+            let accounts = self.accounts.read().unwrap_or_else(|p| p.into_inner());
+            match accounts.get(name) {
+                Some(a) => (a.hash.clone(), Some(a.user.clone())),
+                None => (self.dummy_hash.clone(), None),
+            }
         };
         let password = password.to_owned();
         // The semaphore is never closed, so acquiring only waits.

@@ -29,8 +29,24 @@ pub struct Config {
     pub backends: std::collections::BTreeMap<String, StorageConfig>,
     /// `[[users]]`: accounts.
     pub users: Vec<UserConfig>,
+    /// A TOML or JSON file of further `[[users]]` (same keys), re-read on SIGHUP,
+    /// so credentials can live in a mounted Kubernetes Secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    /// `[http]`: health, readiness and metrics endpoint.
+    pub http: HttpConfig,
     /// `[log]`: tracing output.
     pub log: LogConfig,
+}
+
+/// `[http]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the plain-HTTP endpoint serving `/healthz`, `/readyz` and
+    /// `/metrics` (Prometheus text format). Unset: no endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// `[server]` keys.
@@ -58,6 +74,13 @@ pub struct ServerConfig {
     pub data_timeout_secs: u64,
     /// Seconds running transfers may take to finish after SIGTERM/SIGINT. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Every connection (control, and passive data) starts with a PROXY protocol
+    /// v1 or v2 header from a load balancer; the client address in it is used for
+    /// logs, limits and the data-peer check. Default false.
+    pub proxy_protocol: bool,
+    /// Networks (CIDR) allowed to send PROXY headers; other peers are refused.
+    /// Empty: any peer. Only with `proxy_protocol`.
+    pub proxy_trusted: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +96,8 @@ impl Default for ServerConfig {
             login_failure_delay_ms: 1000,
             data_timeout_secs: 60,
             shutdown_grace_secs: 30,
+            proxy_protocol: false,
+            proxy_trusted: Vec::new(),
         }
     }
 }
@@ -85,11 +110,34 @@ pub struct PassiveConfig {
     /// random. Unset: an ephemeral port from the OS.
     pub ports: Option<String>,
     /// Address announced in the PASV reply: an IPv4 address or a host name
-    /// resolved at start. Unset: the address the client connected to.
+    /// (resolved at start and every `advertise_refresh_secs`). Unset: the address
+    /// the client connected to.
     pub advertise: Option<String>,
+    /// Per-client-network overrides of `advertise`, first match wins:
+    /// `[[passive.advertise_for]]` with `cidr` and `address`.
+    pub advertise_for: Vec<AdvertiseRule>,
+    /// Seconds between re-resolutions of host names in `advertise` and
+    /// `advertise_for` (a load balancer's DNS name can change). Default 60.
+    pub advertise_refresh_secs: u64,
     /// Refuse data connections from an IP other than the control connection's
     /// (RFC 2577 data-port theft). Default true.
     pub check_peer_ip: bool,
+    /// With `server.proxy_protocol`: one address where every passive data
+    /// connection arrives (the load balancer forwards each passive port here),
+    /// matched to its session by the original destination port in the PROXY
+    /// header. PASV then hands out ports of `ports` without binding them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_listen: Option<String>,
+}
+
+/// One `[[passive.advertise_for]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiseRule {
+    /// Client network, e.g. `10.0.0.0/8`.
+    pub cidr: String,
+    /// IPv4 address or host name announced to clients in `cidr`.
+    pub address: String,
 }
 
 impl Default for PassiveConfig {
@@ -97,7 +145,10 @@ impl Default for PassiveConfig {
         Self {
             ports: None,
             advertise: None,
+            advertise_for: Vec::new(),
+            advertise_refresh_secs: 60,
             check_peer_ip: true,
+            proxy_listen: None,
         }
     }
 }
@@ -455,7 +506,7 @@ impl Config {
     /// Checks values figment cannot: addresses, ranges, hashes, homes.
     pub fn validate(&self) -> Result<(), String> {
         let listen = self.listen_addr()?;
-        if self.users.is_empty() && !listen.ip().is_loopback() {
+        if self.users.is_empty() && self.users_file.is_none() && !listen.ip().is_loopback() {
             return Err(format!(
                 "server.listen = {listen} is not a loopback address and no [[users]] are configured: \
                  add a user (password_hash from `ftpgate hash-password`) before listening on the network"
@@ -468,11 +519,51 @@ impl Config {
         if let Some(p) = &self.passive.ports {
             PortRange::parse(p).map_err(|e| format!("passive.ports: {e}"))?;
         }
+        for (i, r) in self.passive.advertise_for.iter().enumerate() {
+            r.cidr.parse::<ipnet::IpNet>().map_err(|_| {
+                format!(
+                    "passive.advertise_for[{i}].cidr `{}` is not a network like 10.0.0.0/8",
+                    r.cidr
+                )
+            })?;
+        }
+        for c in &self.server.proxy_trusted {
+            parse_net(c).map_err(|e| format!("server.proxy_trusted: {e}"))?;
+        }
+        if let Some(l) = &self.passive.proxy_listen {
+            l.parse::<SocketAddr>().map_err(|_| {
+                format!("passive.proxy_listen `{l}` is not an address like 0.0.0.0:2120")
+            })?;
+            if !self.server.proxy_protocol {
+                return Err("passive.proxy_listen needs server.proxy_protocol = true".into());
+            }
+            if self.passive.ports.is_none() {
+                return Err("passive.proxy_listen needs passive.ports (the ports the load balancer forwards)".into());
+            }
+        }
+        if let Some(l) = &self.http.listen {
+            l.parse::<SocketAddr>()
+                .map_err(|_| format!("http.listen `{l}` is not an address like 0.0.0.0:9100"))?;
+        }
         if self.server.max_line < 64 {
             return Err("server.max_line must be at least 64".into());
         }
+        self.check_users(&self.all_users()?)
+    }
+
+    /// Inline `[[users]]` followed by those of `users_file` (read now).
+    pub fn all_users(&self) -> Result<Vec<UserConfig>, String> {
+        let mut all = self.users.clone();
+        if let Some(f) = &self.users_file {
+            all.extend(load_users_file(f)?);
+        }
+        Ok(all)
+    }
+
+    /// Checks a user list: unique names, PHC hashes, homes, backends.
+    pub fn check_users(&self, users: &[UserConfig]) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
-        for (i, u) in self.users.iter().enumerate() {
+        for (i, u) in users.iter().enumerate() {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
                 return Err(format!("users[{i}].name must be non-empty without spaces"));
             }
@@ -510,6 +601,59 @@ impl Config {
             .as_deref()
             .and_then(|p| PortRange::parse(p).ok())
     }
+}
+
+/// The Kubernetes Service `ports:` items for `config` (`ftpgate service-ports`):
+/// `ftp` (`control_port` → the `server.listen` port), then `pasv-N` for each port
+/// of `passive.ports`, targeting that port, or `passive.proxy_listen`'s port when
+/// data connections share one port behind a PROXY-protocol balancer.
+pub fn service_ports_yaml(config: &Config, control_port: u16) -> Result<String, String> {
+    let listen = config.listen_addr()?;
+    let range = config.passive_ports().ok_or(
+        "passive.ports is not set: a Kubernetes Service cannot route ephemeral passive ports",
+    )?;
+    let shared_target = match &config.passive.proxy_listen {
+        Some(a) => Some(
+            a.parse::<SocketAddr>()
+                .map_err(|_| format!("passive.proxy_listen `{a}` is not an address"))?
+                .port(),
+        ),
+        None => None,
+    };
+    let item = |name: String, port: u16, target: u16| {
+        format!("- name: {name}\n  port: {port}\n  targetPort: {target}\n  protocol: TCP\n")
+    };
+    let mut out = item("ftp".into(), control_port, listen.port());
+    for p in range.start..=range.end {
+        out.push_str(&item(format!("pasv-{p}"), p, shared_target.unwrap_or(p)));
+    }
+    Ok(out)
+}
+
+/// The `[[users]]` of a users file: TOML, or JSON when the name ends in `.json`
+/// (`{"users": [...]}`).
+pub fn load_users_file(path: &Path) -> Result<Vec<UserConfig>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct UsersFile {
+        #[serde(default)]
+        users: Vec<UserConfig>,
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("users_file {}: {e}", path.display()))?;
+    let parsed: UsersFile = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| format!("users_file {}: {e}", path.display()))?
+    } else {
+        toml::from_str(&text).map_err(|e| format!("users_file {}: {e}", path.display()))?
+    };
+    Ok(parsed.users)
+}
+
+/// Parses a CIDR network; a bare address is a single-host network.
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not a network like 10.0.0.0/8"))
 }
 
 /// Resolves `passive.advertise` (an IPv4 literal or a host name) once.

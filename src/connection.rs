@@ -32,6 +32,8 @@ struct Running {
     started: Instant,
     verb: String,
     path: String,
+    /// Metrics label of the session's backend.
+    backend: String,
 }
 
 /// Serves one control connection until QUIT, EOF, timeout, error or shutdown.
@@ -98,8 +100,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
                             let r = running.take().expect("checked above");
                             r.cancel.cancel();
                             data = None;
-                            let end = finish(r).await;
+                            let end = finish(&shared, r).await;
                             if send(&mut wr, &end.reply).await.is_err() { break; }
+                            shared.metrics.command("ABOR", 226);
                             if send(&mut wr, &Reply::new(226, "ABOR successful")).await.is_err() { break; }
                         }
                         Command::Stat(None) => {
@@ -129,8 +132,18 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
             res = async { (&mut running.as_mut().expect("guarded by is_some").handle).await }, if running.is_some() => {
                 let r = running.take().expect("guarded by is_some");
                 let end = res.unwrap_or_else(|_| TransferEnd { reply: Reply::new(451, "Transfer failed"), bytes: 0 });
-                log_transfer(&r.verb, &r.path, r.started, &end);
+                log_transfer(&shared, &r, &end);
                 if send(&mut wr, &end.reply).await.is_err() { break; }
+            }
+            _ = shared.hard_stop.cancelled(), if running.is_some() => {
+                // The shutdown grace period is over: cut the transfer (an upload is
+                // aborted, never committed half), then close.
+                let r = running.take().expect("guarded by is_some");
+                r.cancel.cancel();
+                let end = finish(&shared, r).await;
+                let _ = send(&mut wr, &end.reply).await;
+                let _ = send(&mut wr, &Reply::new(421, "Server shutting down")).await;
+                break;
             }
             _ = tokio::time::sleep(idle), if running.is_none() => {
                 tracing::info!("idle timeout");
@@ -146,7 +159,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
     if let Some(r) = running.take() {
         // The control connection is gone: stop the transfer (aborting any upload).
         r.cancel.cancel();
-        let end = finish(r).await;
+        let end = finish(&shared, r).await;
         tracing::info!(
             code = end.reply.code,
             "transfer ended with the control connection"
@@ -169,7 +182,9 @@ async fn run_command(
     wr: &mut OwnedWriteHalf,
 ) -> Step {
     let verb = cmd.verb().to_owned();
+    let metrics = &shared.metrics;
     if session.user().is_none() && !Session::allowed_before_login(&cmd) {
+        metrics.command(&verb, 530);
         return reply_or_close(wr, &Reply::new(530, "Please log in with USER and PASS")).await;
     }
     session.before_command(&cmd);
@@ -178,9 +193,17 @@ async fn run_command(
         server: shared,
         data,
     };
-    match handlers::dispatch(cmd, &mut ctx).await {
-        Outcome::Reply(r) => reply_or_close(wr, &r).await,
+    let outcome = handlers::dispatch(cmd, &mut ctx).await;
+    let backend = shared
+        .backend_label(session.user().map(|u| u.as_ref()))
+        .to_owned();
+    match outcome {
+        Outcome::Reply(r) => {
+            metrics.command(&verb, r.code);
+            reply_or_close(wr, &r).await
+        }
         Outcome::Close(r) => {
+            metrics.command(&verb, r.code);
             let _ = send(wr, &r).await;
             Step::Close
         }
@@ -197,6 +220,7 @@ async fn run_command(
                 started: Instant::now(),
                 verb,
                 path: t.path,
+                backend,
             })
         }
     }
@@ -211,26 +235,33 @@ async fn reply_or_close(wr: &mut OwnedWriteHalf, r: &Reply) -> Step {
 }
 
 /// Awaits a transfer task and logs its end.
-async fn finish(r: Running) -> TransferEnd {
-    let end = r.handle.await.unwrap_or_else(|_| TransferEnd {
+async fn finish(shared: &Shared, mut r: Running) -> TransferEnd {
+    let end = (&mut r.handle).await.unwrap_or_else(|_| TransferEnd {
         reply: Reply::new(451, "Transfer failed"),
         bytes: 0,
     });
-    log_transfer(&r.verb, &r.path, r.started, &end);
+    log_transfer(shared, &r, &end);
     end
 }
 
-/// One log event per transfer: path, bytes, duration, result.
-fn log_transfer(verb: &str, path: &str, started: Instant, end: &TransferEnd) {
-    let ms = started.elapsed().as_millis() as u64;
-    let result = if end.reply.code == 226 {
-        "ok"
-    } else {
-        "failed"
+/// One log event and the metrics per transfer: path, bytes, duration, result.
+fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
+    let elapsed = r.started.elapsed();
+    let ms = elapsed.as_millis() as u64;
+    let ok = end.reply.code == 226;
+    let result = if ok { "ok" } else { "failed" };
+    let verb = r.verb.as_str();
+    let direction = match verb {
+        "STOR" | "APPE" | "STOU" => "in",
+        _ => "out",
     };
+    shared.metrics.command(verb, end.reply.code);
+    shared
+        .metrics
+        .transfer(direction, &r.backend, ok, end.bytes, elapsed.as_secs_f64());
     tracing::info!(
         verb,
-        path,
+        path = r.path.as_str(),
         bytes = end.bytes,
         duration_ms = ms,
         code = end.reply.code,

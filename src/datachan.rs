@@ -3,14 +3,18 @@
 //! RFC 2577 protections: one pending listener per session, random ports, the data
 //! peer must be the control peer, no bounce to foreign hosts or privileged ports.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
 
 use crate::config::PortRange;
+use crate::proxy::ProxyHeader;
 
 /// How the next data connection will be made.
 #[derive(Debug)]
@@ -19,6 +23,9 @@ pub enum DataEndpoint {
     Passive(TcpListener),
     /// We connect to the client (PORT/EPRT).
     Active(SocketAddr),
+    /// PROXY mode: a port reserved on the shared data listener
+    /// (`passive.proxy_listen`).
+    Shared(SharedPort),
 }
 
 /// Binds a passive listener on `ip`, on a random port of `range` (or an ephemeral
@@ -89,39 +96,63 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Who may connect and how long to wait, for one data connection.
+#[derive(Debug, Clone)]
+pub struct DataPolicy {
+    /// The client (real address, after any PROXY header).
+    pub control_peer: IpAddr,
+    /// Our socket address of the control connection: active connections start here.
+    pub local_ip: IpAddr,
+    /// Refuse passive connections from another IP (RFC 2577).
+    pub check_peer: bool,
+    /// PROXY mode: passive connections start with a PROXY header, only from these
+    /// networks (empty: any).
+    pub proxy: Option<Vec<ipnet::IpNet>>,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+/// How long a load balancer may take to send its PROXY header.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens the data connection for a transfer: accepts on a passive listener (only
 /// from `control_peer` when `check_peer`; foreign connections are dropped and the
-/// wait goes on) or connects to an active target from our control address.
-pub async fn open(
-    endpoint: DataEndpoint,
-    control_peer: IpAddr,
-    local_ip: IpAddr,
-    check_peer: bool,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
+/// wait goes on), takes the connection the shared PROXY listener routed here, or
+/// connects to an active target from our control address.
+pub async fn open(endpoint: DataEndpoint, policy: &DataPolicy) -> io::Result<TcpStream> {
     let fut = async {
         match endpoint {
             DataEndpoint::Passive(listener) => loop {
-                let (stream, from) = listener.accept().await?;
-                if !check_peer || canonical(from.ip()) == canonical(control_peer) {
+                let (mut stream, from) = listener.accept().await?;
+                let client = match &policy.proxy {
+                    None => from.ip(),
+                    Some(trusted) => match proxied_source(&mut stream, from, trusted).await {
+                        Some(ip) => ip,
+                        None => continue,
+                    },
+                };
+                if !policy.check_peer || canonical(client) == canonical(policy.control_peer) {
                     return Ok(stream);
                 }
-                tracing::warn!(%from, expected = %control_peer, "refused data connection from a foreign address");
+                tracing::warn!(from = %client, expected = %policy.control_peer, "refused data connection from a foreign address");
                 drop(stream);
             },
+            DataEndpoint::Shared(mut port) => (&mut port.rx).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::ConnectionAborted, "shared data port closed")
+            }),
             DataEndpoint::Active(target) => {
                 let socket = match target {
                     SocketAddr::V4(_) => TcpSocket::new_v4()?,
                     SocketAddr::V6(_) => TcpSocket::new_v6()?,
                 };
-                if local_ip.is_ipv4() == target.is_ipv4() {
-                    socket.bind(SocketAddr::new(local_ip, 0))?;
+                if policy.local_ip.is_ipv4() == target.is_ipv4() {
+                    socket.bind(SocketAddr::new(policy.local_ip, 0))?;
                 }
                 socket.connect(target).await
             }
         }
     };
-    match tokio::time::timeout(timeout, fut).await {
+    match tokio::time::timeout(policy.timeout, fut).await {
         Ok(r) => {
             let s = r?;
             let _ = s.set_nodelay(true);
@@ -131,6 +162,153 @@ pub async fn open(
             io::ErrorKind::TimedOut,
             "data connection timed out",
         )),
+    }
+}
+
+/// Reads the PROXY header of a data connection from a trusted balancer: the real
+/// client IP, or `None` (connection dropped) for an untrusted peer, a bad header or
+/// a `LOCAL` health check.
+async fn proxied_source(
+    stream: &mut TcpStream,
+    from: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    if !crate::proxy::is_trusted(from.ip(), trusted) {
+        tracing::warn!(%from, "data connection from a peer not in server.proxy_trusted");
+        return None;
+    }
+    match crate::proxy::read_header(stream, PROXY_HEADER_TIMEOUT).await {
+        Ok(ProxyHeader::Proxied { source, .. }) => Some(source.ip()),
+        Ok(ProxyHeader::Local) => {
+            tracing::debug!(%from, "PROXY LOCAL on a data port (health check)");
+            None
+        }
+        Err(e) => {
+            tracing::info!(%from, error = %e, "data connection without a valid PROXY header");
+            None
+        }
+    }
+}
+
+/// The shared passive port of PROXY mode (`passive.proxy_listen`): PASV reserves a
+/// port number of `passive.ports` without binding it; the load balancer forwards
+/// every port of the range to one listener and names the original destination
+/// port in the PROXY header, which picks the waiting session.
+#[derive(Debug)]
+pub struct SharedPorts {
+    range: PortRange,
+    pending: std::sync::Mutex<HashMap<u16, Pending>>,
+    next_token: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    token: u64,
+    peer: IpAddr,
+    tx: oneshot::Sender<TcpStream>,
+}
+
+/// A reserved port of [`SharedPorts`]; released when dropped.
+#[derive(Debug)]
+pub struct SharedPort {
+    /// The port number to announce.
+    pub port: u16,
+    token: u64,
+    rx: oneshot::Receiver<TcpStream>,
+    owner: Arc<SharedPorts>,
+}
+
+impl Drop for SharedPort {
+    fn drop(&mut self) {
+        let mut pending = self.owner.lock();
+        if pending
+            .get(&self.port)
+            .is_some_and(|p| p.token == self.token)
+        {
+            pending.remove(&self.port);
+        }
+    }
+}
+
+/// Why the shared listener refused a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeliverError {
+    /// No session waits on that port.
+    NotPending,
+    /// A session waits there, but for another client IP (RFC 2577 port theft).
+    ForeignPeer,
+}
+
+impl SharedPorts {
+    /// Ports of `range`, none reserved.
+    pub fn new(range: PortRange) -> Arc<Self> {
+        Arc::new(Self {
+            range,
+            pending: std::sync::Mutex::new(HashMap::new()),
+            next_token: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves a random free port of the range for a session of `peer`.
+    pub fn reserve(self: &Arc<Self>, peer: IpAddr) -> io::Result<SharedPort> {
+        let span = u32::from(self.range.end - self.range.start) + 1;
+        let offset = rand::thread_rng().gen_range(0..span);
+        let mut pending = self.lock();
+        for i in 0..span {
+            let port = (self.range.start as u32 + (offset + i) % span) as u16;
+            if pending.contains_key(&port) {
+                continue;
+            }
+            let token = self
+                .next_token
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            pending.insert(
+                port,
+                Pending {
+                    token,
+                    peer: canonical(peer),
+                    tx,
+                },
+            );
+            return Ok(SharedPort {
+                port,
+                token,
+                rx,
+                owner: self.clone(),
+            });
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "every passive port is reserved",
+        ))
+    }
+
+    /// Hands a connection that arrived for `port` from `source` to the session
+    /// waiting there. A foreign source leaves the reservation in place.
+    pub fn deliver(
+        &self,
+        port: u16,
+        source: IpAddr,
+        check_peer: bool,
+        stream: TcpStream,
+    ) -> Result<(), DeliverError> {
+        let mut pending = self.lock();
+        match pending.get(&port) {
+            None => return Err(DeliverError::NotPending),
+            Some(p) if check_peer && p.peer != canonical(source) => {
+                return Err(DeliverError::ForeignPeer)
+            }
+            Some(_) => {}
+        }
+        let p = pending.remove(&port).ok_or(DeliverError::NotPending)?;
+        // The session may have given up meanwhile: then the connection just closes.
+        let _ = p.tx.send(stream);
+        Ok(())
     }
 }
 
@@ -192,16 +370,57 @@ mod tests {
         });
         let _ = thief.await;
         let real = tokio::spawn(async move { TcpStream::connect(addr).await });
-        let s = open(
-            DataEndpoint::Passive(l),
-            ip,
-            ip,
-            true,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let s = open(DataEndpoint::Passive(l), &policy(ip)).await.unwrap();
         assert_eq!(s.peer_addr().unwrap().ip(), ip);
         real.await.unwrap().unwrap();
+    }
+
+    fn policy(ip: IpAddr) -> DataPolicy {
+        DataPolicy {
+            control_peer: ip,
+            local_ip: ip,
+            check_peer: true,
+            proxy: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_ports_route_by_port_and_peer() {
+        let range = PortRange {
+            start: 30000,
+            end: 30001,
+        };
+        let ports = SharedPorts::new(range);
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = ports.reserve(client).unwrap();
+        let b = ports.reserve(client).unwrap();
+        assert_ne!(a.port, b.port);
+        assert!(ports.reserve(client).is_err(), "range exhausted");
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let (s1, _) = l.accept().await.unwrap();
+        // A thief from another IP is refused and the reservation stays.
+        assert_eq!(
+            ports.deliver(a.port, "192.0.2.9".parse().unwrap(), true, s1),
+            Err(DeliverError::ForeignPeer)
+        );
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let (s2, _) = l.accept().await.unwrap();
+        assert_eq!(ports.deliver(a.port, client, true, s2), Ok(()));
+        let got = open(DataEndpoint::Shared(a), &policy(client)).await;
+        assert!(got.is_ok());
+        // Delivered and dropped reservations free their ports again.
+        drop(b);
+        let c = ports.reserve(client).unwrap();
+        let d = ports.reserve(client).unwrap();
+        assert_ne!(c.port, d.port);
+        let _c3 = TcpStream::connect(addr).await.unwrap();
+        let (s3, _) = l.accept().await.unwrap();
+        assert_eq!(
+            ports.deliver(30005, client, true, s3),
+            Err(DeliverError::NotPending)
+        );
     }
 }

@@ -14,7 +14,10 @@
 //! - [`errors`]: the one mapping of storage errors to reply codes.
 //! - [`auth`]: users, argon2 password hashes, permissions.
 //! - [`config`]: figment layering and validation.
-//! - [`server`]: listener, session limits, graceful shutdown.
+//! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
+//! - [`server`]: listeners, session limits, graceful shutdown, users reload.
+//! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/readyz`,
+//!   `/metrics` endpoint.
 //!
 //! Storage is reached only through `ftpgate_storage::StorageBackend` with
 //! `ftpgate_storage::VPath` paths (crates under `backends/`).
@@ -27,7 +30,10 @@ pub mod connection;
 pub mod datachan;
 pub mod errors;
 pub mod handlers;
+pub mod http;
 pub mod listing;
+pub mod metrics;
 pub mod protocol;
+pub mod proxy;
 pub mod server;
 pub mod session;

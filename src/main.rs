@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "ftpgate", version, about)]
 struct Cli {
     /// TOML configuration file (see README for every key).
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Overrides server.listen, e.g. 127.0.0.1:2121.
     #[arg(long, value_name = "ADDR")]
@@ -41,6 +41,13 @@ enum CliLogFormat {
 enum Cmd {
     /// Read one password line from stdin and print its argon2 PHC hash.
     HashPassword,
+    /// Print the Kubernetes Service `ports:` items (YAML) for the config: the
+    /// control port and every passive port (Services have no port ranges).
+    ServicePorts {
+        /// The port clients dial for control connections on the load balancer.
+        #[arg(long, default_value_t = 21)]
+        control_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +71,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Cmd::ServicePorts { control_port }) = cli.command {
+        return match ftpgate::config::service_ports_yaml(&config, control_port) {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ftpgate: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     init_logging(&config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,6 +21,9 @@ use tracing::Instrument;
 
 use crate::auth::{self, Authenticator};
 use crate::config::{Config, PortRange, StorageConfig, StorageKind, UserConfig};
+use crate::datachan::{DataPolicy, SharedPorts};
+use crate::metrics::{InstrumentedBackend, Metrics};
+use crate::proxy::ProxyHeader;
 use crate::session::Session;
 
 /// What every session shares.
@@ -35,16 +38,122 @@ pub struct Shared {
     pub backends: HashMap<String, Arc<dyn StorageBackend>>,
     /// Parsed `passive.ports`.
     pub passive_ports: Option<PortRange>,
-    /// Resolved `passive.advertise`.
-    pub advertise: Option<IpAddr>,
-    /// Cancelled when shutdown begins.
+    /// Resolved `passive.advertise` and `passive.advertise_for`, refreshed.
+    advertise: std::sync::RwLock<Advertise>,
+    /// PROXY mode's shared data port (`passive.proxy_listen`).
+    pub shared_ports: Option<Arc<SharedPorts>>,
+    /// Parsed `server.proxy_trusted`.
+    pub proxy_trusted: Vec<ipnet::IpNet>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when shutdown begins: no new sessions, idle ones get 421.
     pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace period ends: running transfers are cut.
+    pub hard_stop: CancellationToken,
+    listening: std::sync::atomic::AtomicBool,
+    ready_cache: Mutex<Option<(std::time::Instant, bool)>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Mutex<usize>,
     next_id: AtomicU64,
 }
 
+/// The PASV address table: per-client-network rules, then the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Advertise {
+    /// `passive.advertise`, resolved.
+    pub default: Option<IpAddr>,
+    /// `passive.advertise_for`, resolved, in order.
+    pub rules: Vec<(ipnet::IpNet, IpAddr)>,
+}
+
+impl Advertise {
+    /// Resolves every address and host name of `[passive]`.
+    pub async fn resolve(cfg: &crate::config::PassiveConfig) -> Result<Self, String> {
+        let default = match &cfg.advertise {
+            Some(a) => Some(crate::config::resolve_advertise(a).await?),
+            None => None,
+        };
+        let mut rules = Vec::new();
+        for r in &cfg.advertise_for {
+            let net = crate::config::parse_net(&r.cidr)?;
+            rules.push((net, crate::config::resolve_advertise(&r.address).await?));
+        }
+        Ok(Self { default, rules })
+    }
+
+    /// The address to announce to a client at `peer`.
+    pub fn for_peer(&self, peer: IpAddr) -> Option<IpAddr> {
+        let peer = crate::datachan::canonical(peer);
+        self.rules
+            .iter()
+            .find(|(net, _)| net.contains(&peer))
+            .map(|(_, ip)| *ip)
+            .or(self.default)
+    }
+}
+
 impl Shared {
+    /// The PASV address for a client at `peer` (`passive.advertise_for`, then
+    /// `passive.advertise`); `None`: the address the client connected to.
+    pub fn advertised_ip(&self, peer: IpAddr) -> Option<IpAddr> {
+        self.advertise
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .for_peer(peer)
+    }
+
+    /// Who may open this session's data connection, and how long to wait.
+    pub fn data_policy(&self, session: &Session) -> DataPolicy {
+        DataPolicy {
+            control_peer: session.peer.ip(),
+            local_ip: session.socket_local.ip(),
+            check_peer: self.config.passive.check_peer_ip,
+            proxy: self
+                .config
+                .server
+                .proxy_protocol
+                .then(|| self.proxy_trusted.clone()),
+            timeout: Duration::from_secs(self.config.server.data_timeout_secs),
+        }
+    }
+
+    /// `/readyz`: listening, no shutdown begun, and every backend answers its
+    /// `check` (cached for two seconds, five seconds at most per check).
+    pub async fn is_ready(&self) -> bool {
+        if self.shutdown.is_cancelled() || !self.listening.load(Ordering::SeqCst) {
+            self.metrics.ready.set(0);
+            return false;
+        }
+        if let Some((at, ok)) = *self.ready_cache.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < Duration::from_secs(2) {
+                return ok;
+            }
+        }
+        let mut ok = true;
+        for b in std::iter::once(&self.storage).chain(self.backends.values()) {
+            match tokio::time::timeout(Duration::from_secs(5), b.check()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness: backend check failed");
+                    ok = false;
+                }
+                Err(_) => {
+                    tracing::warn!("readiness: backend check timed out");
+                    ok = false;
+                }
+            }
+        }
+        *self.ready_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), ok));
+        self.metrics.ready.set(i64::from(ok));
+        ok
+    }
+
+    /// The metrics label of a user's backend: `storage` or the `[backends.NAME]`.
+    pub fn backend_label<'a>(&self, user: Option<&'a crate::auth::User>) -> &'a str {
+        user.and_then(|u| u.backend.as_deref()).unwrap_or("storage")
+    }
+
     /// The backend a user works on: `users.backend`, else `[storage]`.
     pub fn backend_for(&self, user: Option<&crate::auth::User>) -> &Arc<dyn StorageBackend> {
         user.and_then(|u| u.backend.as_ref())
@@ -57,6 +166,8 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    http: Option<TcpListener>,
+    data: Option<TcpListener>,
 }
 
 /// Builds one backend from its `[storage]` or `[backends.NAME]` section; `key`
@@ -103,7 +214,7 @@ impl Server {
     /// its login printed once in the log.
     pub async fn bind(mut config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        if config.users.is_empty() {
+        if config.users.is_empty() && config.users_file.is_none() {
             let password = random_password();
             let hash =
                 auth::hash_password(&password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
@@ -120,13 +231,18 @@ impl Server {
                 "no [[users]] configured: generated a login for this run (loopback only)"
             );
         }
-        let storage = build_storage(&config.storage, "storage").await?;
+        let metrics = Arc::new(Metrics::new());
+        let instrument = |b: Arc<dyn StorageBackend>, name: &str| -> Arc<dyn StorageBackend> {
+            Arc::new(InstrumentedBackend::new(b, name, metrics.clone()))
+        };
+        let storage = instrument(build_storage(&config.storage, "storage").await?, "storage");
         let mut backends = HashMap::new();
         for (name, section) in &config.backends {
             let b = build_storage(section, &format!("backends.{name}")).await?;
-            backends.insert(name.clone(), b);
+            backends.insert(name.clone(), instrument(b, name));
         }
-        let auth = Authenticator::new(&config.users).map_err(anyhow::Error::msg)?;
+        let users = config.all_users().map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::new(&users).map_err(anyhow::Error::msg)?;
         for u in auth.users() {
             let backend = u
                 .backend
@@ -135,31 +251,75 @@ impl Server {
                 .unwrap_or(&storage);
             ensure_dir(backend.as_ref(), &u.home).await?;
         }
-        let advertise = match &config.passive.advertise {
-            Some(a) => Some(
-                crate::config::resolve_advertise(a)
-                    .await
-                    .map_err(anyhow::Error::msg)?,
-            ),
-            None => None,
-        };
+        let advertise = Advertise::resolve(&config.passive)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on server.listen = {listen}"))?;
+        let http = match &config.http.listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on http.listen = {a}"))?,
+            ),
+            None => None,
+        };
+        let data = match &config.passive.proxy_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on passive.proxy_listen = {a}"))?,
+            ),
+            None => None,
+        };
+        let passive_ports = config.passive_ports();
+        let shared_ports = match (&data, passive_ports) {
+            (Some(_), Some(range)) => Some(SharedPorts::new(range)),
+            _ => None,
+        };
+        let proxy_trusted = config
+            .server
+            .proxy_trusted
+            .iter()
+            .map(|c| crate::config::parse_net(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared {
-            passive_ports: config.passive_ports(),
+            passive_ports,
             config,
             auth,
             storage,
             backends,
-            advertise,
+            advertise: std::sync::RwLock::new(advertise),
+            shared_ports,
+            proxy_trusted,
+            metrics,
             shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            listening: std::sync::atomic::AtomicBool::new(false),
+            ready_cache: Mutex::new(None),
             per_ip: Mutex::new(HashMap::new()),
             total: Mutex::new(0),
             next_id: AtomicU64::new(1),
         });
-        Ok(Self { shared, listener })
+        Ok(Self {
+            shared,
+            listener,
+            http,
+            data,
+        })
+    }
+
+    /// The bound `http.listen` address, if any.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// What every session shares (metrics, readiness), for embedding.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The bound control address.
@@ -167,10 +327,24 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts sessions until `shutdown` resolves, then drains them.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Accepts sessions until `shutdown` resolves, then drains them: readiness
+    /// turns false at once, idle sessions get 421, running transfers may finish
+    /// within `server.shutdown_grace_secs`, after which they are cut (426) and
+    /// their sessions closed with 421.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let addr = self.local_addr()?;
+        if let Some(l) = self.http.take() {
+            tracing::info!(addr = %l.local_addr()?, "http endpoint listening");
+            tokio::spawn(crate::http::serve(l, self.shared.clone()));
+        }
+        if let Some(l) = self.data.take() {
+            tracing::info!(addr = %l.local_addr()?, "shared PROXY data port listening");
+            tokio::spawn(serve_shared_data(l, self.shared.clone()));
+        }
+        tokio::spawn(refresh_advertise(self.shared.clone()));
+        tokio::spawn(reload_users_on_sighup(self.shared.clone()));
+        self.shared.listening.store(true, Ordering::SeqCst);
         tracing::info!(%addr, storage = self.shared.storage.kind(), "listening");
         tokio::pin!(shutdown);
         loop {
@@ -196,17 +370,165 @@ impl Server {
         );
         drop(self.listener);
         self.shared.shutdown.cancel();
+        self.shared.metrics.ready.set(0);
         tracker.close();
         let grace = Duration::from_secs(self.shared.config.server.shutdown_grace_secs);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!("grace period over, closing remaining sessions");
+            tracing::warn!("grace period over, cutting the remaining transfers");
+            self.shared.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
         Ok(())
     }
 }
 
-/// Applies the session limits, then serves the connection.
-async fn admit(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Re-reads `users_file` on SIGHUP; a broken file is logged and the old users
+/// stay.
+async fn reload_users_on_sighup(shared: Arc<Shared>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reload_users(&shared).await {
+                Ok(n) => tracing::info!(users = n, "users reloaded"),
+                Err(e) => tracing::error!(error = %e, "users not reloaded, keeping the old ones"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = shared;
+}
+
+/// Reads inline `[[users]]` plus `users_file` again and swaps them in.
+pub async fn reload_users(shared: &Shared) -> anyhow::Result<usize> {
+    let users = shared.config.all_users().map_err(anyhow::Error::msg)?;
+    shared
+        .config
+        .check_users(&users)
+        .map_err(anyhow::Error::msg)?;
+    for u in &users {
+        let home = VPath::parse(&u.home).map_err(|e| anyhow::anyhow!("{}: {e}", u.name))?;
+        let backend = u
+            .backend
+            .as_ref()
+            .and_then(|n| shared.backends.get(n))
+            .unwrap_or(&shared.storage);
+        ensure_dir(backend.as_ref(), &home).await?;
+    }
+    shared.auth.replace(&users).map_err(anyhow::Error::msg)?;
+    Ok(users.len())
+}
+
+/// Re-resolves host names of `passive.advertise`/`advertise_for` every
+/// `passive.advertise_refresh_secs` (a load balancer's address can move).
+async fn refresh_advertise(shared: Arc<Shared>) {
+    let cfg = &shared.config.passive;
+    let names = cfg
+        .advertise
+        .iter()
+        .chain(cfg.advertise_for.iter().map(|r| &r.address))
+        .any(|a| a.parse::<IpAddr>().is_err());
+    if !names || cfg.advertise_refresh_secs == 0 {
+        return;
+    }
+    let every = Duration::from_secs(cfg.advertise_refresh_secs);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match Advertise::resolve(cfg).await {
+            Ok(fresh) => {
+                let mut cur = shared.advertise.write().unwrap_or_else(|p| p.into_inner());
+                if *cur != fresh {
+                    tracing::info!(?fresh, "passive advertise address changed");
+                    *cur = fresh;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "passive advertise not re-resolved, keeping the old address")
+            }
+        }
+    }
+}
+
+/// PROXY mode's shared data port: reads each connection's PROXY header and hands
+/// it to the session that reserved the original destination port.
+async fn serve_shared_data(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (mut stream, from) = tokio::select! {
+            _ = shared.hard_stop.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if !crate::proxy::is_trusted(from.ip(), &shared.proxy_trusted) {
+                tracing::warn!(%from, "data connection from a peer not in server.proxy_trusted");
+                return;
+            }
+            let header =
+                crate::proxy::read_header(&mut stream, crate::datachan::PROXY_HEADER_TIMEOUT).await;
+            let (source, destination) = match header {
+                Ok(ProxyHeader::Proxied {
+                    source,
+                    destination,
+                }) => (source, destination),
+                Ok(ProxyHeader::Local) => {
+                    tracing::debug!(%from, "PROXY LOCAL on the shared data port (health check)");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%from, error = %e, "shared data port: no valid PROXY header");
+                    return;
+                }
+            };
+            let Some(ports) = &shared.shared_ports else {
+                return;
+            };
+            let check = shared.config.passive.check_peer_ip;
+            if let Err(why) = ports.deliver(destination.port(), source.ip(), check, stream) {
+                tracing::warn!(client = %source, port = destination.port(), ?why, "refused data connection on the shared port");
+            }
+        });
+    }
+}
+
+/// Reads the PROXY header when `server.proxy_protocol` is on, applies the session
+/// limits to the real client, then serves the connection.
+async fn admit(mut stream: TcpStream, socket_peer: SocketAddr, shared: Arc<Shared>) {
+    let Ok(socket_local) = stream.local_addr() else {
+        return;
+    };
+    let (peer, local) = if shared.config.server.proxy_protocol {
+        if !crate::proxy::is_trusted(socket_peer.ip(), &shared.proxy_trusted) {
+            tracing::warn!(peer = %socket_peer, "connection from a peer not in server.proxy_trusted");
+            return;
+        }
+        match crate::proxy::read_header(&mut stream, crate::datachan::PROXY_HEADER_TIMEOUT).await {
+            Ok(ProxyHeader::Proxied {
+                source,
+                destination,
+            }) => (source, destination),
+            Ok(ProxyHeader::Local) => (socket_peer, socket_local),
+            Err(e) => {
+                // Health checks may connect and close without a header: debug.
+                tracing::debug!(peer = %socket_peer, error = %e, "no valid PROXY header");
+                return;
+            }
+        }
+    } else {
+        (socket_peer, socket_local)
+    };
     let ip = crate::datachan::canonical(peer.ip());
     let Some(_slot) = SessionSlot::take(&shared, ip) else {
         tracing::info!(%peer, "session limit reached");
@@ -215,16 +537,16 @@ async fn admit(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             .await;
         return;
     };
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id, peer = %peer, user = tracing::field::Empty);
-    let session = Session::new(id, peer, local);
+    let mut session = Session::new(id, peer, local);
+    session.socket_local = socket_local;
+    shared.metrics.sessions.inc();
+    shared.metrics.sessions_active.inc();
     crate::connection::serve(stream, shared.clone(), session)
         .instrument(span)
         .await;
+    shared.metrics.sessions_active.dec();
 }
 
 /// A counted session; releases its slot when dropped.

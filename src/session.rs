@@ -32,8 +32,12 @@ pub struct Session {
     pub id: u64,
     /// The client's address (control connection).
     pub peer: SocketAddr,
-    /// Our address as the client reached it.
+    /// Our address as the client reached it (behind a PROXY-protocol balancer:
+    /// the balancer's address from the header).
     pub local: SocketAddr,
+    /// Our socket's own local address: passive listeners bind here, active
+    /// connections start here.
+    pub socket_local: SocketAddr,
     /// Login progress.
     pub login: LoginState,
     /// Failed PASS attempts on this connection.
@@ -60,6 +64,7 @@ impl Session {
             id,
             peer,
             local,
+            socket_local: local,
             login: LoginState::AwaitUser,
             login_failures: 0,
             cwd: VPath::root(),

@@ -10,7 +10,20 @@ use crate::protocol::{EpsvArg, Reply};
 
 async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
     *ctx.data = None; // close the previous listener first
-    let ip = ctx.session.local.ip();
+    if let Some(ports) = &ctx.server.shared_ports {
+        return match ports.reserve(ctx.session.peer.ip()) {
+            Ok(p) => {
+                let addr = SocketAddr::new(ctx.session.local.ip(), p.port);
+                *ctx.data = Some(DataEndpoint::Shared(p));
+                Ok(addr)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no passive port free");
+                Err(Reply::new(425, "Cannot open passive connection"))
+            }
+        };
+    }
+    let ip = ctx.session.socket_local.ip();
     match datachan::bind_passive(ip, ctx.server.passive_ports).await {
         Ok(l) => {
             let addr = l
@@ -26,15 +39,16 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
     }
 }
 
-/// PASV: `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`, announcing
-/// `passive.advertise` or the address the client connected to. IPv4 only.
+/// PASV: `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`, announcing the
+/// `passive.advertise_for` address of the client's network, else
+/// `passive.advertise`, else the address the client connected to. IPv4 only.
 pub(super) async fn pasv(ctx: &mut Ctx<'_>) -> Outcome {
     if ctx.session.epsv_all {
         return Reply::new(503, "PASV not allowed after EPSV ALL").into();
     }
     let announce = match ctx
         .server
-        .advertise
+        .advertised_ip(ctx.session.peer.ip())
         .or(Some(datachan::canonical(ctx.session.local.ip())))
     {
         Some(IpAddr::V4(v4)) => v4,

@@ -5,8 +5,12 @@
 use std::time::Duration;
 
 use super::{Ctx, Outcome};
+use crate::metrics::ResultLabel;
 use crate::protocol::{Password, Reply};
 use crate::session::LoginState;
+
+const LOGIN_OK: ResultLabel = ResultLabel { result: "ok" };
+const LOGIN_FAILED: ResultLabel = ResultLabel { result: "failed" };
 
 /// USER: always 331, the name is only remembered.
 pub(super) fn user(ctx: &mut Ctx<'_>, name: String) -> Outcome {
@@ -24,6 +28,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
     };
     match ctx.server.auth.verify(&name, &pw.0).await {
         Some(user) => {
+            ctx.server.metrics.logins.get_or_create(&LOGIN_OK).inc();
             tracing::Span::current().record("user", user.name.as_str());
             tracing::info!(user = %user.name, "login ok");
             ctx.session.login = LoginState::LoggedIn(user);
@@ -31,6 +36,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
             Reply::new(230, "Login successful").into()
         }
         None => {
+            ctx.server.metrics.logins.get_or_create(&LOGIN_FAILED).inc();
             ctx.session.login_failures += 1;
             ctx.session.login = LoginState::AwaitUser;
             tracing::warn!(

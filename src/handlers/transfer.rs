@@ -7,7 +7,6 @@
 //! when the client broke the connection or sent ABOR, 425 when no data connection
 //! could be made, and 451/452 for storage failures (RFC 959 §4.2).
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -51,29 +50,20 @@ pub(super) enum ListKind {
 /// How the transfer task reaches the client.
 struct DataLink {
     endpoint: DataEndpoint,
-    peer: IpAddr,
-    local: IpAddr,
-    check_peer: bool,
-    timeout: Duration,
+    policy: datachan::DataPolicy,
     stall: Duration,
 }
 
 impl DataLink {
     async fn open(self) -> Result<DataConn, TransferEnd> {
         let stall = self.stall;
-        datachan::open(
-            self.endpoint,
-            self.peer,
-            self.local,
-            self.check_peer,
-            self.timeout,
-        )
-        .await
-        .map(|sock| DataConn { sock, stall })
-        .map_err(|e| {
-            tracing::info!(error = %e, "data connection failed");
-            end(425, "Cannot open data connection", 0)
-        })
+        datachan::open(self.endpoint, &self.policy)
+            .await
+            .map(|sock| DataConn { sock, stall })
+            .map_err(|e| {
+                tracing::info!(error = %e, "data connection failed");
+                end(425, "Cannot open data connection", 0)
+            })
     }
 }
 
@@ -121,10 +111,7 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
         .ok_or_else(|| Reply::new(425, "Use PORT, PASV or EPSV first"))?;
     Ok(DataLink {
         endpoint,
-        peer: ctx.session.peer.ip(),
-        local: ctx.session.local.ip(),
-        check_peer: ctx.server.config.passive.check_peer_ip,
-        timeout: Duration::from_secs(ctx.server.config.server.data_timeout_secs),
+        policy: ctx.server.data_policy(ctx.session),
         stall: Duration::from_secs(ctx.server.config.server.idle_timeout_secs),
     })
 }

@@ -392,6 +392,11 @@ impl StorageBackend for S3Backend {
         "s3"
     }
 
+    async fn check(&self) -> Result<()> {
+        // The inherent method: one LIST of a single key under the prefix.
+        S3Backend::check(self).await
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             append: false,

@@ -157,6 +157,12 @@ pub trait StorageBackend: Send + Sync + Debug + 'static {
     /// What this backend supports.
     fn capabilities(&self) -> Capabilities;
 
+    /// Whether the backend is reachable now (readiness probes, start-up check).
+    /// Default: `stat` of the root.
+    async fn check(&self) -> Result<()> {
+        self.stat(&VPath::root()).await.map(|_| ())
+    }
+
     /// Metadata of one entry; `NotFound` if it does not exist.
     async fn stat(&self, path: &VPath) -> Result<Metadata>;
 
