@@ -335,11 +335,11 @@ impl Server {
         let tracker = TaskTracker::new();
         let addr = self.local_addr()?;
         if let Some(l) = self.http.take() {
-            tracing::info!(addr = %l.local_addr()?, "http endpoint listening");
+            tracing::info!(addr = %l.local_addr()?, "http endpoint bound");
             tokio::spawn(crate::http::serve(l, self.shared.clone()));
         }
         if let Some(l) = self.data.take() {
-            tracing::info!(addr = %l.local_addr()?, "shared PROXY data port listening");
+            tracing::info!(addr = %l.local_addr()?, "shared data port bound");
             tokio::spawn(serve_shared_data(l, self.shared.clone()));
         }
         tokio::spawn(refresh_advertise(self.shared.clone()));

@@ -116,6 +116,65 @@ impl Gate {
         self.log.lock().unwrap().clone()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, …) without waiting.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The `addr=` of the first log line containing `marker` (e.g. `http endpoint
+    /// bound`), waiting up to 10 s for it.
+    pub fn logged_addr(&self, marker: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if let Some(addr) = logs
+                .lines()
+                .filter(|l| l.contains(marker))
+                .find_map(|l| l.split_once("addr=").map(|(_, r)| r.to_owned()))
+                .and_then(|r| r.split_whitespace().next().and_then(|a| a.parse().ok()))
+            {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no `{marker}` line in:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to 10 s for `needle` to appear in the log.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
@@ -207,6 +266,61 @@ pub fn spawn_listening(mut cmd: Command) -> (Child, SocketAddr, Arc<Mutex<String
     }
 }
 
+/// A TCP connection to `addr` from the loopback source address `from`.
+pub fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{from}:0").parse().expect("source address");
+    sock.bind(&src.into()).expect("bind source");
+    sock.connect(&addr.into()).expect("connect");
+    sock.into()
+}
+
+/// A PROXY v2 header for a TCP connection from `source` to `destination`.
+pub fn proxy_v2(source: &str, destination: &str) -> Vec<u8> {
+    let src: SocketAddr = source.parse().unwrap();
+    let dst: SocketAddr = destination.parse().unwrap();
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (src, dst),
+    )
+    .build()
+    .unwrap()
+}
+
+/// A plain HTTP/1.1 GET (status, body) — for the `/healthz`, `/readyz` and
+/// `/metrics` endpoint.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read http");
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad HTTP response: {raw}"));
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+/// The value of one Prometheus sample line `name{labels} value` (0 when absent).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("metric value"))
+        .unwrap_or(0.0)
+}
+
 /// A raw FTP control connection.
 pub struct Ctl {
     pub r: BufReader<TcpStream>,
@@ -222,7 +336,19 @@ pub struct Resp {
 
 impl Ctl {
     pub fn connect(addr: SocketAddr) -> Ctl {
-        let s = TcpStream::connect(addr).expect("connect");
+        Self::over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A control connection from source address `from` (e.g. 127.0.0.2) that
+    /// first sends `prefix` (a PROXY header, or nothing); greeting consumed.
+    pub fn connect_from(from: &str, addr: SocketAddr, prefix: &[u8]) -> Ctl {
+        let mut s = connect_from(from, addr);
+        s.write_all(prefix).unwrap();
+        Self::over(s)
+    }
+
+    /// Wraps a connected stream and consumes the 220 greeting.
+    pub fn over(s: TcpStream) -> Ctl {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut c = Ctl {
             r: BufReader::new(s.try_clone().unwrap()),
