@@ -82,19 +82,26 @@ def expected_ports(cfg):
     return items
 
 
+def clean_env(cfg, tmp):
+    """The environment for the binary: no FTPGATE_* from outside; files the config
+    names (users_file, secret_access_key_file) are mounted Secrets in production, so
+    point them at examples."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTPGATE_")}
+    if "users_file" in cfg:
+        env["FTPGATE_USERS_FILE"] = str(EXAMPLE_USERS)
+    if "secret_access_key_file" in cfg.get("storage", {}):
+        secret = Path(tmp or tempfile.mkdtemp()) / "secret"
+        secret.write_text("example-secret\n")
+        env["FTPGATE_STORAGE__SECRET_ACCESS_KEY_FILE"] = str(secret)
+    return env
+
+
 def service_ports_from_binary(cfg_path, cfg, label=None):
     """Runs `ftpgate service-ports` (which loads and validates the config); returns the
-    parsed list, or None after reporting a failure. Files the config names (users_file,
-    secret_access_key_file) are mounted Secrets in production: point them at examples."""
+    parsed list, or None after reporting a failure."""
     label = label or cfg_path
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FTPGATE_")}
     with tempfile.TemporaryDirectory() as tmp:
-        if "users_file" in cfg:
-            env["FTPGATE_USERS_FILE"] = str(EXAMPLE_USERS)
-        if "secret_access_key_file" in cfg.get("storage", {}):
-            secret = Path(tmp) / "secret"
-            secret.write_text("example-secret\n")
-            env["FTPGATE_STORAGE__SECRET_ACCESS_KEY_FILE"] = str(secret)
+        env = clean_env(cfg, tmp)
         cmd = [BIN, "service-ports", "--config", str(cfg_path), "--control-port", str(CONTROL_PORT)]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
@@ -156,6 +163,16 @@ def cmd_configs():
             continue
         if SKIP_BINARY:
             ok(f"{rel}: TOML parses (SKIP_BINARY=1: not validated by ftpgate)")
+            continue
+        if "ports" not in cfg.get("passive", {}):
+            # Not meant for a Service: ftpgate loads and validates the config, then
+            # refuses to list ephemeral passive ports. Anything else is an error.
+            r = subprocess.run([BIN, "service-ports", "--config", str(path)], capture_output=True,
+                               text=True, timeout=60, env=clean_env(cfg, None))
+            if r.returncode == 2 and "passive.ports is not set" in r.stderr:
+                ok(f"{rel}: valid (no passive.ports: not a Kubernetes config)")
+            else:
+                fail(f"{rel}: `ftpgate service-ports` exited {r.returncode}: {r.stderr.strip()}")
             continue
         items = service_ports_from_binary(path, cfg, label=rel)
         if items is None:
