@@ -268,11 +268,16 @@ pub fn spawn_listening(mut cmd: Command) -> (Child, SocketAddr, Arc<Mutex<String
 
 /// A TCP connection to `addr` from the loopback source address `from`.
 pub fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    try_connect_from(from, addr).expect("connect")
+}
+
+/// [`connect_from`] that reports a refused connection.
+pub fn try_connect_from(from: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     let src: SocketAddr = format!("{from}:0").parse().expect("source address");
-    sock.bind(&src.into()).expect("bind source");
-    sock.connect(&addr.into()).expect("connect");
-    sock.into()
+    sock.bind(&src.into())?;
+    sock.connect(&addr.into())?;
+    Ok(sock.into())
 }
 
 /// A PROXY v2 header for a TCP connection from `source` to `destination`.
@@ -325,6 +330,8 @@ pub fn metric(text: &str, series: &str) -> f64 {
 pub struct Ctl {
     pub r: BufReader<TcpStream>,
     pub w: TcpStream,
+    /// The 220 greeting's text.
+    pub greeting: String,
 }
 
 /// A reply: code and full text (all lines).
@@ -353,9 +360,11 @@ impl Ctl {
         let mut c = Ctl {
             r: BufReader::new(s.try_clone().unwrap()),
             w: s,
+            greeting: String::new(),
         };
         let g = c.read();
         assert_eq!(g.code, 220, "{g:?}");
+        c.greeting = g.text;
         c
     }
 
