@@ -764,6 +764,38 @@ mod tests {
     }
 
     #[test]
+    fn users_file_toml_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = crate::auth::hash_password("pw").unwrap();
+        let t = dir.path().join("u.toml");
+        std::fs::write(
+            &t,
+            format!("[[users]]\nname = \"a\"\npassword_hash = \"{h}\"\nhome = \"/a\"\n"),
+        )
+        .unwrap();
+        let j = dir.path().join("u.json");
+        std::fs::write(
+            &j,
+            format!(
+                r#"{{"users": [{{"name": "b", "password_hash": "{h}", "permissions": ["read"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        assert_eq!(load_users_file(&t).unwrap()[0].home, "/a");
+        let b = &load_users_file(&j).unwrap()[0];
+        assert_eq!((b.name.as_str(), b.permissions.len()), ("b", 1));
+        let cfg = Config {
+            users_file: Some(t.clone()),
+            ..Default::default()
+        };
+        assert_eq!(cfg.all_users().unwrap().len(), 1);
+        std::fs::write(&t, "[[users]]\nname = \"x\"\nbogus = 1\n").unwrap();
+        let e = load_users_file(&t).unwrap_err();
+        assert!(e.contains("users_file"), "{e}");
+        assert!(load_users_file(&dir.path().join("missing.toml")).is_err());
+    }
+
+    #[test]
     fn port_range() {
         assert_eq!(
             PortRange::parse("50000-50100"),

@@ -67,11 +67,15 @@ async fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Byte
                 text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "not ready\n".into())
             }
         }
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.encode(),
-        ),
+        "/metrics" => {
+            // Refreshes `ftpgate_ready` (cached two seconds) so a scrape alone sees it.
+            shared.is_ready().await;
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                shared.metrics.encode(),
+            )
+        }
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n".into()),
     }
 }

@@ -599,3 +599,40 @@ fn random_password() -> String {
         .map(char::from)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AdvertiseRule, PassiveConfig};
+
+    #[tokio::test]
+    async fn advertise_rules_first_match_then_default() {
+        let cfg = PassiveConfig {
+            advertise: Some("203.0.113.7".into()),
+            advertise_for: vec![
+                AdvertiseRule {
+                    cidr: "10.1.0.0/16".into(),
+                    address: "10.1.2.3".into(),
+                },
+                AdvertiseRule {
+                    cidr: "10.0.0.0/8".into(),
+                    address: "localhost".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let a = Advertise::resolve(&cfg).await.unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(a.for_peer(ip("10.1.9.9")), Some(ip("10.1.2.3")));
+        assert_eq!(a.for_peer(ip("10.200.0.1")), Some(ip("127.0.0.1")));
+        assert_eq!(a.for_peer(ip("::ffff:10.1.0.1")), Some(ip("10.1.2.3")));
+        assert_eq!(a.for_peer(ip("192.0.2.1")), Some(ip("203.0.113.7")));
+        let none = Advertise::resolve(&PassiveConfig::default()).await.unwrap();
+        assert_eq!(none.for_peer(ip("192.0.2.1")), None);
+        let bad = PassiveConfig {
+            advertise: Some("no-such-host.invalid".into()),
+            ..Default::default()
+        };
+        assert!(Advertise::resolve(&bad).await.is_err());
+    }
+}
