@@ -110,8 +110,6 @@ fn haproxy_cfg(a: &Replica, b: &Replica, ctl: u16, pasv: u16) -> String {
         format!("bind {LB}:{pasv}-{}\n", pasv + PASSIVE_PORTS - 1),
     );
     sub("    mode tcp\n", format!("    mode tcp\n    source {LB}\n"));
-    // This machine's fd limit (20,000) is below what maxconn 20000 needs.
-    sub("maxconn 20000", "maxconn 2000".to_owned());
     sub(
         "inter 2s fall 2 rise 2",
         "inter 200ms fall 1 rise 1".to_owned(),
