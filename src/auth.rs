@@ -1,6 +1,7 @@
 //! Users, passwords and permissions (RFC 959 §4.1.1 USER/PASS).
 //!
-//! Passwords are stored only as argon2 PHC strings. Verification runs on the
+//! Passwords are stored only as hashes: argon2 PHC strings, or bcrypt
+//! (`$2a$`/`$2b$`/`$2y$`, from `htpasswd -B` and friends). Verification runs on the
 //! blocking pool. An unknown user is verified against a dummy hash, so the time
 //! and the reply (331 then 530) are the same whatever part of the login was wrong.
 
@@ -54,6 +55,8 @@ pub struct User {
     pub permissions: HashSet<Permission>,
     /// Name of the user's backend (`[backends.NAME]`); `None` for `[storage]`.
     pub backend: Option<String>,
+    /// Largest single upload in bytes (`users.max_upload_bytes`).
+    pub max_upload_bytes: Option<u64>,
 }
 
 impl User {
@@ -120,6 +123,7 @@ impl Authenticator {
                         home,
                         permissions: u.permissions.iter().copied().collect(),
                         backend: u.backend.clone(),
+                        max_upload_bytes: u.max_upload_bytes,
                     }),
                     hash: u.password_hash.clone(),
                 },
@@ -159,8 +163,18 @@ impl Authenticator {
     }
 }
 
-/// Checks `password` against a PHC string.
+/// True for a bcrypt hash (`$2a$`, `$2b$`, `$2x$`, `$2y$`).
+fn is_bcrypt(s: &str) -> bool {
+    ["$2a$", "$2b$", "$2x$", "$2y$"]
+        .iter()
+        .any(|p| s.starts_with(p))
+}
+
+/// Checks `password` against an argon2 PHC string or a bcrypt hash.
 pub fn verify_password(password: &str, phc: &str) -> bool {
+    if is_bcrypt(phc) {
+        return bcrypt::verify(password, phc).unwrap_or(false);
+    }
     match PasswordHash::new(phc) {
         Ok(h) => Argon2::default()
             .verify_password(password.as_bytes(), &h)
@@ -177,8 +191,14 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
         .to_string())
 }
 
-/// Checks that a string is an argon2 PHC hash we can verify.
+/// Checks that a string is an argon2 PHC or bcrypt hash we can verify.
 pub fn check_phc(s: &str) -> Result<(), String> {
+    if is_bcrypt(s) {
+        return s
+            .parse::<bcrypt::HashParts>()
+            .map(|_| ())
+            .map_err(|e| format!("not a bcrypt hash ({e})"));
+    }
     let h = PasswordHash::new(s)
         .map_err(|e| format!("not a PHC string ({e}); use `ftpgate hash-password`"))?;
     if !h.algorithm.as_str().starts_with("argon2") {
@@ -194,6 +214,17 @@ pub fn check_phc(s: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn bcrypt_hashes_verify() {
+        let h = bcrypt::hash("legacy pw", 4).unwrap();
+        assert!(h.starts_with("$2b$04$"));
+        assert!(check_phc(&h).is_ok());
+        assert!(verify_password("legacy pw", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(check_phc("$2b$04$short").is_err());
+        assert!(!verify_password("x", "$2b$04$short"));
+    }
+
     #[tokio::test]
     async fn hash_verify_round_trip() {
         let h = hash_password("s3cret").unwrap();
@@ -207,6 +238,7 @@ mod tests {
             home: "/bob".into(),
             permissions: vec![Permission::Write],
             backend: None,
+            max_upload_bytes: None,
         }])
         .unwrap();
         let u = auth.verify("bob", "s3cret").await.unwrap();
@@ -219,6 +251,8 @@ mod tests {
     #[test]
     fn phc_check() {
         assert!(check_phc("plaintext").is_err());
-        assert!(check_phc("$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234").is_err());
+        // A PHC string of an algorithm we do not verify.
+        let scrypt = "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E";
+        assert!(check_phc(scrypt).unwrap_err().contains("not supported"));
     }
 }

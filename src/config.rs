@@ -35,8 +35,58 @@ pub struct Config {
     pub users_file: Option<PathBuf>,
     /// `[http]`: health, readiness and metrics endpoint.
     pub http: HttpConfig,
+    /// `[tls]`: certificate for FTPS (RFC 4217) and the implicit-FTPS listener.
+    pub tls: TlsConfig,
     /// `[log]`: tracing output.
     pub log: LogConfig,
+}
+
+/// FTPS on a listener (RFC 4217).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// No `AUTH TLS`.
+    #[default]
+    Off,
+    /// `AUTH TLS` offered; plain sessions allowed.
+    Optional,
+    /// USER/PASS only after `AUTH TLS`, data only under `PROT P`.
+    Required,
+}
+
+/// `[tls]` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first). Required when any TLS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Implicit-FTPS listener (TLS from the first byte, port 990 style). Unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implicit_listen: Option<String>,
+    /// Data connections under `PROT P` must resume a TLS session of this server
+    /// (the vsftpd rule against data-connection theft). Default: true when
+    /// `server.tls = "required"`, else false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_session_reuse: Option<bool>,
+    /// Seconds between checks of the certificate and key files for changes (also
+    /// reloaded on SIGHUP). 0: SIGHUP only. Default 10.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            implicit_listen: None,
+            require_session_reuse: None,
+            reload_interval_secs: 10,
+        }
+    }
 }
 
 /// `[http]` keys.
@@ -81,6 +131,23 @@ pub struct ServerConfig {
     /// Networks (CIDR) allowed to send PROXY headers; other peers are refused.
     /// Empty: any peer. Only with `proxy_protocol`.
     pub proxy_trusted: Vec<String>,
+    /// FTPS on `listen`: `off`, `optional` or `required` (RFC 4217 `AUTH TLS`).
+    pub tls: TlsMode,
+    /// Failed logins from one client IP within `ban_window_secs` that ban it.
+    /// 0: no bans. Default 10.
+    pub ban_after_failures: u32,
+    /// Window for counting failed logins per IP. Default 600.
+    pub ban_window_secs: u64,
+    /// First ban length; each further ban of the same IP doubles it. Default 60.
+    pub ban_secs: u64,
+    /// Longest ban. Default 3600.
+    pub ban_max_secs: u64,
+    /// Seconds an unfinished command line may take to complete (slowloris);
+    /// then 421 and close. Default 30.
+    pub command_line_timeout_secs: u64,
+    /// Commands per second per session; bursts of twice this pass, beyond that
+    /// commands are delayed (not refused). 0: unlimited. Default 50.
+    pub max_commands_per_sec: u32,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +165,13 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             proxy_protocol: false,
             proxy_trusted: Vec::new(),
+            tls: TlsMode::Off,
+            ban_after_failures: 10,
+            ban_window_secs: 600,
+            ban_secs: 60,
+            ban_max_secs: 3600,
+            command_line_timeout_secs: 30,
+            max_commands_per_sec: 50,
         }
     }
 }
@@ -128,6 +202,9 @@ pub struct PassiveConfig {
     /// header. PASV then hands out ports of `ports` without binding them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_listen: Option<String>,
+    /// Passive listeners (or shared-port reservations) pending at once across
+    /// all sessions; beyond it PASV/EPSV get 425. Default 500.
+    pub max_pending: usize,
 }
 
 /// One `[[passive.advertise_for]]` entry.
@@ -149,6 +226,7 @@ impl Default for PassiveConfig {
             advertise_refresh_secs: 60,
             check_peer_ip: true,
             proxy_listen: None,
+            max_pending: 500,
         }
     }
 }
@@ -388,6 +466,10 @@ pub struct UserConfig {
     /// A `[backends.NAME]` to use instead of `[storage]`.
     #[serde(default)]
     pub backend: Option<String>,
+    /// Largest single upload (STOR/APPE/STOU) in bytes; beyond it 552 and nothing
+    /// is stored. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upload_bytes: Option<u64>,
 }
 
 fn default_home() -> String {
@@ -540,6 +622,17 @@ impl Config {
             if self.passive.ports.is_none() {
                 return Err("passive.proxy_listen needs passive.ports (the ports the load balancer forwards)".into());
             }
+        }
+        let tls_on = self.server.tls != TlsMode::Off || self.tls.implicit_listen.is_some();
+        if tls_on && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
+            return Err(
+                "server.tls / tls.implicit_listen need tls.cert_file and tls.key_file".into(),
+            );
+        }
+        if let Some(l) = &self.tls.implicit_listen {
+            l.parse::<SocketAddr>().map_err(|_| {
+                format!("tls.implicit_listen `{l}` is not an address like 0.0.0.0:990")
+            })?;
         }
         if let Some(l) = &self.http.listen {
             l.parse::<SocketAddr>()

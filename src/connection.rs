@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::control::{self, ControlWrite};
 use crate::handlers::{self, Ctx, Outcome, TransferEnd};
 use crate::protocol::codec::{LineEvent, LineReader};
 use crate::protocol::{command, Command, Reply};
@@ -36,15 +36,68 @@ struct Running {
     backend: String,
 }
 
+/// Per-session command rate limit: a token bucket holding `2 × rate` tokens,
+/// refilled at `rate` per second; an empty bucket delays the next command.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> Option<Self> {
+        (per_sec > 0).then(|| Self {
+            rate: f64::from(per_sec),
+            tokens: f64::from(per_sec) * 2.0,
+            last: Instant::now(),
+        })
+    }
+
+    /// How long to wait before the next command may run.
+    fn take(&mut self) -> Duration {
+        let now = Instant::now();
+        let burst = self.rate * 2.0;
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
+        self.last = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
 /// Serves one control connection until QUIT, EOF, timeout, error or shutdown.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session) {
+/// `implicit`: the implicit-FTPS listener — TLS from the first byte.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session, implicit: bool) {
     // Telnet Synch (RFC 959 §4.1.3 ABOR) arrives as TCP urgent data: keep it in
     // the normal stream so the codec sees every byte in order.
     if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
         tracing::debug!(error = %e, "SO_OOBINLINE not set");
     }
-    let (rd, mut wr) = stream.into_split();
-    let mut reader = LineReader::new(rd, shared.config.server.max_line);
+    let cfg = &shared.config.server;
+    let (rd, mut wr) = if implicit {
+        let Some(tls) = shared.tls.as_ref() else {
+            return;
+        };
+        match tls.accept(stream).await {
+            Ok(s) => {
+                session.tls_control = true;
+                control::tls(s)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "implicit FTPS handshake failed");
+                return;
+            }
+        }
+    } else {
+        control::plain(stream)
+    };
+    let mut reader = LineReader::new(rd, cfg.max_line)
+        .with_line_timeout(Duration::from_secs(cfg.command_line_timeout_secs.max(1)));
+    let mut rate = RateLimit::new(cfg.max_commands_per_sec);
     if send(
         &mut wr,
         &Reply::new(220, shared.config.server.greeting.clone()),
@@ -67,6 +120,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
                     Step::Continue => {}
                     Step::Started(r) => running = Some(r),
                     Step::Close => break,
+                    Step::StartTls => {
+                        if !upgrade(&mut reader, &mut wr, &shared, &mut session).await {
+                            break;
+                        }
+                    }
                 }
                 continue;
             }
@@ -74,11 +132,23 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
         tokio::select! {
             line = reader.next_line() => {
                 let cmd = match line {
+                    Ok(Some(LineEvent::Line(l))) if commands_seen == 0 && command::looks_like_http(&l) => {
+                        // Cross-protocol request (a browser or an HTTP tool pointed
+                        // at the FTP port): answer once and close.
+                        tracing::info!("HTTP request on the FTP port, closing");
+                        let _ = send(&mut wr, &Reply::new(500, "This is an FTP server, not HTTP; closing")).await;
+                        break;
+                    }
                     Ok(Some(LineEvent::Line(l))) => command::parse(&l),
                     Ok(Some(LineEvent::TooLong)) => {
                         tracing::info!("command line too long");
                         if send(&mut wr, &Reply::new(500, "Command line too long")).await.is_err() { break; }
                         continue;
+                    }
+                    Ok(Some(LineEvent::Timeout)) => {
+                        tracing::info!("unfinished command line timed out");
+                        let _ = send(&mut wr, &Reply::new(421, "Command line not completed in time, closing")).await;
+                        break;
                     }
                     Ok(None) | Err(_) => {
                         if commands_seen == 0 {
@@ -92,6 +162,12 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
                 };
                 commands_seen += 1;
                 tracing::debug!(verb = cmd.verb(), "command");
+                if let Some(rl) = rate.as_mut() {
+                    let wait = rl.take();
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 if let Some(r) = running.as_ref() {
                     match cmd {
                         Command::Abor => {
@@ -126,6 +202,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session)
                     Step::Continue => {}
                     Step::Started(r) => running = Some(r),
                     Step::Close => break,
+                    Step::StartTls => {
+                        if !upgrade(&mut reader, &mut wr, &shared, &mut session).await {
+                            break;
+                        }
+                    }
                 }
             }
             // The async block is only polled when the guard holds.
@@ -172,6 +253,31 @@ enum Step {
     Continue,
     Started(Running),
     Close,
+    /// 234 sent: run the TLS handshake.
+    StartTls,
+}
+
+/// The TLS handshake after `AUTH TLS`; false: the connection is unusable.
+async fn upgrade(
+    reader: &mut LineReader<control::ControlRead>,
+    wr: &mut ControlWrite,
+    shared: &Shared,
+    session: &mut Session,
+) -> bool {
+    let Some(tls) = shared.tls.as_ref() else {
+        return false;
+    };
+    match control::start_tls(reader, wr, tls).await {
+        Ok(()) => {
+            session.tls_control = true;
+            tracing::debug!("control channel now TLS");
+            true
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "TLS handshake on the control channel failed");
+            false
+        }
+    }
 }
 
 async fn run_command(
@@ -179,7 +285,7 @@ async fn run_command(
     session: &mut Session,
     shared: &Arc<Shared>,
     data: &mut Option<crate::datachan::DataEndpoint>,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut ControlWrite,
 ) -> Step {
     let verb = cmd.verb().to_owned();
     let metrics = &shared.metrics;
@@ -207,6 +313,14 @@ async fn run_command(
             let _ = send(wr, &r).await;
             Step::Close
         }
+        Outcome::StartTls(r) => {
+            metrics.command(&verb, r.code);
+            if send(wr, &r).await.is_err() {
+                Step::Close
+            } else {
+                Step::StartTls
+            }
+        }
         Outcome::Transfer(t) => {
             if send(wr, &t.preliminary).await.is_err() {
                 t.cancel.cancel();
@@ -226,7 +340,7 @@ async fn run_command(
     }
 }
 
-async fn reply_or_close(wr: &mut OwnedWriteHalf, r: &Reply) -> Step {
+async fn reply_or_close(wr: &mut ControlWrite, r: &Reply) -> Step {
     if send(wr, r).await.is_err() {
         Step::Close
     } else {
@@ -270,7 +384,9 @@ fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
     );
 }
 
-async fn send(wr: &mut OwnedWriteHalf, r: &Reply) -> std::io::Result<()> {
+async fn send(wr: &mut ControlWrite, r: &Reply) -> std::io::Result<()> {
     tracing::debug!(code = r.code, "reply");
-    wr.write_all(r.to_wire().as_bytes()).await
+    wr.write_all(r.to_wire().as_bytes()).await?;
+    // TLS buffers records until flushed.
+    wr.flush().await
 }

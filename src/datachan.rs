@@ -16,11 +16,15 @@ use tokio::sync::oneshot;
 use crate::config::PortRange;
 use crate::proxy::ProxyHeader;
 
+/// A place among the `passive.max_pending` listeners (`None`: uncounted).
+pub type PendingSlot = Option<tokio::sync::OwnedSemaphorePermit>;
+
 /// How the next data connection will be made.
 #[derive(Debug)]
 pub enum DataEndpoint {
-    /// We listen; the client connects (PASV/EPSV).
-    Passive(TcpListener),
+    /// We listen; the client connects (PASV/EPSV). The slot counts against
+    /// `passive.max_pending` until the listener is dropped.
+    Passive(TcpListener, PendingSlot),
     /// We connect to the client (PORT/EPRT).
     Active(SocketAddr),
     /// PROXY mode: a port reserved on the shared data listener
@@ -96,6 +100,63 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An open data connection: plain TCP, or TLS under `PROT P` (RFC 4217 §9).
+#[derive(Debug)]
+pub enum DataStream {
+    /// `PROT C`.
+    Plain(TcpStream),
+    /// `PROT P`.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for DataStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            DataStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for DataStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            DataStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            DataStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    /// Under TLS this sends close_notify first (RFC 4217 §10: the end of a
+    /// transfer must be a TLS closure, not just a TCP FIN).
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            DataStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Who may connect and how long to wait, for one data connection.
 #[derive(Debug, Clone)]
 pub struct DataPolicy {
@@ -122,7 +183,7 @@ pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn open(endpoint: DataEndpoint, policy: &DataPolicy) -> io::Result<TcpStream> {
     let fut = async {
         match endpoint {
-            DataEndpoint::Passive(listener) => loop {
+            DataEndpoint::Passive(listener, _slot) => loop {
                 let (mut stream, from) = listener.accept().await?;
                 let client = match &policy.proxy {
                     None => from.ip(),
@@ -370,7 +431,9 @@ mod tests {
         });
         let _ = thief.await;
         let real = tokio::spawn(async move { TcpStream::connect(addr).await });
-        let s = open(DataEndpoint::Passive(l), &policy(ip)).await.unwrap();
+        let s = open(DataEndpoint::Passive(l, None), &policy(ip))
+            .await
+            .unwrap();
         assert_eq!(s.peer_addr().unwrap().ip(), ip);
         real.await.unwrap().unwrap();
     }

@@ -12,7 +12,10 @@
 //! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
 //! - [`listing`]: LIST/NLST/MLSD/MLST formatters.
 //! - [`errors`]: the one mapping of storage errors to reply codes.
-//! - [`auth`]: users, argon2 password hashes, permissions.
+//! - [`auth`]: users, argon2/bcrypt password hashes, permissions; [`bans`]:
+//!   per-IP bans after repeated failed logins.
+//! - [`tls`], [`control`]: FTPS (RFC 4217) with rustls, the control channel's
+//!   plain/TLS streams and the `AUTH TLS` upgrade.
 //! - [`config`]: figment layering and validation.
 //! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
 //! - [`server`]: listeners, session limits, graceful shutdown, users reload.
@@ -25,8 +28,10 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bans;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod datachan;
 pub mod errors;
 pub mod handlers;
@@ -37,3 +42,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod tls;

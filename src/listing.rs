@@ -274,6 +274,7 @@ mod tests {
             home: ftpgate_storage::VPath::root(),
             permissions: HashSet::from([Permission::Write]),
             backend: None,
+            max_upload_bytes: None,
         };
         let f = entry("f", EntryKind::File, 0, 1);
         assert_eq!(perm_fact(&f.meta, &u, true), "aw");

@@ -46,6 +46,12 @@ pub struct Shared {
     pub proxy_trusted: Vec<ipnet::IpNet>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// FTPS, when a listener uses it.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Per-IP bans after failed logins.
+    pub bans: crate::bans::Bans,
+    /// `passive.max_pending` places for pending passive listeners.
+    pub passive_slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled when shutdown begins: no new sessions, idle ones get 421.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace period ends: running transfers are cut.
@@ -168,6 +174,7 @@ pub struct Server {
     listener: TcpListener,
     http: Option<TcpListener>,
     data: Option<TcpListener>,
+    implicit: Option<TcpListener>,
 }
 
 /// Builds one backend from its `[storage]` or `[backends.NAME]` section; `key`
@@ -224,6 +231,7 @@ impl Server {
                 home: "/".into(),
                 permissions: auth::Permission::all_vec(),
                 backend: None,
+                max_upload_bytes: None,
             });
             tracing::warn!(
                 user = "ftpgate",
@@ -266,6 +274,24 @@ impl Server {
             ),
             None => None,
         };
+        let tls = crate::tls::Tls::from_config(&config.tls, config.server.tls)
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new);
+        let implicit = match &config.tls.implicit_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on tls.implicit_listen = {a}"))?,
+            ),
+            None => None,
+        };
+        let bans = crate::bans::Bans::new(
+            config.server.ban_after_failures,
+            Duration::from_secs(config.server.ban_window_secs),
+            Duration::from_secs(config.server.ban_secs),
+            Duration::from_secs(config.server.ban_max_secs),
+        );
+        let passive_slots = Arc::new(tokio::sync::Semaphore::new(config.passive.max_pending));
         let data = match &config.passive.proxy_listen {
             Some(a) => Some(
                 TcpListener::bind(a)
@@ -296,6 +322,9 @@ impl Server {
             shared_ports,
             proxy_trusted,
             metrics,
+            tls,
+            bans,
+            passive_slots,
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
@@ -309,6 +338,7 @@ impl Server {
             listener,
             http,
             data,
+            implicit,
         })
     }
 
@@ -343,32 +373,38 @@ impl Server {
             tokio::spawn(serve_shared_data(l, self.shared.clone()));
         }
         tokio::spawn(refresh_advertise(self.shared.clone()));
-        tokio::spawn(reload_users_on_sighup(self.shared.clone()));
+        tokio::spawn(reload_on_sighup(self.shared.clone()));
+        tokio::spawn(watch_certificate(self.shared.clone()));
+        if let Some(l) = &self.implicit {
+            tracing::info!(addr = %l.local_addr()?, "implicit FTPS bound");
+        }
         self.shared.listening.store(true, Ordering::SeqCst);
         tracing::info!(%addr, storage = self.shared.storage.kind(), "listening");
         tokio::pin!(shutdown);
+        let implicit = self.implicit.take();
         loop {
-            tokio::select! {
+            let (accepted, is_implicit) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let shared = self.shared.clone();
-                    tracker.spawn(async move { admit(stream, peer, shared).await });
+                a = self.listener.accept() => (a, false),
+                a = accept_opt(implicit.as_ref()) => (a, true),
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-            }
+            };
+            let shared = self.shared.clone();
+            tracker.spawn(async move { admit(stream, peer, shared, is_implicit).await });
         }
         tracing::info!(
             "shutting down: no new sessions, idle sessions closed, transfers may finish"
         );
         drop(self.listener);
+        drop(implicit);
         self.shared.shutdown.cancel();
         self.shared.metrics.ready.set(0);
         tracker.close();
@@ -382,9 +418,17 @@ impl Server {
     }
 }
 
-/// Re-reads `users_file` on SIGHUP; a broken file is logged and the old users
-/// stay.
-async fn reload_users_on_sighup(shared: Arc<Shared>) {
+/// Accepts on an optional listener; pending forever without one.
+async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// On SIGHUP: re-reads the users (`users_file`) and the TLS certificate; what
+/// fails to load is logged and the old one stays.
+async fn reload_on_sighup(shared: Arc<Shared>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -396,10 +440,43 @@ async fn reload_users_on_sighup(shared: Arc<Shared>) {
                 Ok(n) => tracing::info!(users = n, "users reloaded"),
                 Err(e) => tracing::error!(error = %e, "users not reloaded, keeping the old ones"),
             }
+            if let Some(tls) = &shared.tls {
+                match tls.reload(true) {
+                    Ok(_) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate not reloaded, keeping the old one")
+                    }
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     let _ = shared;
+}
+
+/// Reloads the TLS certificate when its files change (`tls.reload_interval_secs`),
+/// e.g. a cert-manager renewal of a mounted Secret.
+async fn watch_certificate(shared: Arc<Shared>) {
+    let every = shared.config.tls.reload_interval_secs;
+    let Some(tls) = shared.tls.clone() else {
+        return;
+    };
+    if every == 0 {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
+        }
+        match tls.reload(false) {
+            Ok(true) => tracing::info!("TLS certificate changed on disk, reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate changed but does not load, keeping the old one")
+            }
+        }
+    }
 }
 
 /// Reads inline `[[users]]` plus `users_file` again and swaps them in.
@@ -503,9 +580,15 @@ async fn serve_shared_data(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Reads the PROXY header when `server.proxy_protocol` is on, applies the session
-/// limits to the real client, then serves the connection.
-async fn admit(mut stream: TcpStream, socket_peer: SocketAddr, shared: Arc<Shared>) {
+/// Reads the PROXY header when `server.proxy_protocol` is on, refuses banned
+/// clients, applies the session limits to the real client, then serves the
+/// connection (`implicit`: the implicit-FTPS listener).
+async fn admit(
+    mut stream: TcpStream,
+    socket_peer: SocketAddr,
+    shared: Arc<Shared>,
+    implicit: bool,
+) {
     let Ok(socket_local) = stream.local_addr() else {
         return;
     };
@@ -530,6 +613,15 @@ async fn admit(mut stream: TcpStream, socket_peer: SocketAddr, shared: Arc<Share
         (socket_peer, socket_local)
     };
     let ip = crate::datachan::canonical(peer.ip());
+    if let Some(left) = shared.bans.banned(ip) {
+        tracing::info!(%peer, ban_left_secs = left.as_secs(), "refused a banned client");
+        if !implicit {
+            let _ = stream
+                .write_all(b"421 Too many failed logins from your address, try again later\r\n")
+                .await;
+        }
+        return;
+    }
     let Some(_slot) = SessionSlot::take(&shared, ip) else {
         tracing::info!(%peer, "session limit reached");
         let _ = stream
@@ -541,9 +633,14 @@ async fn admit(mut stream: TcpStream, socket_peer: SocketAddr, shared: Arc<Share
     let span = tracing::info_span!("session", id, peer = %peer, user = tracing::field::Empty);
     let mut session = Session::new(id, peer, local);
     session.socket_local = socket_local;
+    session.tls_mode = if implicit {
+        crate::config::TlsMode::Required
+    } else {
+        shared.config.server.tls
+    };
     shared.metrics.sessions.inc();
     shared.metrics.sessions_active.inc();
-    crate::connection::serve(stream, shared.clone(), session)
+    crate::connection::serve(stream, shared.clone(), session, implicit)
         .instrument(span)
         .await;
     shared.metrics.sessions_active.dec();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ftpgate_storage::{PathError, VPath};
 
 use crate::auth::User;
+use crate::config::TlsMode;
 use crate::listing::Facts;
 use crate::protocol::{Command, TransferType};
 
@@ -55,6 +56,14 @@ pub struct Session {
     pub epsv_all: bool,
     /// Facts selected by `OPTS MLST`.
     pub facts: Facts,
+    /// FTPS policy of the listener this session came in on.
+    pub tls_mode: TlsMode,
+    /// The control channel runs over TLS (after `AUTH TLS`, or implicit FTPS).
+    pub tls_control: bool,
+    /// `PBSZ` was given (RFC 4217 §9: required before `PROT`).
+    pub pbsz: bool,
+    /// `PROT P`: data connections use TLS (RFC 4217 §9).
+    pub prot_private: bool,
 }
 
 impl Session {
@@ -65,6 +74,10 @@ impl Session {
             peer,
             local,
             socket_local: local,
+            tls_mode: TlsMode::Off,
+            tls_control: false,
+            pbsz: false,
+            prot_private: false,
             login: LoginState::AwaitUser,
             login_failures: 0,
             cwd: VPath::root(),
@@ -77,10 +90,22 @@ impl Session {
     }
 
     /// REIN: back to the state right after the greeting (RFC 959 §4.1.1).
+    /// Keeps the connection facts (addresses, TLS on the control channel, login
+    /// failures); PBSZ/PROT return to their defaults.
     pub fn reinitialize(&mut self) {
         let (id, peer, local, failures) = (self.id, self.peer, self.local, self.login_failures);
+        let (socket_local, tls_mode, tls_control) =
+            (self.socket_local, self.tls_mode, self.tls_control);
         *self = Self::new(id, peer, local);
         self.login_failures = failures;
+        self.socket_local = socket_local;
+        self.tls_mode = tls_mode;
+        self.tls_control = tls_control;
+    }
+
+    /// USER/PASS and transfers need TLS first (`server.tls = "required"`).
+    pub fn tls_required(&self) -> bool {
+        self.tls_mode == TlsMode::Required
     }
 
     /// The logged-in user, if any.
@@ -104,6 +129,10 @@ impl Session {
                 | Command::Syst
                 | Command::Help(_)
                 | Command::Opts(_)
+                | Command::Auth(_)
+                | Command::Pbsz(_)
+                | Command::Prot(_)
+                | Command::Ccc
                 | Command::Rein
                 | Command::Empty
                 | Command::Unknown(_)

@@ -23,13 +23,20 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
             }
         };
     }
+    let Ok(slot) = ctx.server.passive_slots.clone().try_acquire_owned() else {
+        tracing::warn!("passive.max_pending listeners are pending: refusing PASV/EPSV");
+        return Err(Reply::new(
+            425,
+            "Too many pending data connections, try again",
+        ));
+    };
     let ip = ctx.session.socket_local.ip();
     match datachan::bind_passive(ip, ctx.server.passive_ports).await {
         Ok(l) => {
             let addr = l
                 .local_addr()
                 .map_err(|_| Reply::new(425, "Cannot open passive connection"))?;
-            *ctx.data = Some(DataEndpoint::Passive(l));
+            *ctx.data = Some(DataEndpoint::Passive(l, Some(slot)));
             Ok(addr)
         }
         Err(e) => {

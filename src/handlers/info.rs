@@ -11,12 +11,21 @@ use crate::protocol::{Reply, TransferType};
 /// after every upload when FEAT offers it.
 pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
     let caps = ctx.storage().capabilities();
-    let mut lines = vec![" EPRT".to_owned(), " EPSV".to_owned(), " MDTM".to_owned()];
+    let mut lines = Vec::new();
+    // RFC 4217 §6: AUTH TLS, PBSZ and PROT are advertised where TLS is offered.
+    if ctx.session.tls_mode != crate::config::TlsMode::Off && ctx.server.tls.is_some() {
+        lines.push(" AUTH TLS".to_owned());
+    }
+    lines.extend([" EPRT".to_owned(), " EPSV".to_owned(), " MDTM".to_owned()]);
     if caps.set_modified {
         lines.push(" MFMT".into());
     }
     lines.push(format!(" MLST {}", ctx.session.facts.feat_string()));
     lines.push(" PASV".into());
+    if ctx.session.tls_mode != crate::config::TlsMode::Off && ctx.server.tls.is_some() {
+        lines.push(" PBSZ".into());
+        lines.push(" PROT".into());
+    }
     lines.push(" REST STREAM".into());
     lines.push(" SIZE".into());
     lines.push(" TVFS".into());

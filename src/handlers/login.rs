@@ -12,8 +12,17 @@ use crate::session::LoginState;
 const LOGIN_OK: ResultLabel = ResultLabel { result: "ok" };
 const LOGIN_FAILED: ResultLabel = ResultLabel { result: "failed" };
 
+/// The 530 for a login attempted before `AUTH TLS` when TLS is required (RFC
+/// 4217 §4: the server may refuse USER on an unprotected channel).
+fn tls_first() -> Outcome {
+    Reply::new(530, "TLS required: send AUTH TLS first").into()
+}
+
 /// USER: always 331, the name is only remembered.
 pub(super) fn user(ctx: &mut Ctx<'_>, name: String) -> Outcome {
+    if ctx.session.tls_required() && !ctx.session.tls_control {
+        return tls_first();
+    }
     ctx.session.login = LoginState::AwaitPass { name };
     ctx.session.cwd = ftpgate_storage::VPath::root();
     Reply::new(331, "Please specify the password").into()
@@ -21,6 +30,9 @@ pub(super) fn user(ctx: &mut Ctx<'_>, name: String) -> Outcome {
 
 /// PASS: verify, or count a failure, wait, and disconnect after too many.
 pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
+    if ctx.session.tls_required() && !ctx.session.tls_control {
+        return tls_first();
+    }
     let name = match &ctx.session.login {
         LoginState::AwaitPass { name } => name.clone(),
         LoginState::LoggedIn(_) => return Reply::new(230, "Already logged in").into(),
@@ -47,6 +59,14 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
             );
             let cfg = &ctx.server.config.server;
             tokio::time::sleep(Duration::from_millis(cfg.login_failure_delay_ms)).await;
+            let ip = crate::datachan::canonical(ctx.session.peer.ip());
+            if let Some(length) = ctx.server.bans.failure(ip) {
+                tracing::warn!(peer = %ip, ban_secs = length.as_secs(), "client banned after repeated failed logins");
+                return Outcome::Close(Reply::new(
+                    421,
+                    "Too many failed logins from your address, try again later",
+                ));
+            }
             if ctx.session.login_failures >= cfg.max_login_failures {
                 return Outcome::Close(Reply::new(
                     421,

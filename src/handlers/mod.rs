@@ -8,6 +8,7 @@ mod files;
 mod info;
 mod login;
 mod navigate;
+mod security;
 mod transfer;
 
 use std::sync::Arc;
@@ -75,6 +76,9 @@ pub enum Outcome {
     Transfer(Transfer),
     /// Send a reply and close the connection.
     Close(Reply),
+    /// Send the reply (234), then run the TLS handshake on the control channel
+    /// (RFC 4217 §4).
+    StartTls(Reply),
 }
 
 impl From<Reply> for Outcome {
@@ -112,6 +116,10 @@ pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
         Command::Mode(_) => Reply::new(200, "Mode set to S").into(),
         Command::Stru(_) => Reply::new(200, "Structure set to F").into(),
         Command::Site(s) => info::site(ctx, &s),
+        Command::Auth(m) => security::auth(ctx, &m),
+        Command::Pbsz(n) => security::pbsz(ctx, n),
+        Command::Prot(l) => security::prot(ctx, l),
+        Command::Ccc => security::ccc(ctx),
         Command::Pwd => navigate::pwd(ctx),
         Command::Cwd(p) => navigate::cwd(ctx, &p).await,
         Command::Cdup => navigate::cwd(ctx, "..").await,

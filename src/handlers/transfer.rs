@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use ftpgate_storage::{ByteStream, EntryStream, ErrorKind, StorageError, Upload, VPath, WriteMode};
 use futures::StreamExt;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{target, tri, user, Ctx, Outcome, Transfer, TransferEnd};
 use crate::auth::{Permission, User};
-use crate::datachan::{self, DataEndpoint};
+use crate::datachan::{self, DataEndpoint, DataStream};
 use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
 use crate::protocol::{Reply, TransferType};
@@ -52,25 +52,41 @@ struct DataLink {
     endpoint: DataEndpoint,
     policy: datachan::DataPolicy,
     stall: Duration,
+    /// `PROT P`: TLS on the data connection.
+    tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl DataLink {
     async fn open(self) -> Result<DataConn, TransferEnd> {
         let stall = self.stall;
-        datachan::open(self.endpoint, &self.policy)
+        let tcp = datachan::open(self.endpoint, &self.policy)
             .await
-            .map(|sock| DataConn { sock, stall })
             .map_err(|e| {
                 tracing::info!(error = %e, "data connection failed");
                 end(425, "Cannot open data connection", 0)
-            })
+            })?;
+        let sock = match self.tls {
+            None => DataStream::Plain(tcp),
+            Some(tls) => match tls.accept_data(tcp).await {
+                Ok(s) => DataStream::Tls(Box::new(s)),
+                Err(e) => {
+                    tracing::info!(error = %e, "TLS on the data connection failed");
+                    return Err(end(
+                        425,
+                        "Cannot open data connection: TLS negotiation failed",
+                        0,
+                    ));
+                }
+            },
+        };
+        Ok(DataConn { sock, stall })
     }
 }
 
 /// An open data connection whose reads and writes fail when the peer makes no
 /// progress for `stall` (a client that stops reading must not pin a transfer forever).
 struct DataConn {
-    sock: TcpStream,
+    sock: DataStream,
     stall: Duration,
 }
 
@@ -103,8 +119,15 @@ fn aborted(bytes: u64) -> TransferEnd {
     end(426, "Connection closed; transfer aborted", bytes)
 }
 
-/// The pending data endpoint, or 425 when PASV/PORT did not come first.
+/// The pending data endpoint, or 425 when PASV/PORT did not come first; 521 when
+/// TLS is required and the client did not send `PROT P` (RFC 4217 §9).
 fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
+    if ctx.session.tls_required() && !ctx.session.prot_private {
+        return Err(Reply::new(
+            521,
+            "Data connections must be protected: send PBSZ 0 and PROT P",
+        ));
+    }
     let endpoint = ctx
         .data
         .take()
@@ -113,6 +136,11 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
         endpoint,
         policy: ctx.server.data_policy(ctx.session),
         stall: Duration::from_secs(ctx.server.config.server.idle_timeout_secs),
+        tls: if ctx.session.prot_private {
+            ctx.server.tls.clone()
+        } else {
+            None
+        },
     })
 }
 
@@ -339,6 +367,7 @@ async fn begin_upload(
         Err(e) => return storage_reply(&e).into(),
     };
     let ascii = ascii(ctx);
+    let limit = ctx.session.user().and_then(|u| u.max_upload_bytes);
     let link = match data_link(ctx) {
         Ok(l) => l,
         Err(r) => {
@@ -363,7 +392,7 @@ async fn begin_upload(
                 return e;
             }
         };
-        let mut r = receive_file(sock, upload, ascii, c).await;
+        let mut r = receive_file(sock, upload, ascii, limit, c).await;
         if let (Some(name), 226) = (unique, r.reply.code) {
             r.reply = Reply::new(226, format!("Transfer complete; unique file name {name}"));
         }
@@ -371,10 +400,14 @@ async fn begin_upload(
     })
 }
 
+/// Receives until EOF into `upload`; more than `limit` bytes (the user's
+/// `max_upload_bytes`) aborts it with 552 (RFC 959 §4.2 "Exceeded storage
+/// allocation").
 async fn receive_file(
     mut sock: DataConn,
     mut upload: Box<dyn Upload>,
     ascii: bool,
+    limit: Option<u64>,
     cancel: CancellationToken,
 ) -> TransferEnd {
     let mut received = 0u64;
@@ -399,7 +432,18 @@ async fn receive_file(
                     eof = true;
                     break;
                 }
-                Ok(n) => received += n as u64,
+                Ok(n) => {
+                    received += n as u64;
+                    if limit.is_some_and(|l| received > l) {
+                        tracing::info!(received, "upload over the user's max_upload_bytes");
+                        let _ = upload.abort().await;
+                        return end(
+                            552,
+                            "Exceeded storage allocation (max_upload_bytes); nothing stored",
+                            received,
+                        );
+                    }
+                }
                 Err(e) => {
                     // A reset (not a clean FIN) means the client did not finish:
                     // never commit.

@@ -21,6 +21,9 @@ pub enum LineEvent {
     Line(String),
     /// A line exceeded the limit and was discarded (answer 500).
     TooLong,
+    /// An unfinished line did not complete within the line timeout (slowloris):
+    /// answer 421 and close.
+    Timeout,
 }
 
 /// Removes Telnet commands from raw line bytes (RFC 854): `IAC IAC` is a literal
@@ -104,6 +107,9 @@ pub struct LineReader<R> {
     buf: BytesMut,
     max_line: usize,
     discarding: bool,
+    line_timeout: Option<std::time::Duration>,
+    /// When the first byte of the current unfinished line arrived.
+    partial_since: Option<tokio::time::Instant>,
 }
 
 impl<R: ReadSome> LineReader<R> {
@@ -114,7 +120,27 @@ impl<R: ReadSome> LineReader<R> {
             buf: BytesMut::with_capacity(1024),
             max_line,
             discarding: false,
+            line_timeout: None,
+            partial_since: None,
         }
+    }
+
+    /// Bounds how long an unfinished line may take to complete; past it
+    /// [`LineEvent::Timeout`] is returned.
+    pub fn with_line_timeout(mut self, t: std::time::Duration) -> Self {
+        self.line_timeout = Some(t);
+        self
+    }
+
+    /// Swaps the byte source (the TLS upgrade after `AUTH TLS`); bytes already
+    /// buffered stay. Returns the old source.
+    pub fn replace_inner(&mut self, inner: R) -> R {
+        std::mem::replace(&mut self.inner, inner)
+    }
+
+    /// Bytes read but not yet returned as a line.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// True when bytes of an unfinished line are buffered (slowloris detection).
@@ -128,6 +154,8 @@ impl<R: ReadSome> LineReader<R> {
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
                 let raw = self.buf.split_to(pos + 1);
+                // What is left (a pipelined next line) starts its own clock.
+                self.partial_since = (!self.buf.is_empty()).then(tokio::time::Instant::now);
                 if self.discarding {
                     self.discarding = false;
                     return Ok(Some(LineEvent::TooLong));
@@ -142,7 +170,29 @@ impl<R: ReadSome> LineReader<R> {
                 self.buf.advance(self.buf.len());
             }
             self.buf.reserve(1024);
-            let n = self.inner.read_some(&mut self.buf).await?;
+            let n = match (self.line_timeout, self.has_partial_line()) {
+                (Some(limit), true) => {
+                    let since = *self
+                        .partial_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    match tokio::time::timeout_at(
+                        since + limit,
+                        self.inner.read_some(&mut self.buf),
+                    )
+                    .await
+                    {
+                        Ok(r) => r?,
+                        Err(_) => return Ok(Some(LineEvent::Timeout)),
+                    }
+                }
+                _ => {
+                    let n = self.inner.read_some(&mut self.buf).await?;
+                    if self.partial_since.is_none() && n > 0 {
+                        self.partial_since = Some(tokio::time::Instant::now());
+                    }
+                    n
+                }
+            };
             if n == 0 {
                 return Ok(None);
             }
@@ -199,6 +249,30 @@ mod tests {
             Some(LineEvent::Line("PWD".into()))
         );
         assert_eq!(r.next_line().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn unfinished_line_times_out() {
+        let (client, server) = tokio::io::duplex(64);
+        struct Duplex(tokio::io::DuplexStream);
+        impl ReadSome for Duplex {
+            async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+                self.0.read_buf(buf).await
+            }
+        }
+        let mut r = LineReader::new(Duplex(server), 4096)
+            .with_line_timeout(std::time::Duration::from_millis(300));
+        let mut client = client;
+        use tokio::io::AsyncWriteExt;
+        client.write_all(b"NOOP\r\nUSE").await.unwrap();
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("NOOP".into()))
+        );
+        // "USE" never completes: Timeout after 300 ms.
+        let t = tokio::time::Instant::now();
+        assert_eq!(r.next_line().await.unwrap(), Some(LineEvent::Timeout));
+        assert!(t.elapsed() >= std::time::Duration::from_millis(250));
     }
 
     #[tokio::test]

@@ -127,6 +127,14 @@ pub enum Command {
     Port(SocketAddr),
     /// `EPRT |proto|addr|port|` (RFC 2428 §2).
     Eprt(SocketAddr),
+    /// `AUTH mechanism` (RFC 4217 §4), mechanism upper-cased.
+    Auth(String),
+    /// `PBSZ n` (RFC 4217 §8; must be 0 for TLS).
+    Pbsz(u64),
+    /// `PROT C|S|E|P` (RFC 4217 §9), upper-cased.
+    Prot(char),
+    /// `CCC` (RFC 4217 §6): back to a clear control channel.
+    Ccc,
     /// `SITE subcommand`.
     Site(String),
     /// `AUTH`, `PBSZ`, `PROT`, `CCC`, … known but not offered here.
@@ -191,6 +199,10 @@ impl Command {
             Command::Port(_) => "PORT",
             Command::Eprt(_) => "EPRT",
             Command::Site(_) => "SITE",
+            Command::Auth(_) => "AUTH",
+            Command::Pbsz(_) => "PBSZ",
+            Command::Prot(_) => "PROT",
+            Command::Ccc => "CCC",
             Command::NotImplemented(v) | Command::Invalid { verb: v, .. } => v,
             Command::Unknown(_) => "UNKNOWN",
             Command::Empty => "",
@@ -325,11 +337,42 @@ pub fn parse(line: &str) -> Command {
             Err(c) => c,
         },
         "SITE" => Command::Site(arg.to_owned()),
-        "AUTH" | "PBSZ" | "PROT" | "CCC" | "ADAT" | "MIC" | "CONF" | "ENC" | "SMNT" | "REIN2" => {
-            Command::NotImplemented(verb)
-        }
+        "AUTH" => match arg.to_ascii_uppercase().as_str() {
+            "" => invalid(&verb, "AUTH needs a mechanism (TLS)"),
+            m => Command::Auth(m.to_owned()),
+        },
+        "PBSZ" => match arg.parse::<u64>() {
+            Ok(n) => Command::Pbsz(n),
+            Err(_) => invalid(&verb, "PBSZ needs a number (0)"),
+        },
+        "PROT" => match arg.to_ascii_uppercase().as_str() {
+            l @ ("C" | "S" | "E" | "P") => Command::Prot(l.chars().next().unwrap_or('C')),
+            _ => Command::Invalid {
+                verb,
+                reason: "PROT level must be C, S, E or P",
+                code: 504,
+            },
+        },
+        "CCC" => Command::Ccc,
+        "ADAT" | "MIC" | "CONF" | "ENC" | "SMNT" | "REIN2" => Command::NotImplemented(verb),
         _ => Command::Unknown(verb),
     }
+}
+
+/// True for an HTTP request line (`GET / HTTP/1.1`, `CONNECT host:443
+/// HTTP/1.1` …): something that is not an FTP client is talking to the FTP port.
+pub fn looks_like_http(line: &str) -> bool {
+    let mut parts = line.split_ascii_whitespace();
+    let (Some(method), Some(_target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    version.starts_with("HTTP/")
+        && matches!(
+            method,
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "CONNECT" | "PATCH" | "TRACE"
+        )
 }
 
 /// `TYPE A`, `TYPE A N`, `TYPE I`, `TYPE L 8` (RFC 959 §4.1.2), case-insensitive.
@@ -467,7 +510,21 @@ mod tests {
         assert_eq!(parse(""), Command::Empty);
         assert_eq!(parse("   "), Command::Empty);
         assert_eq!(parse("FOO bar"), Command::Unknown("FOO".into()));
-        assert_eq!(parse("AUTH TLS"), Command::NotImplemented("AUTH".into()));
+        assert!(looks_like_http("GET / HTTP/1.1"));
+        assert!(looks_like_http("CONNECT example.com:443 HTTP/1.1"));
+        assert!(looks_like_http("POST /x HTTP/1.0"));
+        assert!(!looks_like_http("GET file.txt"));
+        assert!(!looks_like_http("RETR GET HTTP/1.1"));
+        assert!(!looks_like_http("USER HTTP/1.1"));
+        assert_eq!(parse("auth tls"), Command::Auth("TLS".into()));
+        assert_eq!(parse("PBSZ 0"), Command::Pbsz(0));
+        assert_eq!(parse("prot p"), Command::Prot('P'));
+        assert!(matches!(
+            parse("PROT X"),
+            Command::Invalid { code: 504, .. }
+        ));
+        assert!(matches!(parse("AUTH"), Command::Invalid { .. }));
+        assert_eq!(parse("CCC"), Command::Ccc);
     }
 
     #[test]

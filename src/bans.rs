@@ -1,0 +1,133 @@
+//! Brute-force defence across connections: failed logins are counted per client
+//! IP within a window; too many ban the IP, each further ban twice as long up to a
+//! maximum (RFC 2577 §"Protecting passwords" asks servers to limit attempts; a
+//! per-connection limit alone lets an attacker simply reconnect).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Entries kept at most; beyond it expired ones are dropped first.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug)]
+struct Entry {
+    failures: u32,
+    window_start: Instant,
+    banned_until: Option<Instant>,
+    /// Bans so far (the next one lasts `ban × 2^bans`).
+    bans: u32,
+    last_seen: Instant,
+}
+
+/// The ban table (in memory; a restart forgets it).
+#[derive(Debug)]
+pub struct Bans {
+    after: u32,
+    window: Duration,
+    first: Duration,
+    max: Duration,
+    table: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+impl Bans {
+    /// `after` failures within `window` ban for `first`, doubling up to `max`;
+    /// `after == 0` disables bans.
+    pub fn new(after: u32, window: Duration, first: Duration, max: Duration) -> Self {
+        Self {
+            after,
+            window,
+            first,
+            max,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The remaining ban of `ip`, if it is banned now.
+    pub fn banned(&self, ip: IpAddr) -> Option<Duration> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let until = table.get(&ip)?.banned_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a failed login; `Some(length)` when this failure starts a ban.
+    pub fn failure(&self, ip: IpAddr) -> Option<Duration> {
+        if self.after == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if table.len() >= MAX_ENTRIES && !table.contains_key(&ip) {
+            let keep = self.window.max(self.max);
+            table.retain(|_, e| {
+                e.banned_until.is_some_and(|u| u > now) || now.duration_since(e.last_seen) < keep
+            });
+        }
+        let e = table.entry(ip).or_insert(Entry {
+            failures: 0,
+            window_start: now,
+            banned_until: None,
+            bans: 0,
+            last_seen: now,
+        });
+        e.last_seen = now;
+        if now.duration_since(e.window_start) > self.window {
+            e.failures = 0;
+            e.window_start = now;
+        }
+        e.failures += 1;
+        if e.failures < self.after {
+            return None;
+        }
+        let factor = 1u32.checked_shl(e.bans.min(20)).unwrap_or(u32::MAX);
+        let length = self.first.saturating_mul(factor).min(self.max);
+        e.bans += 1;
+        e.failures = 0;
+        e.window_start = now;
+        e.banned_until = Some(now + length);
+        Some(length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bans_grow_and_expire_per_ip() {
+        let b = Bans::new(
+            3,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            Duration::from_millis(250),
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(b.failure(a), None);
+        assert_eq!(b.failure(a), None);
+        assert_eq!(b.failure(a), Some(Duration::from_millis(100)));
+        assert!(b.banned(a).is_some());
+        assert!(b.banned(other).is_none());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(b.banned(a).is_none());
+        for _ in 0..2 {
+            assert_eq!(b.failure(a), None);
+        }
+        assert_eq!(b.failure(a), Some(Duration::from_millis(200)));
+        for _ in 0..2 {
+            b.failure(a);
+        }
+        // Capped at the maximum.
+        assert_eq!(b.failure(a), Some(Duration::from_millis(250)));
+        let off = Bans::new(
+            0,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        for _ in 0..100 {
+            assert_eq!(off.failure(a), None);
+        }
+    }
+}
