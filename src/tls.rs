@@ -107,8 +107,14 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(cert.clone());
         config.alpn_protocols = vec![b"ftp".to_vec()];
-        // Data connections resume the control connection's session: keep enough.
+        // Data connections resume the control connection's session. TLS 1.2:
+        // session IDs in a server-side cache. TLS 1.3: stateless tickets (a
+        // stateful TLS 1.3 ticket is single-use in rustls, but FTP clients such as
+        // Python's ftplib resume every data connection from the control
+        // connection's one ticket).
         config.session_storage = ServerSessionMemoryCache::new(4096);
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| format!("tls: session tickets: {e}"))?;
         Ok(Some(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             cert,

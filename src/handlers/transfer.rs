@@ -429,6 +429,10 @@ async fn receive_file(
             };
             match read {
                 Ok(0) => {
+                    // Answer the client's close_notify with ours (RFC 4217 §10) so
+                    // TLS clients that wait for it (Python's unwrap) finish cleanly.
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), sock.sock.shutdown()).await;
                     eof = true;
                     break;
                 }
