@@ -12,6 +12,7 @@
 //! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
 //! - [`listing`]: LIST/NLST/MLSD/MLST formatters.
 //! - [`errors`]: the one mapping of storage errors to reply codes.
+//! - [`checksum`]: HASH/XSHA256/XSHA1/XMD5/XCRC digests and the upload SHA-256.
 //! - [`auth`]: users, argon2 password hashes, permissions.
 //! - [`config`]: figment layering and validation.
 //! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod checksum;
 pub mod config;
 pub mod connection;
 pub mod datachan;

@@ -55,6 +55,8 @@ pub struct Session {
     pub epsv_all: bool,
     /// Facts selected by `OPTS MLST`.
     pub facts: Facts,
+    /// Algorithm of `HASH`, selected by `OPTS HASH` (draft-bryan-ftpext-hash-02 §4).
+    pub hash_algorithm: crate::checksum::Algorithm,
 }
 
 impl Session {
@@ -73,6 +75,7 @@ impl Session {
             rename_from: None,
             epsv_all: false,
             facts: Facts::default(),
+            hash_algorithm: crate::checksum::Algorithm::default(),
         }
     }
 

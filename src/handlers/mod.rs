@@ -3,11 +3,13 @@
 //! transfers run as separate tasks, so the control channel stays free for ABOR and
 //! STAT while they run (RFC 959 §4.1.3).
 
+mod checksum;
 mod datacmd;
 mod files;
 mod info;
 mod login;
 mod navigate;
+mod site;
 mod transfer;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Permission, User};
+use crate::config::StorageConfig;
 use crate::datachan::DataEndpoint;
 use crate::errors;
 use crate::protocol::{Command, Reply};
@@ -43,6 +46,16 @@ impl Ctx<'_> {
             .backend_for(self.session.user().map(|u| u.as_ref()))
             .clone()
     }
+
+    /// The configuration section of that backend (`[backends.NAME]` or `[storage]`).
+    pub fn storage_config(&self) -> &StorageConfig {
+        let config = &self.server.config;
+        self.session
+            .user()
+            .and_then(|u| u.backend.as_ref())
+            .and_then(|name| config.backends.get(name))
+            .unwrap_or(&config.storage)
+    }
 }
 
 /// The end of a data transfer, reported by its task.
@@ -52,6 +65,9 @@ pub struct TransferEnd {
     pub reply: Reply,
     /// Bytes moved over the data connection.
     pub bytes: u64,
+    /// Hex SHA-256 of a committed upload (`storage.upload_sha256`), for the transfer
+    /// log event.
+    pub sha256: Option<String>,
 }
 
 /// A data transfer ready to run: the connection sends `preliminary` (150), spawns
@@ -111,7 +127,9 @@ pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
         Command::Type(t) => info::type_(ctx, t),
         Command::Mode(_) => Reply::new(200, "Mode set to S").into(),
         Command::Stru(_) => Reply::new(200, "Structure set to F").into(),
-        Command::Site(s) => info::site(ctx, &s),
+        Command::Site(s) => site::site(ctx, &s).await,
+        Command::Hash(p) => checksum::hash(ctx, &p).await,
+        Command::XHash { algorithm, path } => checksum::xhash(ctx, algorithm, &path).await,
         Command::Pwd => navigate::pwd(ctx),
         Command::Cwd(p) => navigate::cwd(ctx, &p).await,
         Command::Cdup => navigate::cwd(ctx, "..").await,

@@ -88,6 +88,7 @@ mod config;
 mod credentials;
 mod errors;
 mod keys;
+mod meta;
 mod upload;
 
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
