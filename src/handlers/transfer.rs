@@ -526,8 +526,14 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
     let storage = ctx.storage();
-    let meta = match storage.stat(&t.storage).await {
-        Ok(m) => m,
+    // List first and stat only when the target is not a directory (LIST of one file):
+    // on S3 a stat before every listing would cost two more requests.
+    let (meta, listing) = match storage.list(&t.storage).await {
+        Ok(s) => (None, Some(s)),
+        Err(e) if e.kind() == ErrorKind::NotADirectory => match storage.stat(&t.storage).await {
+            Ok(m) => (Some(m), None),
+            Err(e) => return storage_reply(&e).into(),
+        },
         Err(e) => return storage_reply(&e).into(),
     };
     // NLST with a directory argument names entries as `dir/name` (like `ls dir`).
@@ -539,20 +545,19 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         }),
         _ => None,
     };
-    let is_dir = meta.is_dir();
-    let source = if is_dir {
-        match storage.list(&t.storage).await {
-            Ok(s) => Source::Dir(s),
-            Err(e) => return storage_reply(&e).into(),
-        }
+    let is_dir = listing.is_some();
+    let source = if let Some(s) = listing {
+        Source::Dir(s)
     } else if kind == ListKind::Mlsd {
         return Reply::new(501, "MLSD needs a directory; use MLST for a file").into();
-    } else {
+    } else if let Some(meta) = meta {
         let name = match (kind, &arg_dir) {
             (ListKind::Nlst, Some(a)) => a.clone(),
             _ => t.shown.file_name().unwrap_or("/").to_owned(),
         };
         Source::File(ftpgate_storage::DirEntry { name, meta })
+    } else {
+        return Reply::new(451, "Listing failed").into();
     };
     let fmt = Formatter {
         kind,
