@@ -97,11 +97,6 @@ impl Gate {
         }
     }
 
-    /// The server's process id (for /proc/<pid>/status: peak RSS).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The server's peak resident set size so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status =
