@@ -338,6 +338,11 @@ pub struct StorageConfig {
     /// gets 451 before it gives up itself. Default 20.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_timeout_secs: Option<u64>,
+    /// Compute the SHA-256 of every upload while it streams (logged with the transfer
+    /// event; on S3 stored as `x-amz-meta-sha256` so `HASH` needs no download). Any
+    /// backend. Default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_sha256: Option<bool>,
 }
 
 impl Default for StorageConfig {
@@ -359,6 +364,7 @@ impl Default for StorageConfig {
             max_parts_in_flight: None,
             max_retries: None,
             retry_timeout_secs: None,
+            upload_sha256: None,
         }
     }
 }

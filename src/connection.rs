@@ -212,7 +212,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
             // The async block is only polled when the guard holds.
             res = async { (&mut running.as_mut().expect("guarded by is_some").handle).await }, if running.is_some() => {
                 let r = running.take().expect("guarded by is_some");
-                let end = res.unwrap_or_else(|_| TransferEnd { reply: Reply::new(451, "Transfer failed"), bytes: 0 });
+                let end = res.unwrap_or_else(|_| TransferEnd { reply: Reply::new(451, "Transfer failed"), bytes: 0, sha256: None });
                 log_transfer(&shared, &r, &end);
                 if send(&mut wr, &end.reply).await.is_err() { break; }
             }
@@ -353,6 +353,7 @@ async fn finish(shared: &Shared, mut r: Running) -> TransferEnd {
     let end = (&mut r.handle).await.unwrap_or_else(|_| TransferEnd {
         reply: Reply::new(451, "Transfer failed"),
         bytes: 0,
+        sha256: None,
     });
     log_transfer(shared, &r, &end);
     end
@@ -373,6 +374,21 @@ fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
     shared
         .metrics
         .transfer(direction, &r.backend, ok, end.bytes, elapsed.as_secs_f64());
+    let sha256 = end.sha256.as_deref();
+    // A download the client abandoned (rclone mount's ranged reads close early) is
+    // normal: debug level.
+    if verb == "RETR" && end.reply.code == 426 {
+        tracing::debug!(
+            verb,
+            path = r.path.as_str(),
+            bytes = end.bytes,
+            duration_ms = ms,
+            code = end.reply.code,
+            result,
+            "transfer"
+        );
+        return;
+    }
     tracing::info!(
         verb,
         path = r.path.as_str(),
@@ -380,6 +396,7 @@ fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
         duration_ms = ms,
         code = end.reply.code,
         result,
+        sha256,
         "transfer"
     );
 }

@@ -12,6 +12,7 @@
 //! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
 //! - [`listing`]: LIST/NLST/MLSD/MLST formatters.
 //! - [`errors`]: the one mapping of storage errors to reply codes.
+//! - [`checksum`]: HASH/XSHA256/XSHA1/XMD5/XCRC digests and the upload SHA-256.
 //! - [`auth`]: users, argon2/bcrypt password hashes, permissions; [`bans`]:
 //!   per-IP bans after repeated failed logins.
 //! - [`tls`], [`control`]: FTPS (RFC 4217) with rustls, the control channel's
@@ -29,6 +30,7 @@
 
 pub mod auth;
 pub mod bans;
+pub mod checksum;
 pub mod config;
 pub mod connection;
 pub mod control;

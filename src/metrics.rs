@@ -334,6 +334,20 @@ impl StorageBackend for InstrumentedBackend {
         self.timed("set_modified", self.inner.set_modified(path, time))
             .await
     }
+
+    async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
+        self.timed("open", self.inner.open(path, offset)).await
+    }
+
+    async fn stored_sha256(&self, path: &VPath) -> Result<Option<([u8; 32], u64)>> {
+        self.timed("stored_sha256", self.inner.stored_sha256(path))
+            .await
+    }
+
+    async fn set_permissions(&self, path: &VPath, mode: u32) -> Result<()> {
+        self.timed("set_permissions", self.inner.set_permissions(path, mode))
+            .await
+    }
 }
 
 struct InstrumentedUpload {
@@ -370,6 +384,10 @@ impl Upload for InstrumentedUpload {
         let r = self.inner.abort().await;
         self.metrics.op(&self.name, "abort", started, &r);
         r
+    }
+
+    fn set_sha256(&mut self, digest: [u8; 32]) {
+        self.inner.set_sha256(digest);
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Session {
     pub pbsz: bool,
     /// `PROT P`: data connections use TLS (RFC 4217 §9).
     pub prot_private: bool,
+    /// Algorithm of `HASH`, selected by `OPTS HASH` (draft-bryan-ftpext-hash-02 §4).
+    pub hash_algorithm: crate::checksum::Algorithm,
 }
 
 impl Session {
@@ -86,6 +88,7 @@ impl Session {
             rename_from: None,
             epsv_all: false,
             facts: Facts::default(),
+            hash_algorithm: crate::checksum::Algorithm::default(),
         }
     }
 

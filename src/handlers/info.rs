@@ -1,7 +1,8 @@
 //! Informational and parameter commands: SYST, FEAT (RFC 2389 §3), OPTS (RFC 2389
-//! §4), HELP and STAT (RFC 959 §4.1.3), TYPE/MODE/STRU (RFC 959 §4.1.2), SITE.
+//! §4, incl. `OPTS HASH`), HELP and STAT (RFC 959 §4.1.3), TYPE/MODE/STRU (RFC 959 §4.1.2).
 
 use super::{Ctx, Outcome};
+use crate::checksum::Algorithm;
 use crate::listing::Facts;
 use crate::protocol::command::VERBS;
 use crate::protocol::{Reply, TransferType};
@@ -16,7 +17,12 @@ pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
     if ctx.session.tls_mode != crate::config::TlsMode::Off && ctx.server.tls.is_some() {
         lines.push(" AUTH TLS".to_owned());
     }
-    lines.extend([" EPRT".to_owned(), " EPSV".to_owned(), " MDTM".to_owned()]);
+    lines.extend([
+        " EPRT".to_owned(),
+        " EPSV".to_owned(),
+        Algorithm::feat_line(ctx.session.hash_algorithm),
+        " MDTM".to_owned(),
+    ]);
     if caps.set_modified {
         lines.push(" MFMT".into());
     }
@@ -30,6 +36,10 @@ pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
     lines.push(" SIZE".into());
     lines.push(" TVFS".into());
     lines.push(" UTF8".into());
+    // The legacy digest commands, as ProFTPD's mod_digest lists them.
+    for verb in ["XCRC", "XMD5", "XSHA1", "XSHA256"] {
+        lines.push(format!(" {verb} filename"));
+    }
     Outcome::Reply(Reply::multi(211, "Features:", lines, "End"))
 }
 
@@ -47,6 +57,18 @@ pub(super) fn opts(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
             ctx.session.facts = Facts::parse(rest);
             Reply::new(200, format!("MLST OPTS {}", ctx.session.facts.selected())).into()
         }
+        // draft-bryan-ftpext-hash-02 §4: without an argument the selected algorithm,
+        // with one the new selection; an algorithm we don't offer is 504.
+        "HASH" => match rest.trim() {
+            "" => Reply::new(200, ctx.session.hash_algorithm.name()).into(),
+            name => match Algorithm::parse(name) {
+                Some(a) => {
+                    ctx.session.hash_algorithm = a;
+                    Reply::new(200, a.name()).into()
+                }
+                None => Reply::new(504, format!("Unknown algorithm {name}")).into(),
+            },
+        },
         _ => Reply::new(501, format!("Option {name} not understood")).into(),
     }
 }
@@ -105,17 +127,5 @@ pub(super) fn type_(ctx: &mut Ctx<'_>, t: TransferType) -> Outcome {
     match t {
         TransferType::Ascii => Reply::new(200, "Switching to ASCII mode").into(),
         TransferType::Image => Reply::new(200, "Switching to Binary mode").into(),
-    }
-}
-
-/// SITE: HELP and CHMOD (accepted, permissions are not stored); others 504.
-pub(super) fn site(_ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
-    let (sub, _) = arg.split_once(' ').unwrap_or((arg, ""));
-    match sub.to_ascii_uppercase().as_str() {
-        "HELP" | "" => {
-            Reply::multi(214, "SITE commands:", vec![" HELP CHMOD".into()], "End").into()
-        }
-        "CHMOD" => Reply::new(200, "SITE CHMOD accepted; permissions are not stored").into(),
-        other => Reply::new(504, format!("SITE {other} not implemented")).into(),
     }
 }

@@ -3,12 +3,14 @@
 //! transfers run as separate tasks, so the control channel stays free for ABOR and
 //! STAT while they run (RFC 959 §4.1.3).
 
+mod checksum;
 mod datacmd;
 mod files;
 mod info;
 mod login;
 mod navigate;
 mod security;
+mod site;
 mod transfer;
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Permission, User};
+use crate::config::StorageConfig;
 use crate::datachan::DataEndpoint;
 use crate::errors;
 use crate::protocol::{Command, Reply};
@@ -44,6 +47,16 @@ impl Ctx<'_> {
             .backend_for(self.session.user().map(|u| u.as_ref()))
             .clone()
     }
+
+    /// The configuration section of that backend (`[backends.NAME]` or `[storage]`).
+    pub fn storage_config(&self) -> &StorageConfig {
+        let config = &self.server.config;
+        self.session
+            .user()
+            .and_then(|u| u.backend.as_ref())
+            .and_then(|name| config.backends.get(name))
+            .unwrap_or(&config.storage)
+    }
 }
 
 /// The end of a data transfer, reported by its task.
@@ -53,6 +66,9 @@ pub struct TransferEnd {
     pub reply: Reply,
     /// Bytes moved over the data connection.
     pub bytes: u64,
+    /// Hex SHA-256 of a committed upload (`storage.upload_sha256`), for the transfer
+    /// log event.
+    pub sha256: Option<String>,
 }
 
 /// A data transfer ready to run: the connection sends `preliminary` (150), spawns
@@ -115,7 +131,9 @@ pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
         Command::Type(t) => info::type_(ctx, t),
         Command::Mode(_) => Reply::new(200, "Mode set to S").into(),
         Command::Stru(_) => Reply::new(200, "Structure set to F").into(),
-        Command::Site(s) => info::site(ctx, &s),
+        Command::Site(s) => site::site(ctx, &s).await,
+        Command::Hash(p) => checksum::hash(ctx, &p).await,
+        Command::XHash { algorithm, path } => checksum::xhash(ctx, algorithm, &path).await,
         Command::Auth(m) => security::auth(ctx, &m),
         Command::Pbsz(n) => security::pbsz(ctx, n),
         Command::Prot(l) => security::prot(ctx, l),

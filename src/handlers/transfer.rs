@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{target, tri, user, Ctx, Outcome, Transfer, TransferEnd};
 use crate::auth::{Permission, User};
+use crate::checksum::{hex, UploadDigest};
 use crate::datachan::{self, DataEndpoint, DataStream};
 use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
@@ -112,6 +113,7 @@ fn end(code: u16, text: &str, bytes: u64) -> TransferEnd {
     TransferEnd {
         reply: Reply::new(code, text),
         bytes,
+        sha256: None,
     }
 }
 
@@ -178,23 +180,16 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
     let storage = ctx.storage();
-    let meta = match storage.stat(&t.storage).await {
-        Ok(m) if m.is_dir() => return Reply::new(550, "Is a directory").into(),
+    // One step (S3: one GET): metadata and content together.
+    let (meta, stream) = match storage.open(&t.storage, offset).await {
         Ok(m) => m,
-        Err(e) => return storage_reply(&e).into(),
-    };
-    if offset > meta.size {
-        return Reply::new(
-            554,
-            format!(
-                "Restart offset {offset} is beyond the end of the file ({} bytes)",
-                meta.size
-            ),
-        )
-        .into();
-    }
-    let stream = match storage.read(&t.storage, offset).await {
-        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::InvalidInput => {
+            return Reply::new(
+                554,
+                format!("Restart offset {offset} is beyond the end of the file"),
+            )
+            .into()
+        }
         Err(e) => return storage_reply(&e).into(),
     };
     let ascii = ascii(ctx);
@@ -207,7 +202,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
             "Opening {} mode data connection for {} ({} bytes)",
             mode_word(ascii),
             t.shown,
-            meta.size - offset
+            meta.size.saturating_sub(offset)
         ),
     );
     transfer(pre, &t.storage, cancel, async move {
@@ -312,6 +307,14 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
     begin_upload(ctx, t.storage, t.shown.to_string(), mode, None).await
 }
 
+/// Whether uploads to the user's backend are hashed (`storage.upload_sha256`). An
+/// APPE or REST+STOR upload hashes only the new bytes, so its digest is not the
+/// file's: those are not hashed.
+fn hashes_uploads(ctx: &Ctx<'_>, mode: WriteMode) -> bool {
+    matches!(mode, WriteMode::Truncate | WriteMode::CreateNew)
+        && ctx.storage_config().upload_sha256.unwrap_or(true)
+}
+
 /// STOU: store under a name that does not exist yet; the 150 reply carries
 /// `FILE: name` (RFC 1123 §4.1.2.9).
 pub(super) async fn stou(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
@@ -368,6 +371,7 @@ async fn begin_upload(
     };
     let ascii = ascii(ctx);
     let limit = ctx.session.user().and_then(|u| u.max_upload_bytes);
+    let digest = hashes_uploads(ctx, mode).then(UploadDigest::default);
     let link = match data_link(ctx) {
         Ok(l) => l,
         Err(r) => {
@@ -392,7 +396,7 @@ async fn begin_upload(
                 return e;
             }
         };
-        let mut r = receive_file(sock, upload, ascii, limit, c).await;
+        let mut r = receive_file(sock, upload, ascii, limit, digest, c).await;
         if let (Some(name), 226) = (unique, r.reply.code) {
             r.reply = Reply::new(226, format!("Transfer complete; unique file name {name}"));
         }
@@ -408,6 +412,7 @@ async fn receive_file(
     mut upload: Box<dyn Upload>,
     ascii: bool,
     limit: Option<u64>,
+    mut digest: Option<UploadDigest>,
     cancel: CancellationToken,
 ) -> TransferEnd {
     let mut received = 0u64;
@@ -466,19 +471,32 @@ async fn receive_file(
         } else {
             chunk
         };
+        if let Some(d) = digest.as_mut() {
+            d.update(&chunk);
+        }
         if let Err(e) = upload.write(chunk).await {
             let _ = upload.abort().await;
             return upload_failed(&e, received);
         }
     }
     if pending_cr {
+        if let Some(d) = digest.as_mut() {
+            d.update(b"\r");
+        }
         if let Err(e) = upload.write(Bytes::from_static(b"\r")).await {
             let _ = upload.abort().await;
             return upload_failed(&e, received);
         }
     }
+    let sha256 = digest.map(|d| d.finish());
+    if let Some(d) = sha256 {
+        upload.set_sha256(d);
+    }
     match upload.complete().await {
-        Ok(_) => end(226, "Transfer complete", received),
+        Ok(_) => TransferEnd {
+            sha256: sha256.map(|d| hex(&d)),
+            ..end(226, "Transfer complete", received)
+        },
         Err(e) => upload_failed(&e, received),
     }
 }
@@ -556,8 +574,14 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
     let storage = ctx.storage();
-    let meta = match storage.stat(&t.storage).await {
-        Ok(m) => m,
+    // List first and stat only when the target is not a directory (LIST of one file):
+    // on S3 a stat before every listing would cost two more requests.
+    let (meta, listing) = match storage.list(&t.storage).await {
+        Ok(s) => (None, Some(s)),
+        Err(e) if e.kind() == ErrorKind::NotADirectory => match storage.stat(&t.storage).await {
+            Ok(m) => (Some(m), None),
+            Err(e) => return storage_reply(&e).into(),
+        },
         Err(e) => return storage_reply(&e).into(),
     };
     // NLST with a directory argument names entries as `dir/name` (like `ls dir`).
@@ -569,20 +593,19 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         }),
         _ => None,
     };
-    let is_dir = meta.is_dir();
-    let source = if is_dir {
-        match storage.list(&t.storage).await {
-            Ok(s) => Source::Dir(s),
-            Err(e) => return storage_reply(&e).into(),
-        }
+    let is_dir = listing.is_some();
+    let source = if let Some(s) = listing {
+        Source::Dir(s)
     } else if kind == ListKind::Mlsd {
         return Reply::new(501, "MLSD needs a directory; use MLST for a file").into();
-    } else {
+    } else if let Some(meta) = meta {
         let name = match (kind, &arg_dir) {
             (ListKind::Nlst, Some(a)) => a.clone(),
             _ => t.shown.file_name().unwrap_or("/").to_owned(),
         };
         Source::File(ftpgate_storage::DirEntry { name, meta })
+    } else {
+        return Reply::new(451, "Listing failed").into();
     };
     let fmt = Formatter {
         kind,

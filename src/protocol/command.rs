@@ -137,6 +137,17 @@ pub enum Command {
     Ccc,
     /// `SITE subcommand`.
     Site(String),
+    /// `HASH path` (draft-bryan-ftpext-hash-02 §3): the digest of the algorithm
+    /// selected with `OPTS HASH`.
+    Hash(String),
+    /// `XSHA256`/`XSHA1`/`XMD5`/`XCRC path`: the legacy one-algorithm digest commands
+    /// (no RFC; ProFTPD's mod_digest and Serv-U answer `250 <hex>`).
+    XHash {
+        /// The algorithm the verb names.
+        algorithm: crate::checksum::Algorithm,
+        /// The file.
+        path: String,
+    },
     /// `AUTH`, `PBSZ`, `PROT`, `CCC`, … known but not offered here.
     NotImplemented(String),
     /// A known verb with an argument it cannot take.
@@ -203,6 +214,8 @@ impl Command {
             Command::Pbsz(_) => "PBSZ",
             Command::Prot(_) => "PROT",
             Command::Ccc => "CCC",
+            Command::Hash(_) => "HASH",
+            Command::XHash { algorithm, .. } => algorithm.legacy_verb(),
             Command::NotImplemented(v) | Command::Invalid { verb: v, .. } => v,
             Command::Unknown(_) => "UNKNOWN",
             Command::Empty => "",
@@ -212,10 +225,11 @@ impl Command {
 
 /// Verbs listed by `HELP` (RFC 959 §4.1.3).
 pub const VERBS: &[&str] = &[
-    "ABOR", "ACCT", "ALLO", "APPE", "CDUP", "CWD", "DELE", "EPRT", "EPSV", "FEAT", "HELP", "LIST",
-    "MDTM", "MFMT", "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS", "PASV", "PORT",
-    "PWD", "QUIT", "REIN", "REST", "RETR", "RMD", "RNFR", "RNTO", "SITE", "SIZE", "STAT", "STOR",
-    "STOU", "STRU", "SYST", "TYPE", "USER", "XCUP", "XCWD", "XMKD", "XPWD", "XRMD",
+    "ABOR", "ACCT", "ALLO", "APPE", "CDUP", "CWD", "DELE", "EPRT", "EPSV", "FEAT", "HASH", "HELP",
+    "LIST", "MDTM", "MFMT", "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS", "PASV",
+    "PORT", "PWD", "QUIT", "REIN", "REST", "RETR", "RMD", "RNFR", "RNTO", "SITE", "SIZE", "STAT",
+    "STOR", "STOU", "STRU", "SYST", "TYPE", "USER", "XCRC", "XCUP", "XCWD", "XMD5", "XMKD", "XPWD",
+    "XRMD", "XSHA1", "XSHA256",
 ];
 
 fn invalid(verb: &str, reason: &'static str) -> Command {
@@ -337,6 +351,19 @@ pub fn parse(line: &str) -> Command {
             Err(c) => c,
         },
         "SITE" => Command::Site(arg.to_owned()),
+        "HASH" => need_path(Command::Hash),
+        "XSHA256" | "XSHA1" | "XMD5" | "XCRC" => {
+            let algorithm = crate::checksum::Algorithm::from_legacy_verb(&verb)
+                .unwrap_or(crate::checksum::Algorithm::Sha256);
+            if path_arg.trim().is_empty() {
+                invalid(&verb, "a path argument is required")
+            } else {
+                Command::XHash {
+                    algorithm,
+                    path: legacy_hash_path(path_arg),
+                }
+            }
+        }
         "AUTH" => match arg.to_ascii_uppercase().as_str() {
             "" => invalid(&verb, "AUTH needs a mechanism (TLS)"),
             m => Command::Auth(m.to_owned()),
@@ -435,6 +462,19 @@ fn parse_mfmt(arg: &str) -> Command {
         },
         _ => invalid("MFMT", "MFMT needs YYYYMMDDHHMMSS and a path"),
     }
+}
+
+/// The path of a legacy digest command. Some clients add a byte range after the name
+/// (`XMD5 "name" 0 100`, `XCRC name 0 100`); ranges are not supported, so a quoted name
+/// is unquoted and everything else is the name.
+fn legacy_hash_path(arg: &str) -> String {
+    let t = arg.trim_start();
+    if let Some(rest) = t.strip_prefix('"') {
+        if let Some((name, _)) = rest.split_once('"') {
+            return name.to_owned();
+        }
+    }
+    arg.to_owned()
 }
 
 /// Parses an RFC 3659 §2.3 time-val (`YYYYMMDDHHMMSS[.sss]`, UTC) into Unix seconds.

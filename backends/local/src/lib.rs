@@ -203,4 +203,21 @@ impl StorageBackend for LocalBackend {
         })
         .await
     }
+
+    /// `SITE CHMOD`: only the permission bits (`mode & 0o777`); setuid, setgid and
+    /// sticky bits are never set from FTP.
+    async fn set_permissions(&self, path: &VPath, mode: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = path.clone();
+        self.blocking(move |root| {
+            let full = confine(root, &path)?;
+            let io_err = |e| StorageError::from_io(&path, e);
+            let meta = fs::metadata(&full).map_err(io_err)?;
+            if !meta.is_file() && !meta.is_dir() {
+                return Err(confine::special(&path));
+            }
+            fs::set_permissions(&full, fs::Permissions::from_mode(mode & 0o777)).map_err(io_err)
+        })
+        .await
+    }
 }

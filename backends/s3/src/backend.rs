@@ -9,8 +9,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
 use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMode, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
+    Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
+    UpdateVersion,
 };
 
 use ftpgate_storage::{
@@ -22,6 +23,7 @@ use crate::config::S3Config;
 use crate::credentials::CachingAwsChain;
 use crate::errors::map_error;
 use crate::keys::Keys;
+use crate::meta::{self, DirCache, MetaCache};
 use crate::upload::S3Upload;
 
 /// S3's limit for one CopyObject request, and so for [`StorageBackend::rename`].
@@ -71,6 +73,10 @@ pub(crate) struct Inner {
     /// Largest object renamed with one server-side CopyObject; larger ones are
     /// streamed through the gateway into a multipart upload.
     copy_limit: u64,
+    /// Stored `mtime`s per object version, so listings HEAD each object once.
+    pub(crate) meta_cache: MetaCache,
+    /// Directories recently seen to exist, so uploads skip the parent check.
+    pub(crate) dirs: DirCache,
 }
 
 impl fmt::Debug for S3Backend {
@@ -157,6 +163,8 @@ impl S3Backend {
                 part_size,
                 max_parts_in_flight: cfg.max_parts_in_flight,
                 copy_limit: MAX_COPY_SIZE,
+                meta_cache: MetaCache::default(),
+                dirs: DirCache::default(),
             }),
         })
     }
@@ -228,14 +236,19 @@ fn system_time(t: chrono::DateTime<chrono::Utc>) -> SystemTime {
     }
 }
 
-fn file_meta(meta: &ObjectMeta) -> Metadata {
+/// A file's metadata; `mtime` is the stored modification time (MFMT), which wins
+/// over the object's LastModified.
+fn file_meta(meta: &ObjectMeta, mtime: Option<SystemTime>) -> Metadata {
     Metadata {
         kind: EntryKind::File,
         size: meta.size,
-        modified: Some(system_time(meta.last_modified)),
+        modified: Some(mtime.unwrap_or_else(|| system_time(meta.last_modified))),
         unique: None,
     }
 }
+
+/// Most HEAD requests a listing sends at once to read stored `mtime`s.
+const LISTING_HEADS_IN_FLIGHT: usize = 16;
 
 fn dir_meta(modified: Option<SystemTime>) -> Metadata {
     Metadata {
@@ -272,11 +285,45 @@ impl Inner {
 
     /// The object of a file, or `None` when there is none.
     pub(crate) async fn head(&self, path: &VPath) -> Result<Option<ObjectMeta>> {
+        Ok(self.head_full(path).await?.map(|(meta, _)| meta))
+    }
+
+    /// The object of a file with its user metadata (one HEAD), or `None`.
+    pub(crate) async fn head_full(&self, path: &VPath) -> Result<Option<(ObjectMeta, Attributes)>> {
         let location = self.keys.object(path)?;
-        match self.store.head(&location).await {
-            Ok(meta) => Ok(Some(meta)),
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&location, options).await {
+            Ok(r) => {
+                self.meta_cache.remember(&r.meta, &r.attributes);
+                Ok(Some((r.meta, r.attributes)))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(map_error(format_args!("stat {path}"), e)),
+        }
+    }
+
+    /// The stored `mtime` of a listed object: from the cache for a version seen
+    /// before, else from a HEAD (`None` when it has none or vanished meanwhile).
+    async fn listed_mtime(&self, meta: &ObjectMeta) -> Option<SystemTime> {
+        if let Some(known) = self.meta_cache.lookup(meta) {
+            return known;
+        }
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&meta.location, options).await {
+            Ok(r) => {
+                self.meta_cache.remember(&r.meta, &r.attributes);
+                meta::mtime_of(&r.attributes)
+            }
+            Err(e) => {
+                tracing::debug!(key = %meta.location, error = %e, "listing: no HEAD");
+                None
+            }
         }
     }
 
@@ -302,16 +349,21 @@ impl Inner {
         if path.is_root() {
             return Ok(Some(dir_meta(None)));
         }
-        let (file, dir) = futures::join!(self.head(path), self.probe_dir(path));
-        if let Some(meta) = file? {
-            return Ok(Some(file_meta(&meta)));
+        let (file, dir) = futures::join!(self.head_full(path), self.probe_dir(path));
+        if let Some((meta, attrs)) = file? {
+            return Ok(Some(file_meta(&meta, meta::mtime_of(&attrs))));
         }
         Ok(dir?.map(|time| dir_meta(Some(time.unwrap_or_else(SystemTime::now)))))
     }
 
     /// `Ok` when `dir` is an existing directory, else `NotFound` or `NotADirectory`.
     pub(crate) async fn require_dir(&self, dir: &VPath, op: &str) -> Result<()> {
+        let prefix = self.keys.dir_prefix(dir)?;
+        if self.dirs.known(&prefix) {
+            return Ok(());
+        }
         if self.probe_dir(dir).await?.is_some() {
+            self.dirs.remember(&prefix);
             return Ok(());
         }
         if self.head(dir).await?.is_some() {
@@ -351,19 +403,42 @@ impl Inner {
 
 /// Turns one listing page into entries, skipping the listed directory's own marker
 /// and names that are not valid single segments.
-fn page_entries(
+///
+/// With `stored_mtimes` each file's stored `mtime` is looked up (cache, else a HEAD,
+/// [`LISTING_HEADS_IN_FLIGHT`] at once); without, files show their LastModified.
+async fn page_entries(
+    inner: &Arc<Inner>,
     prefix: &str,
     page: object_store::ListResult,
     listed_at: SystemTime,
+    stored_mtimes: bool,
 ) -> Vec<DirEntry> {
     let mut out = Vec::with_capacity(page.objects.len() + page.common_prefixes.len());
-    for meta in &page.objects {
-        if let Some(name) = Keys::entry_name(prefix, meta.location.as_ref()) {
-            out.push(DirEntry {
-                name: name.to_owned(),
-                meta: file_meta(meta),
-            });
-        }
+    let files: Vec<(&str, &ObjectMeta)> = page
+        .objects
+        .iter()
+        .filter_map(|m| Keys::entry_name(prefix, m.location.as_ref()).map(|n| (n, m)))
+        .collect();
+    let mtimes: Vec<Option<SystemTime>> = if stored_mtimes {
+        let lookups: Vec<_> = files
+            .iter()
+            .map(|(_, m)| {
+                let (inner, m) = (Arc::clone(inner), (*m).clone());
+                async move { inner.listed_mtime(&m).await }
+            })
+            .collect();
+        stream::iter(lookups)
+            .buffered(LISTING_HEADS_IN_FLIGHT)
+            .collect()
+            .await
+    } else {
+        vec![None; files.len()]
+    };
+    for ((name, meta), mtime) in files.into_iter().zip(mtimes) {
+        out.push(DirEntry {
+            name: name.to_owned(),
+            meta: file_meta(meta, mtime),
+        });
     }
     for dir in &page.common_prefixes {
         if let Some(name) = Keys::entry_name(prefix, dir.as_ref()) {
@@ -384,6 +459,10 @@ struct ListState {
     token: Option<String>,
     done: bool,
     listed_at: SystemTime,
+    /// The directory fits in one page: files get their stored `mtime` (a HEAD each,
+    /// cached). Larger directories show LastModified, so a listing of 100,000 keys
+    /// stays one request per 1,000 keys.
+    stored_mtimes: bool,
 }
 
 #[async_trait]
@@ -403,7 +482,8 @@ impl StorageBackend for S3Backend {
             write_at_offset: false,
             rename_directories: false,
             atomic_rename: false,
-            set_modified: false,
+            // A rewrite of the object with new `mtime` metadata.
+            set_modified: true,
         }
     }
 
@@ -432,6 +512,10 @@ impl StorageBackend for S3Backend {
                 StorageError::not_found(format_args!("list {dir}"))
             });
         }
+        if !dir.is_root() {
+            inner.dirs.remember(&prefix);
+        }
+        let stored_mtimes = first.page_token.is_none();
         let state = ListState {
             inner,
             prefix,
@@ -439,6 +523,7 @@ impl StorageBackend for S3Backend {
             token: None,
             done: false,
             listed_at: SystemTime::now(),
+            stored_mtimes,
         };
         let pages = stream::try_unfold(state, |mut st| async move {
             let page = match st.first.take() {
@@ -452,7 +537,14 @@ impl StorageBackend for S3Backend {
             };
             st.token = page.page_token;
             st.done = st.token.is_none();
-            let entries = page_entries(&st.prefix, page.result, st.listed_at);
+            let entries = page_entries(
+                &st.inner,
+                &st.prefix,
+                page.result,
+                st.listed_at,
+                st.stored_mtimes,
+            )
+            .await;
             Ok(Some((entries, st)))
         });
         Ok(pages
@@ -558,11 +650,16 @@ impl StorageBackend for S3Backend {
                 format!("create {path}: file exists"),
             ));
         }
+        let mode = if create_new {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
         Ok(Box::new(S3Upload::new(
             Arc::clone(inner),
             path.clone(),
             location,
-            create_new,
+            mode,
         )))
     }
 
@@ -612,6 +709,7 @@ impl StorageBackend for S3Backend {
             .put_opts(&marker, PutPayload::new(), options)
             .await
             .map_err(|e| map_error(format_args!("mkdir {path}"), e))?;
+        inner.dirs.remember(&inner.keys.dir_prefix(path)?);
         Ok(())
     }
 
@@ -643,6 +741,7 @@ impl StorageBackend for S3Backend {
             ));
         }
         let marker = inner.keys.marker(path)?;
+        inner.dirs.forget_under(&prefix);
         inner
             .store
             .delete(&marker)
@@ -691,10 +790,123 @@ impl StorageBackend for S3Backend {
             .map_err(|e| map_error(format_args!("rename {from} to {to} (delete source)"), e))
     }
 
-    async fn set_modified(&self, path: &VPath, _time: SystemTime) -> Result<()> {
-        Err(StorageError::unsupported(format!(
-            "set modification time of {path}: S3 objects keep their upload time"
-        )))
+    /// MFMT: S3 cannot change an object's LastModified, and object_store's CopyObject
+    /// cannot replace metadata, so the object is rewritten with the new `mtime` (and
+    /// its other metadata kept): one GET and one PUT streamed through the gateway,
+    /// conditional on the ETag read (a concurrent replacement wins; this answers
+    /// `Transient`). Objects above the part size become a multipart upload, which
+    /// cannot be conditional.
+    async fn set_modified(&self, path: &VPath, time: SystemTime) -> Result<()> {
+        if path.is_root() {
+            return Err(StorageError::new(
+                ErrorKind::IsADirectory,
+                "set modification time of /: is a directory",
+            ));
+        }
+        let inner = &self.inner;
+        let location = inner.keys.object(path)?;
+        let got = match inner.store.get_opts(&location, GetOptions::default()).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(inner.missing_file(path, "set modification time of").await)
+            }
+            Err(e) => {
+                return Err(map_error(
+                    format_args!("set modification time of {path}"),
+                    e,
+                ))
+            }
+        };
+        let mut attributes = got.attributes.clone();
+        attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let mut upload = S3Upload::new(
+            Arc::clone(inner),
+            path.clone(),
+            location,
+            PutMode::Update(version),
+        )
+        .with_attributes(attributes);
+        let context = format!("set modification time of {path}");
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let written = match chunk {
+                Ok(c) => upload.write(c).await,
+                Err(e) => Err(map_error(&context, e)),
+            };
+            if let Err(e) = written {
+                let _ = Box::new(upload).abort().await;
+                return Err(e);
+            }
+        }
+        Box::new(upload).complete().await.map_err(|e| {
+            if e.kind() == ErrorKind::AlreadyExists {
+                // PutMode::Update's precondition failed: replaced meanwhile.
+                StorageError::new(
+                    ErrorKind::Transient,
+                    format!("{context}: the file changed meanwhile"),
+                )
+                .with_source(e)
+            } else {
+                e
+            }
+        })?;
+        Ok(())
+    }
+
+    /// RETR in one request: a GET from `offset` returns the size and stored `mtime`
+    /// with the body. Only when that fails (416 past the end, 404) is a second request
+    /// needed to tell the cases apart.
+    async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
+        if path.is_root() {
+            return Err(StorageError::new(
+                ErrorKind::IsADirectory,
+                "read /: is a directory",
+            ));
+        }
+        let inner = &self.inner;
+        let location = inner.keys.object(path)?;
+        let options = GetOptions {
+            range: (offset > 0).then_some(GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        match inner.store.get_opts(&location, options).await {
+            Ok(r) => {
+                inner.meta_cache.remember(&r.meta, &r.attributes);
+                let meta = file_meta(&r.meta, meta::mtime_of(&r.attributes));
+                let context = format!("read {path}");
+                let stream = r
+                    .into_stream()
+                    .map_err(move |e| map_error(&context, e))
+                    .boxed();
+                Ok((meta, stream))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(inner.missing_file(path, "read").await)
+            }
+            // 416: the offset is at or past the end; `read` tells which.
+            Err(e) if crate::errors::classify(&e) == ErrorKind::InvalidInput => {
+                let meta = self.stat(path).await?;
+                let stream = self.read(path, offset).await?;
+                Ok((meta, stream))
+            }
+            Err(e) => Err(map_error(format_args!("read {path}"), e)),
+        }
+    }
+
+    /// One HEAD: `x-amz-meta-sha256` and the size.
+    async fn stored_sha256(&self, path: &VPath) -> Result<Option<([u8; 32], u64)>> {
+        if path.is_root() {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .head_full(path)
+            .await?
+            .and_then(|(m, attrs)| meta::sha256_of(&attrs).map(|d| (d, m.size))))
     }
 }
 

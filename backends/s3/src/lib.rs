@@ -37,6 +37,12 @@
 //! it); listings report the time of the listing for subdirectories, as a HEAD per
 //! subdirectory would be too costly. Never the Unix epoch.
 //!
+//! # Metadata
+//! `mtime` (MFMT, rclone's format) and `sha256` (the upload's digest) are user metadata
+//! (`meta`). MFMT rewrites the object (GET + PUT, conditional on the ETag below the part
+//! size), because object_store cannot copy with replaced metadata. Listings read stored
+//! times with a HEAD per file, cached per object version, in one-page directories only.
+//!
 //! # Uploads and memory
 //! An upload buffers up to one part (`part_size_mib`, default 8 MiB). Completed before
 //! the first part is full, it is one PUT. Otherwise it is a multipart upload with at most
@@ -58,7 +64,7 @@
 //! which a file created by someone else is replaced.
 //!
 //! # Limits
-//! - No append, no writes at an offset, no MFMT, no directory rename
+//! - No append, no writes at an offset, no directory rename
 //!   ([`Capabilities`](ftpgate_storage::Capabilities) says so); such requests answer
 //!   `Unsupported`.
 //! - File rename is CopyObject then DeleteObject (not atomic). Above the CopyObject
@@ -88,6 +94,7 @@ mod config;
 mod credentials;
 mod errors;
 mod keys;
+mod meta;
 mod upload;
 
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{
-    MultipartUpload, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    Attributes, MultipartUpload, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
 };
 use tokio::task::JoinSet;
 
@@ -26,6 +26,7 @@ use ftpgate_storage::{ErrorKind, Metadata, Result, StorageError, Upload, VPath};
 
 use crate::backend::{uploaded_meta, Inner};
 use crate::errors::map_error;
+use crate::meta;
 
 /// S3's largest part.
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -50,7 +51,11 @@ pub(crate) struct S3Upload {
     inner: Arc<Inner>,
     path: VPath,
     location: Path,
-    create_new: bool,
+    /// Overwrite, Create (STOU: `If-None-Match: *`) or Update (MFMT rewrite:
+    /// `If-Match`); only a single PUT can be conditional.
+    mode: PutMode,
+    /// User metadata written with the object (`sha256`, `mtime`).
+    attributes: Attributes,
     /// The part being filled.
     buf: Vec<Bytes>,
     buf_len: usize,
@@ -67,13 +72,14 @@ pub(crate) struct S3Upload {
 }
 
 impl S3Upload {
-    pub(crate) fn new(inner: Arc<Inner>, path: VPath, location: Path, create_new: bool) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, path: VPath, location: Path, mode: PutMode) -> Self {
         let part_size = inner.part_size;
         Self {
             inner,
             path,
             location,
-            create_new,
+            mode,
+            attributes: Attributes::new(),
             buf: Vec::new(),
             buf_len: 0,
             part_size,
@@ -83,6 +89,12 @@ impl S3Upload {
             in_flight: JoinSet::new(),
             failed: false,
         }
+    }
+
+    /// Metadata to store with the object.
+    pub(crate) fn with_attributes(mut self, attributes: Attributes) -> Self {
+        self.attributes = attributes;
+        self
     }
 
     fn take_buffer(&mut self) -> PutPayload {
@@ -121,7 +133,13 @@ impl S3Upload {
             let upload = self
                 .inner
                 .store
-                .put_multipart_opts(&self.location, PutMultipartOptions::default())
+                .put_multipart_opts(
+                    &self.location,
+                    PutMultipartOptions {
+                        attributes: self.attributes.clone(),
+                        ..Default::default()
+                    },
+                )
                 .await
                 .map_err(|e| map_error(format_args!("upload {} (start)", self.path), e))?;
             self.multipart = Some(upload);
@@ -158,14 +176,10 @@ impl S3Upload {
             // Small file: one PUT, conditional for CreateNew (If-None-Match: *).
             // The parent is checked again: it may have been removed meanwhile.
             self.inner.require_parent(&self.path, "upload").await?;
-            let mode = if self.create_new {
-                PutMode::Create
-            } else {
-                PutMode::Overwrite
-            };
             let payload = self.take_buffer();
             let options = PutOptions {
-                mode,
+                mode: self.mode.clone(),
+                attributes: self.attributes.clone(),
                 ..Default::default()
             };
             self.inner
@@ -182,7 +196,8 @@ impl S3Upload {
             self.join_one().await?;
         }
         self.inner.require_parent(&self.path, "upload").await?;
-        if self.create_new && self.inner.head(&self.path).await?.is_some() {
+        let create_new = matches!(self.mode, PutMode::Create);
+        if create_new && self.inner.head(&self.path).await?.is_some() {
             // Racy: a file created between this check and the completion is replaced.
             return Err(StorageError::new(
                 ErrorKind::AlreadyExists,
@@ -255,6 +270,16 @@ impl Upload for S3Upload {
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
         self.abort_now().await
+    }
+
+    /// Kept as `x-amz-meta-sha256` by a single PUT. A multipart upload has sent its
+    /// metadata with CreateMultipartUpload, before the digest was known: `HASH` then
+    /// reads the object.
+    fn set_sha256(&mut self, digest: [u8; 32]) {
+        if self.multipart.is_none() {
+            self.attributes
+                .insert(meta::key(meta::SHA256), meta::hex(&digest).into());
+        }
     }
 }
 

@@ -327,12 +327,89 @@ async fn capabilities_are_honest() {
     assert_eq!(store.kind(), "s3");
     let caps = store.capabilities();
     assert!(
-        !caps.append
-            && !caps.write_at_offset
-            && !caps.rename_directories
-            && !caps.atomic_rename
-            && !caps.set_modified
+        !caps.append && !caps.write_at_offset && !caps.rename_directories && !caps.atomic_rename
     );
+    // MFMT works by rewriting the object with `mtime` metadata.
+    assert!(caps.set_modified);
+}
+
+/// MFMT's time and the upload's SHA-256 are object metadata other S3 clients see
+/// (`x-amz-meta-mtime` in rclone's format), the content and other metadata survive the
+/// rewrite, and stat and listings report the stored time.
+#[tokio::test]
+async fn mtime_and_sha256_are_object_metadata() {
+    let moto = moto_or_skip!();
+    let (store, bucket) = moto.backend().await;
+    let data = payload(100_000, 7);
+    let mut up = store.create(&p("/f"), WriteMode::Truncate).await.unwrap();
+    up.write(Bytes::from(data.clone())).await.unwrap();
+    up.set_sha256([0xab; 32]);
+    up.complete().await.unwrap();
+    let (digest, size) = store.stored_sha256(&p("/f")).await.unwrap().unwrap();
+    assert_eq!((digest, size), ([0xab; 32], data.len() as u64));
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    store.set_modified(&p("/f"), time).await.unwrap();
+    let m = moto.boto(
+        &bucket,
+        "print(json.dumps(s3.head_object(Bucket=bucket, Key='f')['Metadata']))",
+    );
+    assert_eq!(m["mtime"], json!("1500000000.000000000"), "{m}");
+    assert_eq!(m["sha256"], json!("ab".repeat(32)), "{m}");
+    assert!(
+        get(&store, "/f").await == data,
+        "content changed by the rewrite"
+    );
+    assert_eq!(store.stat(&p("/f")).await.unwrap().modified, Some(time));
+    let listed: Vec<_> = store
+        .list(&p("/"))
+        .await
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    assert_eq!(listed[0].meta.modified, Some(time));
+    // open: metadata and content in one step, from an offset.
+    let (meta, stream) = store.open(&p("/f"), 99_990).await.unwrap();
+    assert_eq!((meta.size, meta.modified), (100_000, Some(time)));
+    let tail: Vec<u8> = stream
+        .map(|c| c.unwrap().to_vec())
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    assert_eq!(tail, data[99_990..]);
+    let (_, empty) = store.open(&p("/f"), 100_000).await.unwrap();
+    assert_eq!(empty.count().await, 0);
+    assert_eq!(
+        store.open(&p("/f"), 100_001).await.err().unwrap().kind(),
+        ErrorKind::InvalidInput
+    );
+    store.mkdir(&p("/d")).await.unwrap();
+    assert_eq!(
+        store.open(&p("/d"), 0).await.err().unwrap().kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        store.set_modified(&p("/d"), time).await.unwrap_err().kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        store
+            .set_modified(&p("/nope"), time)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    // A multipart rewrite keeps the content too.
+    let big = payload(11 * MIB, 8);
+    put(&store, "/big", &big).await;
+    store.set_modified(&p("/big"), time).await.unwrap();
+    assert!(
+        get(&store, "/big").await == big,
+        "multipart rewrite changed content"
+    );
+    assert_eq!(store.stat(&p("/big")).await.unwrap().modified, Some(time));
+    wait_no_pending(moto, &bucket).await;
 }
 
 #[tokio::test]

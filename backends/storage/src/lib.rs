@@ -145,6 +145,12 @@ pub trait Upload: Send {
     async fn complete(self: Box<Self>) -> Result<Metadata>;
     /// Discards everything written; nothing becomes visible.
     async fn abort(self: Box<Self>) -> Result<()>;
+
+    /// The SHA-256 of everything written, computed by the FTP layer while the data
+    /// streamed in; called before [`complete`](Upload::complete). Backends that can keep
+    /// it with the file (S3: object metadata) do, so `HASH` (draft-bryan-ftpext-hash)
+    /// answers without reading the file again. The default ignores it.
+    fn set_sha256(&mut self, _digest: [u8; 32]) {}
 }
 
 /// The storage trait: one implementation per backend, object-safe, used as
@@ -193,4 +199,36 @@ pub trait StorageBackend: Send + Sync + Debug + 'static {
 
     /// Sets a file's modification time (MFMT); `Unsupported` where impossible.
     async fn set_modified(&self, path: &VPath, time: SystemTime) -> Result<()>;
+
+    /// Metadata and content of a file from `offset` in one step, so a backend can
+    /// answer RETR with one request (S3: one GET instead of HEAD + GET). Errors as
+    /// [`stat`](Self::stat) and [`read`](Self::read); `IsADirectory` for directories.
+    /// The default calls both.
+    async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
+        let meta = self.stat(path).await?;
+        if meta.is_dir() {
+            return Err(StorageError::new(
+                ErrorKind::IsADirectory,
+                format!("read {path}: is a directory"),
+            ));
+        }
+        let stream = self.read(path, offset).await?;
+        Ok((meta, stream))
+    }
+
+    /// The SHA-256 stored with a file at upload ([`Upload::set_sha256`]) and the file's
+    /// size, if this backend keeps digests and has one for this file (it is written with
+    /// the content, so it is current); `Ok(None)` otherwise (the caller then reads the
+    /// file). The default keeps none.
+    async fn stored_sha256(&self, _path: &VPath) -> Result<Option<([u8; 32], u64)>> {
+        Ok(None)
+    }
+
+    /// Sets Unix permission bits (`SITE CHMOD`); `Unsupported` where storage has no
+    /// such notion (S3, memory), which the FTP layer answers as a documented no-op.
+    async fn set_permissions(&self, path: &VPath, _mode: u32) -> Result<()> {
+        Err(StorageError::unsupported(format!(
+            "set permissions of {path}: not kept by this storage"
+        )))
+    }
 }

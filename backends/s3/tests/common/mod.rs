@@ -59,6 +59,8 @@ pub struct Server {
     pub port: u16,
     /// s3s-fs only: the directory that holds the buckets.
     root: Option<PathBuf>,
+    /// moto only: its request log (one werkzeug line per HTTP request).
+    log: Option<PathBuf>,
     /// The python guard; its stdin is the pipe whose closing stops the server.
     _guard: Mutex<Child>,
 }
@@ -71,14 +73,18 @@ pub const ACCESS_KEY: &str = "testing";
 pub const SECRET_KEY: &str = "testing";
 
 /// argv[1]: a directory to remove afterwards ("" for none); argv[2]: "1" to silence the
-/// server's stderr; argv[3:]: the server command. The guard exits when the server does
+/// server's stderr, "log:PATH" to append it to PATH; argv[3:]: the server command. The guard exits when the server does
 /// (so a server that fails to start is noticed), and stops the server when its stdin
 /// (a pipe from the test binary) closes.
 const GUARD: &str = r#"
-import shutil, subprocess, sys, threading
-cleanup, quiet, cmd = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
-p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL if quiet else None)
+import os, shutil, subprocess, sys, threading
+cleanup, quiet, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+err = None
+if quiet == "1":
+    err = subprocess.DEVNULL
+elif quiet.startswith("log:"):
+    err = open(quiet[4:], "ab", buffering=0)
+p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
 def watch():
     try:
         sys.stdin.read()
@@ -98,6 +104,11 @@ try:
 finally:
     if cleanup:
         shutil.rmtree(cleanup, ignore_errors=True)
+    if quiet.startswith("log:"):
+        try:
+            os.remove(quiet[4:])
+        except OSError:
+            pass
 sys.exit(rc)
 "#;
 
@@ -152,13 +163,19 @@ fn start(kind: Kind) -> Option<Server> {
     let port = free_port();
     let mut guard = Command::new("python3");
     guard.arg("-c").arg(GUARD);
+    let mut log = None;
     let root = match kind {
         Kind::Moto => {
-            // moto logs every request on stderr.
+            // moto logs every request on stderr: kept in a file, so tests can count
+            // the requests a command cost (`Server::requests`).
+            let path = std::env::temp_dir()
+                .join(format!("ftpgate-moto-{}-{port}.log", std::process::id()));
             guard
-                .args(["", "1"])
+                .arg("")
+                .arg(format!("log:{}", path.display()))
                 .arg(&program)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            log = Some(path);
             None
         }
         Kind::S3sFs => {
@@ -203,6 +220,7 @@ fn start(kind: Kind) -> Option<Server> {
         kind,
         port,
         root,
+        log,
         _guard: Mutex::new(child),
     })
 }
@@ -229,6 +247,40 @@ pub fn s3s_fs() -> Option<&'static Server> {
 }
 
 impl Server {
+    /// moto only: the requests sent so far for `bucket`, as `METHOD /bucket/key?query`
+    /// (percent-encoded as sent), in order. Empty for s3s-fs.
+    pub fn requests(&self, bucket: &str) -> Vec<String> {
+        let Some(path) = &self.log else {
+            return Vec::new();
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let needle_path = format!("/{bucket}/");
+        let needle_query = format!("/{bucket}?");
+        text.lines()
+            .filter_map(|l| {
+                // 127.0.0.1 - - [date] "GET /bucket/key HTTP/1.1" 200 -
+                let req = l.split('"').nth(1)?;
+                let mut words = req.split(' ');
+                let method = words.next()?;
+                let target = words.next()?;
+                (target.starts_with(&needle_path)
+                    || target.starts_with(&needle_query)
+                    || target == format!("/{bucket}"))
+                .then(|| format!("{method} {target}"))
+            })
+            .collect()
+    }
+
+    /// The requests for `bucket` made while `f` ran (moto only; werkzeug writes its
+    /// line after the response, so this waits a moment for stragglers).
+    pub fn requests_during<T>(&self, bucket: &str, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+        let before = self.requests(bucket).len();
+        let out = f();
+        std::thread::sleep(Duration::from_millis(300));
+        let all = self.requests(bucket);
+        (out, all[before.min(all.len())..].to_vec())
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

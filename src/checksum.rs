@@ -1,0 +1,193 @@
+//! File digests for `HASH` (draft-bryan-ftpext-hash-02) and the legacy `XSHA256`,
+//! `XSHA1`, `XMD5` and `XCRC` commands, and the SHA-256 computed while an upload
+//! streams (RustCrypto's `sha2`, `sha1`, `md-5`; `crc32fast` for the zlib CRC-32).
+
+use sha2::Digest;
+
+/// A digest algorithm, named as draft-bryan-ftpext-hash-02 §3.2 registers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// `SHA-256` (FIPS 180-4), the default: uploads store it.
+    #[default]
+    Sha256,
+    /// `SHA-1`.
+    Sha1,
+    /// `MD5` (RFC 1321).
+    Md5,
+    /// `CRC32`: the zlib/IEEE 802.3 CRC-32 (what `XCRC` clients compare).
+    Crc32,
+}
+
+impl Algorithm {
+    /// Every supported algorithm, in FEAT order.
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::Sha256,
+        Algorithm::Sha1,
+        Algorithm::Md5,
+        Algorithm::Crc32,
+    ];
+
+    /// The draft's name (`SHA-256`, `SHA-1`, `MD5`, `CRC32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha1 => "SHA-1",
+            Algorithm::Md5 => "MD5",
+            Algorithm::Crc32 => "CRC32",
+        }
+    }
+
+    /// Parses a name as `OPTS HASH` sends it, case-insensitively; `None` for an
+    /// algorithm we don't offer (answered 504).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// The legacy verb for this algorithm.
+    pub fn legacy_verb(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "XSHA256",
+            Algorithm::Sha1 => "XSHA1",
+            Algorithm::Md5 => "XMD5",
+            Algorithm::Crc32 => "XCRC",
+        }
+    }
+
+    /// The algorithm of a legacy verb (upper-case).
+    pub fn from_legacy_verb(verb: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.legacy_verb() == verb)
+    }
+
+    /// The FEAT line (draft §3.1): every name, the selected one marked with `*`.
+    pub fn feat_line(selected: Algorithm) -> String {
+        let names: Vec<String> = Self::ALL
+            .iter()
+            .map(|&a| {
+                if a == selected {
+                    format!("{}*", a.name())
+                } else {
+                    a.name().to_owned()
+                }
+            })
+            .collect();
+        format!(" HASH {}", names.join(";"))
+    }
+}
+
+/// An incremental digest of one algorithm.
+pub enum Hasher {
+    /// SHA-256.
+    Sha256(sha2::Sha256),
+    /// SHA-1.
+    Sha1(sha1::Sha1),
+    /// MD5.
+    Md5(md5::Md5),
+    /// CRC-32.
+    Crc32(crc32fast::Hasher),
+}
+
+impl Hasher {
+    /// A fresh digest.
+    pub fn new(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            Algorithm::Md5 => Hasher::Md5(md5::Md5::new()),
+            Algorithm::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
+        }
+    }
+
+    /// Adds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Md5(h) => h.update(data),
+            Hasher::Crc32(h) => h.update(data),
+        }
+    }
+
+    /// The digest as lower-case hex (CRC-32: 8 digits, big-endian).
+    pub fn finish_hex(self) -> String {
+        match self {
+            Hasher::Sha256(h) => hex(&h.finalize()),
+            Hasher::Sha1(h) => hex(&h.finalize()),
+            Hasher::Md5(h) => hex(&h.finalize()),
+            Hasher::Crc32(h) => format!("{:08x}", h.finalize()),
+        }
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The SHA-256 of an upload, fed chunk by chunk as the data arrives.
+#[derive(Default)]
+pub struct UploadDigest(sha2::Sha256);
+
+impl UploadDigest {
+    /// Adds the next stored bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The digest.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(a: Algorithm, data: &[u8]) -> String {
+        let mut h = Hasher::new(a);
+        let (x, y) = data.split_at(data.len() / 2);
+        h.update(x);
+        h.update(y);
+        h.finish_hex()
+    }
+
+    #[test]
+    fn known_vectors() {
+        // FIPS 180 / RFC 1321 / zlib test vectors for "abc" and "123456789".
+        assert_eq!(
+            digest(Algorithm::Sha256, b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            digest(Algorithm::Sha1, b"abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            digest(Algorithm::Md5, b"abc"),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        assert_eq!(digest(Algorithm::Crc32, b"123456789"), "cbf43926");
+        let mut u = UploadDigest::default();
+        u.update(b"ab");
+        u.update(b"c");
+        assert_eq!(hex(&u.finish()), digest(Algorithm::Sha256, b"abc"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(Algorithm::parse("sha-256"), Some(Algorithm::Sha256));
+        assert_eq!(Algorithm::parse("SHA-512"), None);
+        assert_eq!(
+            Algorithm::feat_line(Algorithm::Sha1),
+            " HASH SHA-256;SHA-1*;MD5;CRC32"
+        );
+        assert_eq!(Algorithm::from_legacy_verb("XMD5"), Some(Algorithm::Md5));
+    }
+}

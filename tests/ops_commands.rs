@@ -1,0 +1,380 @@
+//! Issue 7's control-channel features end to end, on local disk and on S3 (moto):
+//! HASH / OPTS HASH / XSHA256 / XSHA1 / XMD5 / XCRC against `sha256sum`, `sha1sum`,
+//! `md5sum` and zlib's CRC-32 of the same bytes; MFMT and SITE UTIME reported by MDTM,
+//! MLSD and LIST; SITE CHMOD; FEAT per backend; and the S3 requests each FTP command
+//! costs, read from moto's own request log.
+
+mod common;
+
+#[path = "../backends/s3/tests/common/mod.rs"]
+mod moto;
+
+use std::process::Command;
+
+use common::{payload, run, Gate, PASS, USER};
+
+/// A gate on a fresh moto bucket (prefix `ftp`, 5 MiB parts); `storage` adds keys to
+/// the `[storage]` section.
+fn s3_gate(m: &moto::Moto, storage: &str) -> (Gate, String) {
+    let bucket = m.bucket();
+    let endpoint = m.endpoint();
+    let b = bucket.clone();
+    let storage = storage.to_owned();
+    let g = Gate::start_toml(move |_| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
+             [storage]\nkind = \"s3\"\nbucket = \"{b}\"\nprefix = \"ftp\"\nendpoint = \"{endpoint}\"\n\
+             force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
+             secret_access_key = \"testing\"\npart_size_mib = 5\n{storage}\n\
+             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
+            common::hash(PASS)
+        )
+    });
+    (g, bucket)
+}
+
+/// The digests of `data` as the system tools compute them: (sha256, sha1, md5, crc32).
+fn reference_digests(data: &[u8]) -> (String, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, data).unwrap();
+    let tool = |t: &str| {
+        let (ok, out, err) = run(Command::new(t).arg(&f));
+        assert!(ok, "{t}: {err}");
+        out.split_whitespace().next().unwrap().to_owned()
+    };
+    let (ok, crc, err) = run(Command::new("python3")
+        .arg("-c")
+        .arg("import sys, zlib; print('%08x' % zlib.crc32(open(sys.argv[1], 'rb').read()))")
+        .arg(&f));
+    assert!(ok, "{err}");
+    (
+        tool("sha256sum"),
+        tool("sha1sum"),
+        tool("md5sum"),
+        crc.trim().to_owned(),
+    )
+}
+
+/// Every digest command on `name` (holding `data`) against the reference tools.
+fn check_digests(c: &mut common::Ctl, name: &str, data: &[u8]) {
+    let (sha256, sha1, md5, crc) = reference_digests(data);
+    let size = data.len();
+    let r = c.cmd(&format!("HASH {name}"));
+    assert_eq!(
+        r.text.trim_end(),
+        format!("213 SHA-256 0-{size} {sha256} {name}")
+    );
+    for (alg, want) in [
+        ("SHA-1", &sha1),
+        ("MD5", &md5),
+        ("CRC32", &crc),
+        ("SHA-256", &sha256),
+    ] {
+        assert_eq!(
+            c.cmd(&format!("OPTS HASH {alg}")).text.trim_end(),
+            format!("200 {alg}")
+        );
+        let r = c.cmd(&format!("HASH {name}"));
+        assert_eq!(
+            r.text.trim_end(),
+            format!("213 {alg} 0-{size} {want} {name}")
+        );
+    }
+    for (verb, want) in [
+        ("XSHA256", &sha256),
+        ("XSHA1", &sha1),
+        ("XMD5", &md5),
+        ("XCRC", &crc),
+    ] {
+        let r = c.cmd(&format!("{verb} {name}"));
+        assert_eq!(r.text.trim_end(), format!("250 {want}"), "{verb}");
+    }
+    // Quoted name with a range after it (clients that send one).
+    let r = c.cmd(&format!("XMD5 \"{name}\" 0 {size}"));
+    assert_eq!(r.text.trim_end(), format!("250 {md5}"));
+}
+
+/// FEAT lists HASH (selected algorithm starred) and the X-commands; bad input gets
+/// clear replies.
+fn check_hash_replies(c: &mut common::Ctl) {
+    let feat = c.cmd("FEAT").text;
+    assert!(
+        feat.contains(" HASH SHA-256*;SHA-1;MD5;CRC32\r\n"),
+        "{feat}"
+    );
+    for verb in ["XCRC", "XMD5", "XSHA1", "XSHA256"] {
+        assert!(feat.contains(&format!(" {verb} ")), "{feat}");
+    }
+    assert_eq!(c.cmd("OPTS HASH").text.trim_end(), "200 SHA-256");
+    assert_eq!(c.cmd("OPTS HASH SHA-512").code, 504);
+    assert_eq!(c.cmd("OPTS HASH").text.trim_end(), "200 SHA-256");
+    assert_eq!(c.cmd("HASH missing.bin").code, 550);
+    assert_eq!(c.cmd("XSHA1 missing.bin").code, 550);
+    assert_eq!(c.cmd("HASH").code, 501);
+    assert_eq!(c.cmd("MKD somedir").code, 257);
+    assert_eq!(c.cmd("HASH somedir").code, 550);
+}
+
+#[test]
+fn digests_match_the_system_tools_on_local_disk() {
+    if !common::require("python3") || !common::require("sha256sum") {
+        return;
+    }
+    let g = Gate::start();
+    let mut c = g.login();
+    check_hash_replies(&mut c);
+    let data = payload(3 * 1024 * 1024 + 11, 71);
+    let (_, fin) = c.store("STOR data one.bin", &data);
+    assert_eq!(fin.code, 226);
+    check_digests(&mut c, "data one.bin", &data);
+    // A file put on disk behind the gateway's back: read and hashed the same way.
+    std::fs::write(g.root().join("disk.txt"), b"written on disk\n").unwrap();
+    check_digests(&mut c, "disk.txt", b"written on disk\n");
+    let empty: &[u8] = b"";
+    c.store("STOR empty", empty);
+    check_digests(&mut c, "empty", empty);
+    // The transfer event carries the SHA-256 computed while the upload streamed.
+    let (sha256, ..) = reference_digests(&data);
+    let logs = g.logs();
+    assert!(
+        logs.lines().any(
+            |l| l.contains("transfer") && l.contains(&format!("sha256=\"{sha256}\""))
+                || l.contains(&format!("sha256={sha256}"))
+        ),
+        "no transfer event with sha256={sha256}:\n{}",
+        common::tail(&logs, 30)
+    );
+}
+
+#[test]
+fn upload_hashing_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let g = Gate::start_toml(|_| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nkind = \"local\"\nroot = \"{}\"\n\
+             upload_sha256 = false\n[[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
+            root.display(),
+            common::hash(PASS)
+        )
+    });
+    let mut c = g.login();
+    let (_, fin) = c.store("STOR f", b"abc");
+    assert_eq!(fin.code, 226);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!g.logs().contains("sha256="), "{}", g.logs());
+    // HASH still works: it reads the file.
+    let r = c.cmd("HASH f");
+    assert!(
+        r.text
+            .contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn digests_on_s3_come_from_metadata_without_a_get() {
+    let Some(m) = moto::moto() else { return };
+    if !common::require("python3") || !common::require("sha256sum") {
+        return;
+    }
+    let (g, bucket) = s3_gate(m, "");
+    let mut c = g.login();
+    check_hash_replies(&mut c);
+    let data = payload(200_000, 72);
+    let (_, fin) = c.store("STOR small.bin", &data);
+    assert_eq!(fin.code, 226);
+    let (sha256, ..) = reference_digests(&data);
+    // Stored with the object, visible to another S3 client.
+    let meta = m.boto(
+        &bucket,
+        "print(json.dumps(s3.head_object(Bucket=bucket, Key='ftp/small.bin')['Metadata']))",
+    );
+    assert_eq!(meta["sha256"], serde_json::json!(sha256), "{meta}");
+    // HASH (SHA-256) answers from the metadata: no GET of the object.
+    let (r, reqs) = m.requests_during(&bucket, || c.cmd("HASH small.bin"));
+    assert_eq!(
+        r.text.trim_end(),
+        format!("213 SHA-256 0-{} {sha256} small.bin", data.len())
+    );
+    assert!(!reqs.is_empty(), "moto logged no request");
+    assert!(
+        reqs.iter().all(|r| !r.starts_with("GET ")),
+        "HASH downloaded the object: {reqs:?}"
+    );
+    assert_eq!(reqs.len(), 1, "HASH from metadata is one HEAD: {reqs:?}");
+    check_digests(&mut c, "small.bin", &data);
+    // A multipart upload (> 5 MiB part) has no stored digest: HASH streams it.
+    let big = payload(6 * 1024 * 1024 + 3, 73);
+    let (_, fin) = c.store("STOR big.bin", &big);
+    assert_eq!(fin.code, 226);
+    check_digests(&mut c, "big.bin", &big);
+}
+
+/// MFMT and both SITE UTIME forms set the time; MDTM, MLSD, MLST and LIST show it.
+fn check_times(c: &mut common::Ctl) {
+    let (_, fin) = c.store("STOR t.txt", b"times");
+    assert_eq!(fin.code, 226);
+    let feat = c.cmd("FEAT").text;
+    assert!(feat.contains(" MFMT\r\n"), "{feat}");
+    let r = c.cmd("MFMT 20200102030405 t.txt");
+    assert_eq!(r.text.trim_end(), "213 Modify=20200102030405; t.txt");
+    assert_eq!(c.cmd("MDTM t.txt").text.trim_end(), "213 20200102030405");
+    let (_, mlsd) = c.list("MLSD");
+    assert!(mlsd.contains("modify=20200102030405;"), "{mlsd}");
+    let (_, list) = c.list("LIST");
+    assert!(list.contains(" Jan 02  2020 t.txt"), "{list}");
+    assert!(c.cmd("MLST t.txt").text.contains("modify=20200102030405;"));
+    // lftp: SITE UTIME <time> <path> and SITE UTIME <path> <atime> <mtime> <ctime> UTC.
+    assert_eq!(c.cmd("SITE UTIME 20210304050607 t.txt").code, 200);
+    assert_eq!(c.cmd("MDTM t.txt").text.trim_end(), "213 20210304050607");
+    assert_eq!(
+        c.cmd("SITE UTIME t.txt 20220101000000 20220203040506 20220101000000 UTC")
+            .code,
+        200
+    );
+    assert_eq!(c.cmd("MDTM t.txt").text.trim_end(), "213 20220203040506");
+    assert_eq!(c.cmd("SITE UTIME nonsense").code, 501);
+    assert_eq!(c.cmd("MFMT 20200102030405 missing.txt").code, 550);
+    // The content is untouched by all of this.
+    let (_, got) = c.retr("t.txt");
+    assert_eq!(got, b"times");
+}
+
+#[test]
+fn times_on_local_disk() {
+    let g = Gate::start();
+    let mut c = g.login();
+    check_times(&mut c);
+    let mtime = std::fs::metadata(g.root().join("t.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        1_643_861_106
+    );
+}
+
+#[test]
+fn times_on_s3_are_object_metadata() {
+    let Some(m) = moto::moto() else { return };
+    let (g, bucket) = s3_gate(m, "");
+    let mut c = g.login();
+    check_times(&mut c);
+    let meta = m.boto(
+        &bucket,
+        "print(json.dumps(s3.head_object(Bucket=bucket, Key='ftp/t.txt')['Metadata']))",
+    );
+    assert_eq!(
+        meta["mtime"],
+        serde_json::json!("1643861106.000000000"),
+        "{meta}"
+    );
+    // A fresh connection (new session, no cache of this one) sees the time too.
+    let mut c2 = g.login();
+    let (_, mlsd) = c2.list("MLSD");
+    assert!(mlsd.contains("modify=20220203040506;"), "{mlsd}");
+}
+
+#[test]
+fn site_chmod_help_and_unknown() {
+    let g = Gate::start();
+    let mut c = g.login();
+    let help = c.cmd("SITE HELP");
+    assert_eq!(help.code, 214);
+    for sub in ["CHMOD", "UTIME", "HELP"] {
+        assert!(help.text.contains(sub), "{help:?}");
+    }
+    assert_eq!(c.cmd("SITE FROB x").code, 504);
+    assert_eq!(c.cmd("SITE EXEC rm -rf /").code, 504);
+    c.store("STOR p.txt", b"perm");
+    assert_eq!(c.cmd("SITE CHMOD 640 p.txt").code, 200);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(g.root().join("p.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    // setuid is never set from FTP.
+    assert_eq!(c.cmd("SITE CHMOD 4755 p.txt").code, 200);
+    let mode = std::fs::metadata(g.root().join("p.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+    assert_eq!(c.cmd("SITE CHMOD 999 p.txt").code, 501);
+    assert_eq!(c.cmd("SITE CHMOD 644").code, 501);
+    assert_eq!(c.cmd("SITE CHMOD 644 missing").code, 550);
+    assert_eq!(c.cmd("SITE CHMOD 644 ../../etc/passwd").code, 550);
+}
+
+#[test]
+fn site_chmod_is_a_no_op_on_s3() {
+    let Some(m) = moto::moto() else { return };
+    let (g, _bucket) = s3_gate(m, "");
+    let mut c = g.login();
+    c.store("STOR p.txt", b"perm");
+    let r = c.cmd("SITE CHMOD 600 p.txt");
+    assert_eq!(r.code, 200, "{r:?}");
+    assert!(r.text.contains("keeps no permissions"), "{r:?}");
+    assert_eq!(c.cmd("SITE CHMOD 600 missing").code, 550);
+}
+
+/// The S3 requests (from moto's log) of each FTP command a small-file client sends;
+/// printed as the table BENCHMARKS.md quotes, and bounded so waste cannot creep back.
+#[test]
+fn s3_requests_per_command() {
+    let Some(m) = moto::moto() else { return };
+    let (g, bucket) = s3_gate(m, "");
+    let mut c = g.login();
+    assert_eq!(c.cmd("MKD d").code, 257);
+    let data = payload(10_000, 74);
+    let mut table = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut(&mut common::Ctl) -> u16, max: usize| {
+        let (code, reqs) = m.requests_during(&bucket, || f(&mut c));
+        println!("{name:<28} -> {code}: {} requests {reqs:?}", reqs.len());
+        assert!(
+            reqs.len() <= max,
+            "{name}: {} requests, at most {max} expected: {reqs:?}",
+            reqs.len()
+        );
+        table.push((name.to_owned(), reqs));
+    };
+    step(
+        "STOR d/a (first)",
+        &mut |c| c.store("STOR d/a", &data).1.code,
+        3,
+    );
+    step(
+        "STOR d/b (parent known)",
+        &mut |c| c.store("STOR d/b", &data).1.code,
+        2,
+    );
+    step(
+        "MFMT d/b",
+        &mut |c| c.cmd("MFMT 20200101000000 d/b").code,
+        2,
+    );
+    step("RETR d/a", &mut |c| c.retr("d/a").0.code, 1);
+    step("SIZE d/a", &mut |c| c.cmd("SIZE d/a").code, 2);
+    step("MLSD d (first)", &mut |c| c.list("MLSD d").0.code, 2);
+    step("MLSD d (again)", &mut |c| c.list("MLSD d").0.code, 1);
+    step("HASH d/a", &mut |c| c.cmd("HASH d/a").code, 1);
+    step("DELE d/a", &mut |c| c.cmd("DELE d/a").code, 2);
+    let retr = &table.iter().find(|(n, _)| n == "RETR d/a").unwrap().1;
+    assert!(retr[0].starts_with("GET "), "{retr:?}");
+    let stor = &table
+        .iter()
+        .find(|(n, _)| n == "STOR d/b (parent known)")
+        .unwrap()
+        .1;
+    assert!(
+        stor.iter().all(|r| !r.starts_with("HEAD ")),
+        "no HEAD before a PUT: {stor:?}"
+    );
+}
