@@ -97,18 +97,6 @@ impl Gate {
         }
     }
 
-    /// The server's peak resident set size so far (VmHWM), in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-
     /// The local backend's root directory on disk.
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -730,4 +718,115 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// ---------------------------------------------------------------------------
+// Security suite helpers (tests/ftps.rs, tests/attacks.rs)
+// ---------------------------------------------------------------------------
+
+/// A PEM certificate and key on disk.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A self-signed certificate for `IP:127.0.0.1, DNS:localhost` made with the
+/// openssl command line (an independent implementation from the server's).
+/// `name` is the file stem in `dir`; `cn` the subject common name.
+pub fn make_cert(dir: &Path, name: &str, cn: &str) -> Cert {
+    let cert = dir.join(format!("{name}.crt.pem"));
+    let key = dir.join(format!("{name}.key.pem"));
+    let (ok, out, err) = run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert!(ok, "openssl req failed: {out}\n{err}");
+    Cert { cert, key }
+}
+
+/// SHA-256 fingerprint of a PEM certificate file, lower-case hex without colons.
+pub fn cert_fingerprint(pem: &Path) -> String {
+    let (ok, out, err) = run(Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem));
+    assert!(ok, "openssl x509 failed: {err}");
+    normalize_fingerprint(&out)
+}
+
+/// `sha256 Fingerprint=AB:CD:…` (or plain hex) → `abcd…`.
+pub fn normalize_fingerprint(s: &str) -> String {
+    let v = s.rsplit('=').next().unwrap_or(s);
+    v.trim().replace(':', "").to_ascii_lowercase()
+}
+
+/// The `[tls]` section for `cert` plus `extra` lines (e.g. `implicit_listen = …`).
+pub fn tls_section(cert: &Cert, extra: &str) -> String {
+    format!(
+        "\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{extra}\n",
+        cert.cert.display(),
+        cert.key.display()
+    )
+}
+
+/// Resident set size of a process in KiB (`VmRSS` in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// TCP sockets in LISTEN state owned by the process (IPv4 and IPv6).
+pub fn listening_sockets(pid: u32) -> usize {
+    let mut listen_inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" {
+                listen_inodes.insert(f[9].to_owned());
+            }
+        }
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .filter(|ino| listen_inodes.contains(ino))
+        .count()
+}
+
+/// The first reply line on a fresh connection (code, text); `None` if the
+/// server closed without a reply or sent garbage.
+pub fn first_reply(s: &TcpStream) -> Option<(u16, String)> {
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let code = line.get(..3)?.parse().ok()?;
+    Some((code, line))
 }
