@@ -97,6 +97,18 @@ impl Gate {
         }
     }
 
+    /// The server's peak resident set size so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The local backend's root directory on disk.
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("data")
