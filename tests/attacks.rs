@@ -27,11 +27,25 @@ const MIB: u64 = 1024;
 /// Memory growth allowed during a flood, in KiB.
 const RSS_GROWTH_LIMIT_KIB: u64 = 64 * MIB;
 
+/// A gate with `server` lines in `[server]` (the harness's own
+/// `login_failure_delay_ms` is not set here, so tests may set it).
 fn gate(server: &str) -> Gate {
-    Gate::start_with(Opts {
-        server: server.into(),
-        ..Default::default()
+    Gate::start_toml(|dir| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\
+             [storage]\nkind = \"local\"\nroot = \"{}\"\n\n\
+             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
+            dir.join("data").display(),
+            hash(PASS)
+        )
     })
+}
+
+/// EPSV, with the data connection made from the same source address as the
+/// control connection (else it is, rightly, refused as theft).
+fn epsv_from(c: &mut Ctl, from: &str) -> TcpStream {
+    let port = c.epsv_port();
+    connect_from(from, ("127.0.0.1", port).into_addr())
 }
 
 /// A normal client from `from`: login, upload and download `len` bytes over
@@ -42,10 +56,19 @@ fn normal_client(g: &Gate, from: &str, len: usize) -> Duration {
     c.login(USER, PASS);
     let data = payload(len, len as u64);
     let name = format!("normal-{}-{len}.bin", from.replace('.', "_"));
-    let (pre, fin) = c.store(&format!("STOR {name}"), &data);
-    assert_eq!((pre.code, fin.code), (150, 226), "{pre:?} {fin:?}");
-    let (fin, got) = c.retr(&name);
+    let mut d = epsv_from(&mut c, from);
+    let r = c.cmd(&format!("STOR {name}"));
+    assert_eq!(r.code, 150, "{r:?}");
+    d.write_all(&data).unwrap();
+    drop(d);
+    let fin = c.read();
     assert_eq!(fin.code, 226, "{fin:?}");
+    let mut d = epsv_from(&mut c, from);
+    let r = c.cmd(&format!("RETR {name}"));
+    assert_eq!(r.code, 150, "{r:?}");
+    let mut got = Vec::new();
+    d.read_to_end(&mut got).unwrap();
+    assert_eq!(c.read().code, 226);
     assert_eq!(sha(&got), sha(&data));
     assert_eq!(c.cmd("QUIT").code, 221);
     t.elapsed()
@@ -969,7 +992,7 @@ fn http_request_as_first_line_is_answered_and_closed() {
     let mut c = g.login();
     assert_eq!(c.cmd("NOOP").code, 200);
     // Not the first line: a file named like an HTTP verb is an ordinary argument.
-    let (_, fin) = c.store("STOR GET / HTTP", b"x");
+    let (_, fin) = c.store("STOR GET HTTP-1.1 .txt", b"x");
     assert!(fin.code == 226 || fin.code == 553, "{fin:?}");
 }
 

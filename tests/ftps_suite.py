@@ -192,8 +192,16 @@ def test_no_close_notify_upload():
     kw = {"session": ftp.sock.session} if REUSE else {}
     conn = ftp.context.wrap_socket(raw, server_hostname=HOST, **kw)
     conn.sendall(payload(1024 * 1024, 2))
-    # SSLSocket.shutdown drops the TLS layer without close_notify, then FIN.
-    conn.shutdown(socket.SHUT_RDWR)
+    time.sleep(0.3)  # let the server consume the records
+    # SSLSocket.shutdown drops the TLS layer without close_notify and sends a
+    # TCP FIN; drain what the server still sends so close() is not an RST.
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(5)
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
     conn.close()
     c = code_of(ftp.getresp)
     assert c in (426, 451), "upload without close_notify answered %d" % c
@@ -215,7 +223,9 @@ def test_no_close_notify_upload():
     conn.shutdown(socket.SHUT_RDWR)
     conn.close()
     c = code_of(ftp.getresp)
-    assert c in (426, 451), "upload reset under TLS answered %d" % c
+    # An RST may discard what was queued: "data connection failed" (425) is as
+    # good as 426/451 here, as long as nothing is committed.
+    assert c in (425, 426, 451), "upload reset under TLS answered %d" % c
     assert size_missing(ftp, "reset.bin")
     # Control: a proper close_notify commits.
     data = payload(1024 * 1024, 4)
