@@ -369,8 +369,12 @@ fn rclone_mount_local_cache_writes() {
 }
 
 fn s3_gate(m: &moto::Moto) -> (Gate, String) {
+    s3_gate_at(m, m.endpoint())
+}
+
+/// A gate on a fresh bucket of `m`, reaching it at `endpoint` (moto or a proxy).
+fn s3_gate_at(m: &moto::Moto, endpoint: String) -> (Gate, String) {
     let bucket = m.bucket();
-    let endpoint = m.endpoint();
     let b = bucket.clone();
     let g = Gate::start_toml(move |_| {
         format!(
@@ -411,12 +415,16 @@ fn rclone_mount_s3_cache_writes() {
 #[test]
 fn abandoned_retr_on_s3_then_next_command() {
     let Some(m) = moto::moto() else { return };
-    let (g, _) = s3_gate(m);
+    // Through a byte-counting proxy: an abandoned download must not make ftpgate
+    // read the rest of the S3 body.
+    let proxy = common::Proxy::new(m.port);
+    let (g, _) = s3_gate_at(m, format!("http://127.0.0.1:{}", proxy.port));
     let mut c = g.login();
-    let data = payload(20 * 1024 * 1024, 11);
+    let data = payload(48 * 1024 * 1024, 11);
     let (_, fin) = c.store("STOR big", &data);
     assert_eq!(fin.code, 226);
     // Close the data connection after 64 KiB.
+    let before = proxy.bytes_from_upstream();
     let mut d = c.epsv();
     assert_eq!(c.cmd("REST 1000").code, 350);
     let r = c.cmd("RETR big");
@@ -430,6 +438,17 @@ fn abandoned_retr_on_s3_then_next_command() {
     assert!(r.code == 426 || r.code == 226, "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "slow to notice");
     assert_eq!(c.cmd("NOOP").code, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let carried = proxy.bytes_from_upstream() - before;
+    println!(
+        "abandoned RETR: {carried} of {} bytes came from S3",
+        data.len()
+    );
+    assert!(
+        carried < data.len() as u64 / 2,
+        "{carried} bytes of the {} byte object were read from S3 after the client left",
+        data.len()
+    );
     // ABOR while the data connection is still open.
     let mut d = c.epsv();
     assert_eq!(c.cmd("RETR big").code, 150);

@@ -331,66 +331,11 @@ fn users_on_different_prefixes_are_isolated() {
     assert_eq!(keys, ["tenants/alice/mine.txt", "tenants/bob/mine.txt"]);
 }
 
-/// A TCP forwarder to moto that can be cut (connections reset, new ones refused)
-/// and restored, to simulate an S3 outage.
-struct Cuttable {
-    port: u16,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Cuttable {
-    fn new(upstream: u16) -> Self {
-        use std::sync::atomic::Ordering;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (d, lv) = (down.clone(), live.clone());
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(client) = conn else { continue };
-                if d.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let mut guard = lv.lock().unwrap();
-                guard.push(client.try_clone().unwrap());
-                guard.push(server.try_clone().unwrap());
-                for (mut a, mut b) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut a, &mut b);
-                        let _ = b.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Self { port, down, live }
-    }
-
-    fn cut(&self) {
-        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
-        for s in self.live.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn s3_outage_is_a_451_for_that_user_while_others_keep_working() {
     let Some(m) = moto::moto() else { return };
     let bucket = m.bucket();
-    let proxy = Cuttable::new(m.port);
+    let proxy = common::Proxy::new(m.port);
     let endpoint = format!("http://127.0.0.1:{}", proxy.port);
     let g = Gate::start_with(common::Opts {
         extra: format!(
