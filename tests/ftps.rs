@@ -155,7 +155,11 @@ fn required_mode_refuses_plaintext() {
     assert!(!g.logs().contains(PASS), "the password reached the log");
     suite(
         &t,
-        &["test_plaintext_refused", "test_explicit_commands", "test_prot_p_transfer"],
+        &[
+            "test_plaintext_refused",
+            "test_explicit_commands",
+            "test_prot_p_transfer",
+        ],
         &[("FTPS_MODE", "required".into()), ("FTPS_REUSE", "1".into())],
     );
     if require("curl") {
@@ -175,7 +179,10 @@ fn auth_tls_refused_when_tls_is_off() {
     let mut c = g.ctl();
     for cmd in ["AUTH TLS", "AUTH SSL", "AUTH TLS-C"] {
         let r = c.cmd(cmd);
-        assert!(r.code == 502 || r.code == 504 || r.code == 534, "{cmd}: {r:?}");
+        assert!(
+            r.code == 502 || r.code == 504 || r.code == 534,
+            "{cmd}: {r:?}"
+        );
     }
     c.login(USER, PASS);
     for cmd in ["PBSZ 0", "PROT P"] {
@@ -218,7 +225,10 @@ fn tls_version_floor_and_alpn() {
     for alpn in ["http/1.1", "h2", "http/1.1,h2", "imap"] {
         let (ok, text) = s_client(a, true, &["-alpn", alpn]);
         assert!(!ok, "ALPN {alpn} accepted:\n{text}");
-        assert!(text.contains("no application protocol"), "ALPN {alpn}:\n{text}");
+        assert!(
+            text.contains("no application protocol"),
+            "ALPN {alpn}:\n{text}"
+        );
     }
     let (ok, text) = s_client(a, true, &["-alpn", "ftp"]);
     assert!(ok, "ALPN ftp refused:\n{text}");
@@ -261,7 +271,8 @@ fn data_connections_must_resume_the_tls_session() {
         &[("FTPS_MODE", "required".into()), ("FTPS_REUSE", "1".into())],
     );
     assert!(
-        t.gate.logs().to_lowercase().contains("resum") || t.gate.logs().to_lowercase().contains("reuse"),
+        t.gate.logs().to_lowercase().contains("resum")
+            || t.gate.logs().to_lowercase().contains("reuse"),
         "the refusal should be logged"
     );
 }
@@ -306,7 +317,13 @@ fn curl(args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
     cmd.arg("-q")
         .args(["-sS", "-v", "--noproxy", "*", "--max-time", "40"])
         .args(args);
-    for v in ["ftp_proxy", "FTP_PROXY", "all_proxy", "ALL_PROXY", "https_proxy"] {
+    for v in [
+        "ftp_proxy",
+        "FTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "https_proxy",
+    ] {
         cmd.env_remove(v);
     }
     let out = cmd.output().expect("spawn curl");
@@ -346,29 +363,104 @@ fn curl_explicit_and_implicit_ftps() {
     let user = format!("{USER}:{PASS}");
     // Explicit, passive (EPSV).
     let base = format!("ftp://{}", g.addr);
-    curl_ok(g, &["--ssl-reqd", "--cacert", ca, "--user", &user, "-T", src.to_str().unwrap(), &format!("{base}/curl%20explicit.bin")]);
+    curl_ok(
+        g,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+            "-T",
+            src.to_str().unwrap(),
+            &format!("{base}/curl%20explicit.bin"),
+        ],
+    );
     assert_eq!(sha_file(&g.root().join("curl explicit.bin")), sha(&data));
-    let got = curl_ok(g, &["--ssl-reqd", "--cacert", ca, "--user", &user, &format!("{base}/curl%20explicit.bin")]);
+    let got = curl_ok(
+        g,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+            &format!("{base}/curl%20explicit.bin"),
+        ],
+    );
     assert_eq!(sha(&got), sha(&data));
-    let list = curl_ok(g, &["--ssl-reqd", "--cacert", ca, "--user", &user, "--list-only", &format!("{base}/")]);
+    let list = curl_ok(
+        g,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+            "--list-only",
+            &format!("{base}/"),
+        ],
+    );
     assert!(String::from_utf8_lossy(&list).contains("curl explicit.bin"));
     // Explicit, PASV instead of EPSV.
-    let got = curl_ok(g, &["--ssl-reqd", "--cacert", ca, "--user", &user, "--disable-epsv", &format!("{base}/curl%20explicit.bin")]);
+    let got = curl_ok(
+        g,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+            "--disable-epsv",
+            &format!("{base}/curl%20explicit.bin"),
+        ],
+    );
     assert_eq!(sha(&got), sha(&data));
     // Certificate checks are real: the wrong CA fails.
     let other = make_cert(tmp.path(), "other", "someone-else");
-    let (code, _, _) = curl(&["--ssl-reqd", "--cacert", other.cert.to_str().unwrap(), "--user", &user, &format!("{base}/")]);
+    let (code, _, _) = curl(&[
+        "--ssl-reqd",
+        "--cacert",
+        other.cert.to_str().unwrap(),
+        "--user",
+        &user,
+        &format!("{base}/"),
+    ]);
     assert_ne!(code, Some(0), "curl trusted a certificate it should not");
     // Implicit FTPS.
     let ibase = format!("ftps://localhost:{}", implicit.port());
-    curl_ok(g, &["--cacert", ca, "--user", &user, "-T", src.to_str().unwrap(), &format!("{ibase}/curl%20implicit.bin")]);
+    curl_ok(
+        g,
+        &[
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+            "-T",
+            src.to_str().unwrap(),
+            &format!("{ibase}/curl%20implicit.bin"),
+        ],
+    );
     assert_eq!(sha_file(&g.root().join("curl implicit.bin")), sha(&data));
-    let got = curl_ok(g, &["--cacert", ca, "--user", &user, &format!("{ibase}/curl%20implicit.bin")]);
+    let got = curl_ok(
+        g,
+        &[
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+            &format!("{ibase}/curl%20implicit.bin"),
+        ],
+    );
     assert_eq!(sha(&got), sha(&data));
     // Plain curl against the required-mode listener: refused at login.
     let (code, _, err) = curl(&["--user", &user, "--list-only", &format!("{base}/")]);
     println!("plain curl against required mode: exit {code:?}");
-    assert_ne!(code, Some(0), "plain curl listed a required-TLS server:\n{err}");
+    assert_ne!(
+        code,
+        Some(0),
+        "plain curl listed a required-TLS server:\n{err}"
+    );
     assert!(err.contains("530"), "{err}");
 }
 
@@ -405,7 +497,14 @@ fn lftp_ftps() {
         .arg("localhost")
         .env("HOME", tmp.path())
         .env("LC_ALL", "C.UTF-8");
-    for v in ["ftp_proxy", "FTP_PROXY", "all_proxy", "ALL_PROXY", "http_proxy", "https_proxy"] {
+    for v in [
+        "ftp_proxy",
+        "FTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ] {
         cmd.env_remove(v);
     }
     let (code, out, err) = run_for(&mut cmd, Duration::from_secs(90));
@@ -420,7 +519,11 @@ fn lftp_ftps() {
     assert_eq!(sha_file(&down), sha(&data));
     // The data really was encrypted: the server logged TLS data connections or
     // PROT P; at least the control session was TLS (required mode).
-    assert!(!g.logs().contains("login failed"), "{}", tail(&g.logs(), 30));
+    assert!(
+        !g.logs().contains("login failed"),
+        "{}",
+        tail(&g.logs(), 30)
+    );
 }
 
 /// Python ftplib.FTP_TLS with prot_p(): upload/download/listing with hash

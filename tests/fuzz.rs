@@ -88,9 +88,12 @@ fn hostile_arg() -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 0..8).prop_map(|v| v.concat())
 }
 
+/// The `Command` variant a path verb must produce.
+type PathCtor = fn(String) -> Command;
+
 /// A known verb that takes a path argument, and the constructor it must produce.
-fn path_verb() -> impl Strategy<Value = (&'static str, fn(String) -> Command)> {
-    let table: Vec<(&'static str, fn(String) -> Command)> = vec![
+fn path_verb() -> impl Strategy<Value = (&'static str, PathCtor)> {
+    let table: Vec<(&'static str, PathCtor)> = vec![
         ("CWD", Command::Cwd),
         ("XCWD", Command::Cwd),
         ("MKD", Command::Mkd),
@@ -193,7 +196,7 @@ proptest! {
     /// Out-of-range PORT numbers are refused, never wrapped into a valid address.
     #[test]
     fn port_out_of_range_is_invalid(a in 256u32..100_000, idx in 0usize..6) {
-        let mut parts = vec!["127".to_owned(), "0".into(), "0".into(), "1".into(), "4".into(), "1".into()];
+        let mut parts = ["127".to_owned(), "0".into(), "0".into(), "1".into(), "4".into(), "1".into()];
         parts[idx] = a.to_string();
         let line = format!("PORT {}", parts.join(","));
         let is_invalid = matches!(parse(&line), Command::Invalid { .. });
