@@ -849,3 +849,89 @@ pub fn first_reply(s: &TcpStream) -> Option<(u16, String)> {
     let code = line.get(..3)?.parse().ok()?;
     Some((code, line))
 }
+
+/// A TCP proxy to a loopback port that can be cut (every connection closed, new
+/// ones refused) and restored, and counts the bytes it carried from upstream.
+pub struct Proxy {
+    pub port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+    from_upstream: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    pub fn new(upstream: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let from_upstream = Arc::new(AtomicU64::new(0));
+        let (d, lv, counter) = (down.clone(), live.clone(), from_upstream.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(client) = conn else { continue };
+                if d.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut guard = lv.lock().unwrap();
+                guard.push(client.try_clone().unwrap());
+                guard.push(server.try_clone().unwrap());
+                for (mut a, mut b, count) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        None,
+                    ),
+                    (server, client, Some(counter.clone())),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match a.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if b.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            if let Some(c) = &count {
+                                c.fetch_add(n as u64, Ordering::SeqCst);
+                            }
+                        }
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                        let _ = a.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self {
+            port,
+            down,
+            live,
+            from_upstream,
+        }
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes carried from upstream to clients so far.
+    pub fn bytes_from_upstream(&self) -> u64 {
+        self.from_upstream.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
