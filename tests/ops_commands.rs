@@ -368,6 +368,13 @@ fn s3_requests_per_command() {
     step("DELE d/a", &mut |c| c.cmd("DELE d/a").code, 2);
     let retr = &table.iter().find(|(n, _)| n == "RETR d/a").unwrap().1;
     assert!(retr[0].starts_with("GET "), "{retr:?}");
+    // MFMT copies inside S3 (HEAD + CopyObject): the object's bytes never pass
+    // through the gateway.
+    let mfmt = &table.iter().find(|(n, _)| n == "MFMT d/b").unwrap().1;
+    assert!(
+        mfmt.iter().all(|r| !r.starts_with("GET ")),
+        "MFMT downloaded the object: {mfmt:?}"
+    );
     let stor = &table
         .iter()
         .find(|(n, _)| n == "STOR d/b (parent known)")

@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) meta_cache: MetaCache,
     /// Directories recently seen to exist, so uploads skip the parent check.
     pub(crate) dirs: DirCache,
+    /// Server-side metadata replacement (MFMT without moving the object's bytes).
+    copier: crate::copy_meta::MetadataCopier,
 }
 
 impl fmt::Debug for S3Backend {
@@ -86,6 +88,16 @@ impl fmt::Debug for S3Backend {
             .field("endpoint", &self.inner.endpoint)
             .field("prefix", &self.inner.keys.root_prefix())
             .finish_non_exhaustive()
+    }
+}
+
+/// The URL of the bucket itself, as object_store addresses it.
+fn bucket_url(cfg: &S3Config) -> String {
+    match (builder_endpoint(cfg), cfg.force_path_style) {
+        (Some(e), true) => format!("{e}/{}", cfg.bucket),
+        (Some(e), false) => e,
+        (None, true) => format!("https://s3.{}.amazonaws.com/{}", cfg.region, cfg.bucket),
+        (None, false) => format!("https://{}.s3.{}.amazonaws.com", cfg.bucket, cfg.region),
     }
 }
 
@@ -148,6 +160,14 @@ impl S3Backend {
             )
             .with_source(e)
         })?;
+        let copier = crate::copy_meta::MetadataCopier::new(
+            bucket_url(&cfg),
+            cfg.bucket.clone(),
+            cfg.region.clone(),
+            store.credentials().clone(),
+            cfg.allow_http,
+            CONNECT_TIMEOUT,
+        )?;
         let part_size = usize::try_from(cfg.part_size_mib * 1024 * 1024).map_err(|_| {
             StorageError::new(
                 ErrorKind::InvalidInput,
@@ -165,6 +185,7 @@ impl S3Backend {
                 copy_limit: MAX_COPY_SIZE,
                 meta_cache: MetaCache::default(),
                 dirs: DirCache::default(),
+                copier,
             }),
         })
     }
@@ -790,12 +811,12 @@ impl StorageBackend for S3Backend {
             .map_err(|e| map_error(format_args!("rename {from} to {to} (delete source)"), e))
     }
 
-    /// MFMT: S3 cannot change an object's LastModified, and object_store's CopyObject
-    /// cannot replace metadata, so the object is rewritten with the new `mtime` (and
-    /// its other metadata kept): one GET and one PUT streamed through the gateway,
-    /// conditional on the ETag read (a concurrent replacement wins; this answers
-    /// `Transient`). Objects above the part size become a multipart upload, which
-    /// cannot be conditional.
+    /// MFMT: S3 cannot change an object's LastModified, so the new time is stored as
+    /// `mtime` metadata (the other metadata kept). Up to 5 GiB: a HEAD and one
+    /// server-side CopyObject onto itself with replaced metadata, conditional on the
+    /// ETag read (see `copy_meta`; object_store cannot send it). Above: one GET and
+    /// one multipart PUT streamed through the gateway. A concurrent replacement wins
+    /// either way (`Transient`).
     async fn set_modified(&self, path: &VPath, time: SystemTime) -> Result<()> {
         if path.is_root() {
             return Err(StorageError::new(
@@ -805,18 +826,39 @@ impl StorageBackend for S3Backend {
         }
         let inner = &self.inner;
         let location = inner.keys.object(path)?;
-        let got = match inner.store.get_opts(&location, GetOptions::default()).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(inner.missing_file(path, "set modification time of").await)
-            }
-            Err(e) => {
-                return Err(map_error(
-                    format_args!("set modification time of {path}"),
-                    e,
-                ))
+        let fetch = |head: bool| {
+            let location = location.clone();
+            async move {
+                let options = GetOptions {
+                    head,
+                    ..Default::default()
+                };
+                match inner.store.get_opts(&location, options).await {
+                    Ok(r) => Ok(r),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        Err(inner.missing_file(path, "set modification time of").await)
+                    }
+                    Err(e) => Err(map_error(
+                        format_args!("set modification time of {path}"),
+                        e,
+                    )),
+                }
             }
         };
+        // Up to the CopyObject limit: one HEAD and one server-side copy onto
+        // itself with the new metadata, conditional on the ETag just read.
+        let head = fetch(true).await?;
+        if head.meta.size <= inner.copy_limit {
+            let mut attributes = head.attributes.clone();
+            attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
+            inner
+                .copier
+                .replace(location.as_ref(), &attributes, head.meta.e_tag.as_deref())
+                .await?;
+            inner.meta_cache.forget(location.as_ref());
+            return Ok(());
+        }
+        let got = fetch(false).await?;
         let mut attributes = got.attributes.clone();
         attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
         let version = UpdateVersion {

@@ -91,6 +91,7 @@
 
 mod backend;
 mod config;
+mod copy_meta;
 mod credentials;
 mod errors;
 mod keys;

@@ -130,6 +130,14 @@ impl MetaCache {
         }
     }
 
+    /// Drops what is known about `location` (its metadata was just replaced; a
+    /// server-side copy can keep both ETag and LastModified second).
+    pub(crate) fn forget(&self, location: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(location);
+        }
+    }
+
     /// `Some(mtime)` (itself optional) when this exact version was seen before.
     pub(crate) fn lookup(&self, meta: &ObjectMeta) -> Option<Option<SystemTime>> {
         let (e_tag, last_modified) = version(meta);
