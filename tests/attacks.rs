@@ -1163,6 +1163,59 @@ fn pasv_flood_is_capped() {
     assert!(rss1.saturating_sub(rss0) < RSS_GROWTH_LIMIT_KIB);
 }
 
+/// A client that announces a transfer and never opens the data connection
+/// (PASV/EPSV then RETR/STOR, or PORT to a port nobody accepts on) ties up a
+/// listener only for `data_timeout_secs`: 425, listener gone, session usable.
+#[test]
+fn data_connection_that_never_comes_times_out() {
+    let g = gate("data_timeout_secs = 1\n");
+    std::fs::write(g.root().join("f"), b"x").unwrap();
+    let pid = g.pid();
+    let base = listening_sockets(pid);
+    let mut c = g.login();
+    for (setup, cmd) in [
+        ("PASV", "RETR f"),
+        ("EPSV", "STOR never.bin"),
+        ("EPSV", "LIST"),
+    ] {
+        let r = c.cmd(setup);
+        assert!(r.code == 227 || r.code == 229, "{r:?}");
+        assert_eq!(listening_sockets(pid) - base, 1);
+        let t = Instant::now();
+        let first = c.cmd(cmd);
+        let fin = if first.code == 150 || first.code == 125 {
+            c.read()
+        } else {
+            first
+        };
+        let took = t.elapsed();
+        println!(
+            "{setup} + {cmd} without a data connection: {} after {took:?}",
+            fin.code
+        );
+        assert_eq!(fin.code, 425, "{fin:?}");
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+        assert_eq!(listening_sockets(pid) - base, 0, "listener left open");
+        assert_eq!(c.cmd("NOOP").code, 200);
+    }
+    // Active mode to a port where nobody accepts (bound, no listen → refused at
+    // once; a listener that never accepts still completes the TCP handshake).
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    drop(l);
+    assert_eq!(c.cmd(&format!("EPRT |1|127.0.0.1|{p}|")).code, 200);
+    let t = Instant::now();
+    let first = c.cmd("RETR f");
+    let fin = if first.code == 150 { c.read() } else { first };
+    assert_eq!(fin.code, 425, "{fin:?}");
+    assert!(t.elapsed() < Duration::from_secs(6));
+    assert!(!g.root().join("never.bin").exists());
+    assert_eq!(c.cmd("NOOP").code, 200);
+}
+
 /// `max_commands_per_sec = 5`: 50 NOOPs are all answered 200 (delayed, not
 /// refused) and take at least ~(50 − burst)/5 s; another session is not slowed.
 #[test]

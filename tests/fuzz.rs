@@ -126,7 +126,7 @@ fn random_case(s: &str, bits: u64) -> String {
 }
 
 proptest! {
-    #![proptest_config(config(10_000))]
+    #![proptest_config(config(5_000))]
 
     /// Any string at all: no panic, and `verb()` never leaks an argument.
     #[test]
@@ -312,7 +312,7 @@ fn read_all(input: &[u8], cuts: &[usize], max: usize) -> Vec<LineEvent> {
 }
 
 proptest! {
-    #![proptest_config(config(1_500))]
+    #![proptest_config(config(1_000))]
 
     /// Arbitrary bytes in arbitrary read sizes: no panic, exactly the model's
     /// events, and never more than `max_line` bytes of an unfinished line buffered.
@@ -425,7 +425,7 @@ fn assert_clean(p: &VPath) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(10_000))]
+    #![proptest_config(config(5_000))]
 
     /// Any accepted path is clean and exactly the clamp-at-root model; refused
     /// paths are exactly those with NUL, CR, LF, backslash or an over-long part.
