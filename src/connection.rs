@@ -77,6 +77,12 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
         tracing::debug!(error = %e, "SO_OOBINLINE not set");
     }
+    // Every reply goes out in one write. Without TCP_NODELAY, Nagle holds a reply
+    // (226 after 150, 257 after a quick command) until the previous one is ACKed,
+    // and clients delay ACKs by 40 ms: measured 40–130 ms lost per file with rclone.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
     let cfg = &shared.config.server;
     let (rd, mut wr) = if implicit {
         let Some(tls) = shared.tls.as_ref() else {
