@@ -454,9 +454,7 @@ fn data_port_theft_is_refused() {
     let mut stolen = Vec::new();
     let _ = thief.read_to_end(&mut stolen);
     assert!(stolen.is_empty());
-    assert!(g
-        .logs()
-        .contains("refused data connection from a foreign address"));
+    g.wait_log("refused data connection from a foreign address");
 }
 
 #[test]
