@@ -94,6 +94,9 @@ else
     BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/ftpgate
 fi
 [ -x "$BIN" ] || die "no ftpgate binary at $BIN"
+# ftpgate reads every FTPGATE_* environment variable as configuration and refuses unknown
+# keys: FTPGATE_BIN must not reach it ("unknown field ... key `bin`").
+export -n FTPGATE_BIN 2>/dev/null || true
 
 # ----------------------------------------------------------------- scratch --
 rm -rf "$SCRATCH"

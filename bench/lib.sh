@@ -111,7 +111,9 @@ name = "$GATE_USER"
 password_hash = '$(gate_hash)'
 EOF
     # shellcheck disable=SC2086 # GATE_ENV: extra VAR=value words, e.g. LD_PRELOAD=...
-    spawn "$name" env ${GATE_ENV:-} "$BIN" --config "$SCRATCH/$name.toml"
+    # -u FTPGATE_BIN: ftpgate reads every FTPGATE_* variable as configuration and refuses
+    # unknown keys, so the scripts' own FTPGATE_BIN must not reach it.
+    spawn "$name" env -u FTPGATE_BIN ${GATE_ENV:-} "$BIN" --config "$SCRATCH/$name.toml"
     GATE_PID[$name]=$LAST_PID
     wait_ftp "$port" "$LAST_PID" "$name"
     log "$name ready on 127.0.0.1:$port (pid $LAST_PID, metrics on :$http)"

@@ -16,9 +16,20 @@
 # (ftpgate's /metrics: ftpgate_commands_total, ftpgate_backend_operation_duration_seconds_count)
 # and, in s3 mode, the HTTP requests moto received (its werkzeug request log), per file.
 #
+# A third contender (BENCH_NODELAY=1, the default when gcc is there): a second ftpgate,
+# same configuration, run with bench/nodelay-shim.c preloaded, which sets TCP_NODELAY on
+# the sockets it accepts (its control connections; the data connections already have it).
+# It isolates the ~40 ms Nagle/delayed-ACK stall of every final reply that
+# bench/latency-probe.sh shows; it is a diagnosis aid, not a product setting.
+#
+# In s3 mode both trees of a run are deleted after it (moto's LIST cost grows with the
+# number of keys in the bucket, so runs would otherwise get slower one after another).
+#
 # Environment (optional): BENCH_RUNS (3), BENCH_FILES (2000), BENCH_DIRS (20),
 # BENCH_TRANSFERS (8), BENCH_CHECKERS (8), FTPGATE_BIN (skip the build), BENCH_OUT
-# (results file, default bench/small-files-MODE-latest.md), MOTO_SERVER.
+# (results file, default bench/small-files-MODE-latest.md), MOTO_SERVER,
+# BENCH_GATE_ENV (extra environment for ftpgate: e.g. "LD_PRELOAD=/path/nodelay-shim.so",
+# bench/nodelay-shim.c, which sets TCP_NODELAY on ftpgate's control connections).
 MODE=${1:-local}
 case "$MODE" in local | s3) ;; *) echo "usage: $0 local|s3" >&2; exit 2 ;; esac
 SCRATCH=/dev/shm/ftpgate-small-$MODE
@@ -34,6 +45,7 @@ OUT=${BENCH_OUT:-$REPO/bench/small-files-$MODE-latest.md}
 command -v rclone >/dev/null || die "rclone is required"
 [ "$(id -u)" = 0 ] || die "must run as root (vsftpd)"
 build_bin
+GATE_ENV=${BENCH_GATE_ENV:-}
 T_START=$(date -u '+%Y-%m-%d %H:%M')
 
 # ------------------------------------------------------------------ tree --
@@ -66,12 +78,26 @@ check_tree() { # dir what
 RCLONE=(rclone --config "$SCRATCH/rclone.conf" copy --transfers "$TRANSFERS" --checkers "$CHECKERS" --stats 0)
 HTTP_PORT=$(pick_port 24100)
 GATE_PORT=$(pick_port 24121)
+NODELAY=${BENCH_NODELAY:-$(command -v gcc >/dev/null && echo 1 || echo 0)}
+if [ "$NODELAY" = 1 ]; then
+    gcc -shared -fPIC -O2 -o "$SCRATCH/nodelay-shim.so" "$REPO/bench/nodelay-shim.c" -ldl
+    HTTP_PORT2=$(pick_port 24110)
+    GATE_PORT2=$(pick_port 24131)
+fi
 OBSCURED=$(rclone obscure "$GATE_PASS")
-declare -A REMOTE=() STORED=() SRV_PIDS=()
+declare -A REMOTE=() STORED=() SRV_PIDS=() MPORT=() GATE_OF=()
+MPORT[ftpgate]=$HTTP_PORT
+GATE_OF[ftpgate]=gate
+if [ "$NODELAY" = 1 ]; then
+    MPORT[nodelay]=$HTTP_PORT2
+    GATE_OF[nodelay]=gate2
+fi
 if [ "$MODE" = local ]; then
-    mkdir -p "$SCRATCH/gate-root"
+    mkdir -p "$SCRATCH/gate-root" "$SCRATCH/gate2-root"
     start_gate gate "$GATE_PORT" "$HTTP_PORT" "kind = \"local\"
 root = \"$SCRATCH/gate-root\""
+    [ "$NODELAY" = 1 ] && GATE_ENV="$GATE_ENV LD_PRELOAD=$SCRATCH/nodelay-shim.so" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "kind = \"local\"
+root = \"$SCRATCH/gate2-root\""
     VS_PORT=$(pick_port 24141)
     start_vsftpd "$SCRATCH/vs-root" "$VS_PORT"
     CONTENDERS=(ftpgate vsftpd)
@@ -81,7 +107,13 @@ root = \"$SCRATCH/gate-root\""
     STORED[vsftpd]=$SCRATCH/vs-root/upload/
     SRV_PIDS[ftpgate]=${GATE_PID[gate]}
     SRV_PIDS[vsftpd]="$VS_PID $VS_WRAP"
-    declare -A LABEL=([ftpgate]="ftpgate (local, tmpfs)" [vsftpd]="vsftpd $(/usr/sbin/vsftpd -v 0>&1 2>&1 | sed -n 's/.*version //p' | head -1) (tmpfs)")
+    if [ "$NODELAY" = 1 ]; then
+        CONTENDERS=(ftpgate nodelay vsftpd)
+        REMOTE[nodelay]=":ftp,host=127.0.0.1,port=$GATE_PORT2,user=$GATE_USER,pass=$OBSCURED:"
+        STORED[nodelay]=$SCRATCH/gate2-root/
+        SRV_PIDS[nodelay]=${GATE_PID[gate2]}
+    fi
+    declare -A LABEL=([ftpgate]="ftpgate (local, tmpfs)" [nodelay]="ftpgate (local, tmpfs) + TCP_NODELAY shim" [vsftpd]="vsftpd $(/usr/sbin/vsftpd -v 0>&1 2>&1 | sed -n 's/.*version //p' | head -1) (tmpfs)")
 else
     MOTO_PORT=$(pick_port 24150)
     start_moto "$MOTO_PORT"
@@ -96,16 +128,30 @@ force_path_style = true
 allow_http = true
 access_key_id = \"testing\"
 secret_access_key = \"testing\""
+    [ "$NODELAY" = 1 ] && GATE_ENV="$GATE_ENV LD_PRELOAD=$SCRATCH/nodelay-shim.so" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "kind = \"s3\"
+bucket = \"$BUCKET\"
+prefix = \"gate2\"
+region = \"us-east-1\"
+endpoint = \"$ENDPOINT\"
+force_path_style = true
+allow_http = true
+access_key_id = \"testing\"
+secret_access_key = \"testing\""
     CONTENDERS=(ftpgate direct)
     REMOTE[ftpgate]=":ftp,host=127.0.0.1,port=$GATE_PORT,user=$GATE_USER,pass=$OBSCURED:"
     REMOTE[direct]=":s3,provider=Other,env_auth=false,access_key_id=testing,secret_access_key=testing,region=us-east-1,endpoint='$ENDPOINT',force_path_style=true:$BUCKET/direct/"
-    SRV_PIDS[ftpgate]="${GATE_PID[gate]} $MOTO_PID"
+    SRV_PIDS[ftpgate]=$MOTO_PID
     SRV_PIDS[direct]=$MOTO_PID
-    declare -A LABEL=([ftpgate]="rclone → ftpgate (FTP, kind = s3) → moto" [direct]="rclone S3 backend → moto")
+    if [ "$NODELAY" = 1 ]; then
+        CONTENDERS=(ftpgate nodelay direct)
+        REMOTE[nodelay]=":ftp,host=127.0.0.1,port=$GATE_PORT2,user=$GATE_USER,pass=$OBSCURED:"
+        SRV_PIDS[nodelay]=$MOTO_PID
+    fi
+    declare -A LABEL=([ftpgate]="rclone → ftpgate (FTP, kind = s3) → moto" [nodelay]="same, ftpgate + TCP_NODELAY shim" [direct]="rclone S3 backend → moto")
 fi
 log "contenders: ${CONTENDERS[*]}"
 
-metrics() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics"; }
+metrics() { curl -s "http://127.0.0.1:${MPORT[$1]}/metrics"; }
 # Counters of one metrics snapshot: "name{labels} value" for the two families we diff.
 counters() {
     grep -E '^(ftpgate_commands_total|ftpgate_backend_operation_duration_seconds_count)\{' | sort
@@ -116,35 +162,37 @@ diff_counters() { # before after
 }
 
 RAW=$SCRATCH/raw.tsv
-printf 'contender\tdir\trun\tsecs\tserver_cpu_s\tmachine_busy_s\trclone_errors\tno_setmodtime\n' >"$RAW"
+printf 'contender\tdir\trun\tsecs\tserver_cpu_s\tmachine_busy_s\trclone_errors\tno_setmodtime\tgate_cpu_s\n' >"$RAW"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 PSI_BEFORE=$(awk -F'avg60=' '/some/ { split($2, a, " "); print a[1] "%" }' /proc/pressure/cpu 2>/dev/null || echo n/a)
 
 # One rclone copy, timed and recorded: xfer CONTENDER up|down RUN
 xfer() {
-    local c=$1 dir=$2 run=$3 from to t0 t1 c0 c1 m0 m1 err mline rc
+    local c=$1 dir=$2 run=$3 from to t0 t1 c0 c1 g0 g1 m0 m1 err mline rc
     if [ "$dir" = up ]; then
         from=$SRC; to="${REMOTE[$c]}run-$run"
     else
         from="${REMOTE[$c]}run-$run"; to=$SCRATCH/down/$c-$run
     fi
-    [ "$c" = ftpgate ] && metrics | counters >"$SCRATCH/m0"
+    local gate=${GATE_OF[$c]:-}
+    [ -n "$gate" ] && metrics "$c" | counters >"$SCRATCH/m0"
     [ "$MODE" = s3 ] && mline=$(($(moto_lines) + 1))
     sync
-    c0=$(cpu_ticks ${SRV_PIDS[$c]}); m0=$(machine_busy); t0=$(date +%s.%N)
+    c0=$(cpu_ticks ${SRV_PIDS[$c]}); g0=$([ -n "$gate" ] && cpu_ticks "${GATE_PID[$gate]}" || echo 0); m0=$(machine_busy); t0=$(date +%s.%N)
     rc=0
     env -u AWS_CA_BUNDLE "${RCLONE[@]}" "$from" "$to" 2>"$SCRATCH/logs/rclone-$c-$dir-$run.log" || rc=$?
-    t1=$(date +%s.%N); c1=$(cpu_ticks ${SRV_PIDS[$c]}); m1=$(machine_busy)
+    t1=$(date +%s.%N); c1=$(cpu_ticks ${SRV_PIDS[$c]}); g1=$([ -n "$gate" ] && cpu_ticks "${GATE_PID[$gate]}" || echo 0); m1=$(machine_busy)
     [ "$rc" = 0 ] || { cat "$SCRATCH/logs/rclone-$c-$dir-$run.log" >&2; die "rclone $c $dir run $run failed ($rc)"; }
     # rclone logs "SetModTime is not supported" (at ERROR level, exit status 0) once per
     # file on servers without MFMT (vsftpd): counted apart from real errors.
     err=$(grep 'ERROR' "$SCRATCH/logs/rclone-$c-$dir-$run.log" | grep -vc 'SetModTime is not supported' || true)
     nomod=$(grep -c 'SetModTime is not supported' "$SCRATCH/logs/rclone-$c-$dir-$run.log" || true)
-    printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\n' "$c" "$dir" "$run" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
-        "$(ticks_to_s "$c0" "$c1")" "$(ticks_to_s "$m0" "$m1")" "$err" "$nomod" >>"$RAW"
+    printf '%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n' "$c" "$dir" "$run" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+        "$(ticks_to_s "$c0" "$c1")" "$(ticks_to_s "$m0" "$m1")" "$err" "$nomod" \
+        "$([ -n "$gate" ] && ticks_to_s "$g0" "$g1" || echo -)" >>"$RAW"
     log "$(tail -1 "$RAW" | tr '\t' ' ')"
-    if [ "$c" = ftpgate ]; then
-        metrics | counters >"$SCRATCH/m1"
+    if [ -n "$gate" ]; then
+        metrics "$c" | counters >"$SCRATCH/m1"
         diff_counters "$SCRATCH/m0" "$SCRATCH/m1" | sed "s/^/$dir $run /" >>"$SCRATCH/counts-$c.txt"
     fi
     if [ "$MODE" = s3 ]; then
@@ -177,10 +225,18 @@ for c in "${CONTENDERS[@]}"; do
 done
 
 for run in $(seq 1 "$RUNS"); do
-    order=("${CONTENDERS[@]}")
-    [ $((run % 2)) = 0 ] && order=("${CONTENDERS[1]}" "${CONTENDERS[0]}")
+    # rotate the order per run
+    k=$(((run - 1) % ${#CONTENDERS[@]}))
+    order=("${CONTENDERS[@]:k}" "${CONTENDERS[@]:0:k}")
     for c in "${order[@]}"; do xfer "$c" up "$run"; verify_up "$c" "$run"; done
     for c in "${order[@]}"; do xfer "$c" down "$run"; verify_down "$c" "$run"; done
+    if [ "$MODE" = s3 ]; then
+        for p in "gate/run-$run" "gate2/run-$run" "direct/run-$run"; do
+            env -u AWS_CA_BUNDLE rclone --config "$SCRATCH/rclone.conf" purge \
+                ":s3,provider=Other,env_auth=false,access_key_id=testing,secret_access_key=testing,region=us-east-1,endpoint='$ENDPOINT',force_path_style=true:$BUCKET/$p" 2>>"$SCRATCH/logs/purge.log"
+        done
+        log "run $run: both trees deleted from the bucket"
+    fi
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 PSI_AFTER=$(awk -F'avg60=' '/some/ { split($2, a, " "); print a[1] "%" }' /proc/pressure/cpu 2>/dev/null || echo n/a)
@@ -188,8 +244,7 @@ PSI_AFTER=$(awk -F'avg60=' '/some/ { split($2, a, " "); print a[1] "%" }' /proc/
 # ---------------------------------------------------------------- report --
 med() { awk -F'\t' -v c="$1" -v d="$2" -v k="$3" '$1 == c && $2 == d { print $k }' "$RAW" | median; }
 runs_of() { awk -F'\t' -v c="$1" -v d="$2" '$1 == c && $2 == d { printf "%s%.2f", s, $4; s = " / " }' "$RAW"; }
-A=${CONTENDERS[0]}
-B=${CONTENDERS[1]}
+B=${CONTENDERS[-1]}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; } # speed ratio A/B = time B / time A
 rate() { awk -v t="$1" -v n="$FILES" 'BEGIN { printf "%.0f", n / t }'; }
 per_file_counts() { # file dir -> "op n/file, ..." (medians over runs of the per-run totals)
@@ -212,25 +267,37 @@ per_file_ops() { # file dir -> S3 requests per file by op, and the total
     echo "- Tree: $FILES files, 1–64 KiB random sizes (total $(awk -v b="$TREE_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }')), $DIRS directories; \`rclone copy --transfers $TRANSFERS --checkers $CHECKERS\`, $RUNS runs interleaved (order alternating), median"
     echo "- Load average $LOAD_BEFORE before, $LOAD_AFTER after; CPU pressure (PSI some avg60) $PSI_BEFORE before, $PSI_AFTER after"
     echo
-    echo "| contender | up s (median) | files/s | down s (median) | files/s | server CPU s up / down | machine busy s up / down | rclone errors | \"SetModTime is not supported\" |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if [ "$MODE" = s3 ]; then CPUH="ftpgate CPU s up / down | moto CPU s up / down"; else CPUH="ftpgate CPU s up / down | vsftpd CPU s up / down"; fi
+    echo "| contender | up s (median) | files/s | down s (median) | files/s | $CPUH | machine busy s up / down | rclone errors | \"SetModTime is not supported\" |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for c in "${CONTENDERS[@]}"; do
         u=$(med "$c" up 4); d=$(med "$c" down 4)
-        printf '| %s | %.2f | %s | %.2f | %s | %s / %s | %s / %s | %s | %s |\n' "${LABEL[$c]}" "$u" "$(rate "$u")" "$d" "$(rate "$d")" \
-            "$(med "$c" up 5)" "$(med "$c" down 5)" "$(med "$c" up 6)" "$(med "$c" down 6)" \
+        gc="–"; sc="$(med "$c" up 5) / $(med "$c" down 5)"
+        if [ -n "${GATE_OF[$c]:-}" ]; then
+            gc="$(med "$c" up 9) / $(med "$c" down 9)"
+            [ "$MODE" = local ] && sc="–"
+        fi
+        printf '| %s | %.2f | %s | %.2f | %s | %s | %s | %s / %s | %s | %s |\n' "${LABEL[$c]}" "$u" "$(rate "$u")" "$d" "$(rate "$d")" \
+            "$gc" "$sc" "$(med "$c" up 6)" "$(med "$c" down 6)" \
             "$(awk -F'\t' -v c="$c" '$1 == c { s += $7 } END { print s + 0 }' "$RAW")" \
             "$(awk -F'\t' -v c="$c" '$1 == c { s += $8 } END { print s + 0 }' "$RAW")"
     done
     echo
-    echo "**ftpgate / $B speed ratio: up $(ratio "$(med "$A" up 4)" "$(med "$B" up 4)")×, down $(ratio "$(med "$A" down 4)" "$(med "$B" down 4)")×** (time of $B ÷ time of ftpgate)."
+    for A in "${CONTENDERS[@]}"; do
+        [ "$A" = "$B" ] && continue
+        echo "- **${LABEL[$A]} / $B speed ratio: up $(ratio "$(med "$A" up 4)" "$(med "$B" up 4)")×, down $(ratio "$(med "$A" down 4)" "$(med "$B" down 4)")×** (time of $B ÷ time of this)"
+    done
     echo
     echo "Per run (s): $(for c in "${CONTENDERS[@]}"; do printf '%s up %s, down %s; ' "$c" "$(runs_of "$c" up)" "$(runs_of "$c" down)"; done)"
-    [ "$MODE" = s3 ] && echo "(server CPU = ftpgate + moto for ftpgate, moto alone for direct.)"
+    [ -n "$GATE_ENV" ] && echo "ftpgate ran with the extra environment: $GATE_ENV."
     echo
-    echo "Per file, mean over the runs (ftpgate /metrics):"
+    echo "FTP commands and backend calls per file, mean over the runs (ftpgate /metrics):"
     echo
-    echo "- up: FTP commands: $(per_file_counts "$SCRATCH/counts-ftpgate.txt" up | tidy)"
-    echo "- down: FTP commands: $(per_file_counts "$SCRATCH/counts-ftpgate.txt" down | tidy)"
+    for c in "${CONTENDERS[@]}"; do
+        [ -n "${GATE_OF[$c]:-}" ] || continue
+        echo "- ${LABEL[$c]}, up: $(per_file_counts "$SCRATCH/counts-$c.txt" up | tidy)"
+        echo "- ${LABEL[$c]}, down: $(per_file_counts "$SCRATCH/counts-$c.txt" down | tidy)"
+    done
     if [ "$MODE" = s3 ]; then
         echo
         echo "S3 requests per file seen by moto (its request log), mean over the runs:"
