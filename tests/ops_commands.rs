@@ -17,20 +17,7 @@ use common::{payload, run, Gate, PASS, USER};
 /// the `[storage]` section.
 fn s3_gate(m: &moto::Moto, storage: &str) -> (Gate, String) {
     let bucket = m.bucket();
-    let endpoint = m.endpoint();
-    let b = bucket.clone();
-    let storage = storage.to_owned();
-    let g = Gate::start_toml(move |_| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
-             [storage]\nkind = \"s3\"\nbucket = \"{b}\"\nprefix = \"ftp\"\nendpoint = \"{endpoint}\"\n\
-             force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
-             secret_access_key = \"testing\"\npart_size_mib = 5\n{storage}\n\
-             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
-            common::hash(PASS)
-        )
-    });
-    (g, bucket)
+    (Gate::start_s3(&m.endpoint(), &bucket, storage), bucket)
 }
 
 /// The digests of `data` as the system tools compute them: (sha256, sha1, md5, crc32).

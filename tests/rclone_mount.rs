@@ -375,18 +375,7 @@ fn s3_gate(m: &moto::Moto) -> (Gate, String) {
 /// A gate on a fresh bucket of `m`, reaching it at `endpoint` (moto or a proxy).
 fn s3_gate_at(m: &moto::Moto, endpoint: String) -> (Gate, String) {
     let bucket = m.bucket();
-    let b = bucket.clone();
-    let g = Gate::start_toml(move |_| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
-             [storage]\nkind = \"s3\"\nbucket = \"{b}\"\nprefix = \"ftp\"\nendpoint = \"{endpoint}\"\n\
-             force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
-             secret_access_key = \"testing\"\npart_size_mib = 5\n\
-             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
-            common::hash(PASS)
-        )
-    });
-    (g, bucket)
+    (Gate::start_s3(&endpoint, &bucket, ""), bucket)
 }
 
 #[test]

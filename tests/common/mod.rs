@@ -77,6 +77,23 @@ impl Gate {
         Self::spawn(dir, &cfg)
     }
 
+    /// Starts on an S3 bucket at `endpoint` (key prefix `ftp`, 5 MiB parts, test
+    /// credentials, the default user); `storage` adds keys to `[storage]`.
+    pub fn start_s3(endpoint: &str, bucket: &str, storage: &str) -> Gate {
+        let (endpoint, bucket, storage) =
+            (endpoint.to_owned(), bucket.to_owned(), storage.to_owned());
+        Self::start_toml(move |_| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
+                 [storage]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"ftp\"\nendpoint = \"{endpoint}\"\n\
+                 force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
+                 secret_access_key = \"testing\"\npart_size_mib = 5\n{storage}\n\
+                 [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
+                hash(PASS)
+            )
+        })
+    }
+
     /// Starts with a whole config written by `make(tempdir)`.
     pub fn start_toml(make: impl FnOnce(&Path) -> String) -> Gate {
         let dir = tempfile::tempdir().expect("tempdir");
