@@ -105,7 +105,7 @@ D_TOTAL=$(med direct 4)
     echo "First entry (s): $(for c in direct $(tr ',' ' ' <<<"$CMDS"); do printf '%s %s; ' "$c" "$(runs_of "$c" 3)"; done)"
     echo
     echo "Direct listing: $PAGES pages; time of the first page $(runs_of direct 12) s, of the last page $(runs_of direct 13) s (per round)."
-    echo "ftpgate idle VmRSS $(awk -v a="$IDLE_RSS" 'BEGIN { printf "%.1f", a / 1024 }') MiB at start; VmHWM over the whole run (logins included) $(awk -v a="$GATE_HWM_TOTAL" 'BEGIN { printf "%.1f", a / 1024 }') MiB."
+    echo "ftpgate idle VmRSS $(awk -v a="$IDLE_RSS" 'BEGIN { printf "%.1f", a / 1024 }') MiB at start; VmHWM at the end $(awk -v a="$GATE_HWM_TOTAL" 'BEGIN { printf "%.1f", a / 1024 }') MiB (the mark is reset after each login, so argon2's 19 MiB are not in it). Medians are per column."
     echo "moto requests during the listing rounds (direct and ftpgate; $RUNS × (1 + $NCMDS) listings): ${REQS%, }."
     echo "Every listing returned exactly $COUNT names, no duplicates."
     echo
