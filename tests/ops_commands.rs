@@ -342,14 +342,16 @@ fn s3_requests_per_command() {
         &mut |c| c.store("STOR d/b", &data).1.code,
         2,
     );
+    // Right after its own upload the gateway knows the ETag: one CopyObject.
     step(
         "MFMT d/b",
         &mut |c| c.cmd("MFMT 20200101000000 d/b").code,
-        2,
+        1,
     );
     step("RETR d/a", &mut |c| c.retr("d/a").0.code, 1);
     step("SIZE d/a", &mut |c| c.cmd("SIZE d/a").code, 2);
-    step("MLSD d (first)", &mut |c| c.list("MLSD d").0.code, 2);
+    // The copy's result told the new version's time: no HEAD for d/b's mtime.
+    step("MLSD d (first)", &mut |c| c.list("MLSD d").0.code, 1);
     step("MLSD d (again)", &mut |c| c.list("MLSD d").0.code, 1);
     step("HASH d/a", &mut |c| c.cmd("HASH d/a").code, 1);
     step("DELE d/a", &mut |c| c.cmd("DELE d/a").code, 2);

@@ -20,10 +20,11 @@ use ftpgate_storage::{
 };
 
 use crate::config::S3Config;
+use crate::copy_meta::{CopyError, CopyResult};
 use crate::credentials::CachingAwsChain;
 use crate::errors::map_error;
 use crate::keys::Keys;
-use crate::meta::{self, DirCache, MetaCache};
+use crate::meta::{self, DirCache, MetaCache, WrittenCache};
 use crate::upload::S3Upload;
 
 /// S3's limit for one CopyObject request, and so for [`StorageBackend::rename`].
@@ -79,6 +80,8 @@ pub(crate) struct Inner {
     pub(crate) dirs: DirCache,
     /// Server-side metadata replacement (MFMT without moving the object's bytes).
     copier: crate::copy_meta::MetadataCopier,
+    /// ETag and metadata of objects this gateway just wrote (MFMT skips its HEAD).
+    pub(crate) written: WrittenCache,
 }
 
 impl fmt::Debug for S3Backend {
@@ -186,6 +189,7 @@ impl S3Backend {
                 meta_cache: MetaCache::default(),
                 dirs: DirCache::default(),
                 copier,
+                written: WrittenCache::default(),
             }),
         })
     }
@@ -282,6 +286,31 @@ fn dir_meta(modified: Option<SystemTime>) -> Metadata {
 
 /// Lookups shared by the trait methods and uploads.
 impl Inner {
+    /// After a metadata copy: the new version's ETag and LastModified go to the
+    /// caches, so the next MFMT needs no HEAD and a listing no HEAD for its time.
+    fn metadata_replaced(
+        &self,
+        location: &object_store::path::Path,
+        done: CopyResult,
+        attributes: &object_store::Attributes,
+    ) {
+        self.written
+            .remember(location.as_ref(), done.e_tag.as_deref(), attributes);
+        match (done.e_tag, done.last_modified) {
+            (Some(e_tag), Some(last_modified)) => self.meta_cache.remember(
+                &object_store::ObjectMeta {
+                    location: location.clone(),
+                    last_modified,
+                    size: 0,
+                    e_tag: Some(e_tag),
+                    version: None,
+                },
+                attributes,
+            ),
+            _ => self.meta_cache.forget(location.as_ref()),
+        }
+    }
+
     /// One page of a listing under the raw key `prefix` (`""` for the bucket root),
     /// grouped by `/` when `delimited`. `about` names the path in errors.
     pub(crate) async fn page(
@@ -696,6 +725,7 @@ impl StorageBackend for S3Backend {
         let Some(meta) = inner.head(path).await? else {
             return Err(inner.missing_file(path, "delete").await);
         };
+        inner.written.forget(meta.location.as_ref());
         inner
             .store
             .delete(&meta.location)
@@ -845,18 +875,43 @@ impl StorageBackend for S3Backend {
                 }
             }
         };
+        let key = location.as_ref();
+        // Just written by this gateway (rclone's MFMT after each upload): the ETag
+        // and metadata are known, no HEAD. A 412 means it changed: ask S3 below.
+        if let Some((tag, mut attributes)) = inner.written.get(key) {
+            attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
+            match inner.copier.replace(key, &attributes, Some(&tag)).await {
+                Ok(done) => {
+                    inner.metadata_replaced(&location, done, &attributes);
+                    return Ok(());
+                }
+                Err(CopyError::Changed) => {}
+                Err(CopyError::Storage(e)) => return Err(e),
+            }
+        }
         // Up to the CopyObject limit: one HEAD and one server-side copy onto
         // itself with the new metadata, conditional on the ETag just read.
         let head = fetch(true).await?;
         if head.meta.size <= inner.copy_limit {
             let mut attributes = head.attributes.clone();
             attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
-            inner
+            match inner
                 .copier
-                .replace(location.as_ref(), &attributes, head.meta.e_tag.as_deref())
-                .await?;
-            inner.meta_cache.forget(location.as_ref());
-            return Ok(());
+                .replace(key, &attributes, head.meta.e_tag.as_deref())
+                .await
+            {
+                Ok(done) => {
+                    inner.metadata_replaced(&location, done, &attributes);
+                    return Ok(());
+                }
+                Err(CopyError::Changed) => {
+                    return Err(StorageError::new(
+                        ErrorKind::Transient,
+                        format!("set modification time of {path}: the file changed meanwhile"),
+                    ))
+                }
+                Err(CopyError::Storage(e)) => return Err(e),
+            }
         }
         let got = fetch(false).await?;
         let mut attributes = got.attributes.clone();

@@ -67,13 +67,14 @@ impl MetadataCopier {
 
     /// Replaces the metadata of `key` with `attributes` (user metadata and the
     /// standard headers object_store models), only if its ETag is still `e_tag`.
-    /// A changed object answers `Transient` ("changed meanwhile").
+    /// A changed object answers [`Changed`]. Returns the new version's ETag and
+    /// LastModified from the CopyObjectResult, when S3 sent them.
     pub(crate) async fn replace(
         &self,
         key: &str,
         attributes: &Attributes,
         e_tag: Option<&str>,
-    ) -> Result<()> {
+    ) -> std::result::Result<CopyResult, CopyError> {
         let encoded = utf8_percent_encode(key, KEY_ENCODE).to_string();
         let url = format!("{}/{encoded}", self.bucket_url);
         let mut headers: Vec<(String, String)> = vec![
@@ -153,15 +154,10 @@ impl MetadataCopier {
         let body = response.text().await.unwrap_or_default();
         // CopyObject can fail after a 200 with an <Error> body.
         if status.is_success() && !body.contains("<Error>") {
-            return Ok(());
+            return Ok(CopyResult::parse(&body));
         }
         let kind = match status.as_u16() {
-            412 => {
-                return Err(StorageError::new(
-                    ErrorKind::Transient,
-                    format!("{context}: the file changed meanwhile"),
-                ))
-            }
+            412 => return Err(CopyError::Changed),
             404 => ErrorKind::NotFound,
             403 => ErrorKind::PermissionDenied,
             _ => ErrorKind::Transient,
@@ -172,13 +168,74 @@ impl MetadataCopier {
                 "{context}: HTTP {status}: {}",
                 body.chars().take(300).collect::<String>()
             ),
-        ))
+        )
+        .into())
+    }
+}
+
+/// Why a metadata replacement did not happen.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// The object's ETag is no longer the one given (replaced meanwhile).
+    Changed,
+    /// Anything else.
+    Storage(StorageError),
+}
+
+impl From<StorageError> for CopyError {
+    fn from(e: StorageError) -> Self {
+        CopyError::Storage(e)
+    }
+}
+
+/// The new version's ETag and LastModified (CopyObjectResult).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct CopyResult {
+    pub(crate) e_tag: Option<String>,
+    pub(crate) last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl CopyResult {
+    /// Reads `<ETag>` and `<LastModified>` out of the small XML S3 answers.
+    fn parse(xml: &str) -> Self {
+        let field = |name: &str| {
+            let open = format!("<{name}>");
+            let close = format!("</{name}>");
+            let start = xml.find(&open)? + open.len();
+            let len = xml[start..].find(&close)?;
+            Some(
+                xml[start..start + len]
+                    .replace("&quot;", "\"")
+                    .replace("&#34;", "\""),
+            )
+        };
+        Self {
+            e_tag: field("ETag"),
+            last_modified: field("LastModified").and_then(|t| {
+                chrono::DateTime::parse_from_rfc3339(&t)
+                    .ok()
+                    .map(|d| d.with_timezone(&chrono::Utc))
+            }),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_result_is_read() {
+        let r = CopyResult::parse(
+            "<?xml version=\"1.0\"?><CopyObjectResult><LastModified>2026-11-25T19:00:01.000Z</LastModified><ETag>&quot;9b2cf535f27731c974343645a3985328&quot;</ETag></CopyObjectResult>",
+        );
+        assert_eq!(
+            r.e_tag.as_deref(),
+            Some("\"9b2cf535f27731c974343645a3985328\"")
+        );
+        assert_eq!(r.last_modified.map(|d| d.timestamp()), Some(1_795_633_201));
+        assert_eq!(CopyResult::parse("<x/>"), CopyResult::default());
+    }
 
     #[test]
     fn keys_are_encoded_like_s3_expects() {

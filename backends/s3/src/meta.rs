@@ -184,6 +184,53 @@ impl DirCache {
     }
 }
 
+/// How long [`WrittenCache`] keeps what the gateway itself just wrote.
+pub(crate) const WRITTEN_TTL: Duration = Duration::from_secs(60);
+
+/// What the gateway itself wrote to a key: the ETag S3 answered and the metadata
+/// sent. MFMT right after an upload (rclone sends it after every file) then needs
+/// no HEAD: its CopyObject is conditional on this ETag, so a stale entry only costs
+/// a 412 and a retry with a HEAD.
+#[derive(Default)]
+pub(crate) struct WrittenCache {
+    map: Mutex<HashMap<String, (Instant, String, Attributes)>>,
+}
+
+impl WrittenCache {
+    /// Notes a completed write of `location`.
+    pub(crate) fn remember(&self, location: &str, e_tag: Option<&str>, attributes: &Attributes) {
+        let Some(tag) = e_tag else {
+            return;
+        };
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= DIR_CACHE_MAX {
+                map.retain(|_, (t, _, _)| t.elapsed() < WRITTEN_TTL);
+                if map.len() >= DIR_CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(
+                location.to_owned(),
+                (Instant::now(), tag.to_owned(), attributes.clone()),
+            );
+        }
+    }
+
+    /// The ETag and metadata of a recent own write of `location`.
+    pub(crate) fn get(&self, location: &str) -> Option<(String, Attributes)> {
+        let map = self.map.lock().ok()?;
+        let (at, tag, attributes) = map.get(location)?;
+        (at.elapsed() < WRITTEN_TTL).then(|| (tag.clone(), attributes.clone()))
+    }
+
+    /// Forgets `location` (deleted or renamed).
+    pub(crate) fn forget(&self, location: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(location);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

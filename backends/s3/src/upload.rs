@@ -182,11 +182,17 @@ impl S3Upload {
                 attributes: self.attributes.clone(),
                 ..Default::default()
             };
-            self.inner
+            let put = self
+                .inner
                 .store
                 .put_opts(&self.location, payload, options)
                 .await
                 .map_err(|e| map_error(format_args!("upload {}", self.path), e))?;
+            self.inner.written.remember(
+                self.location.as_ref(),
+                put.e_tag.as_deref(),
+                &self.attributes,
+            );
             return Ok(uploaded_meta(self.total));
         };
         if self.buf_len > 0 {
@@ -205,10 +211,15 @@ impl S3Upload {
             ));
         }
         if let Some(upload) = self.multipart.as_mut() {
-            upload
+            let put = upload
                 .complete()
                 .await
                 .map_err(|e| map_error(format_args!("upload {} (complete)", self.path), e))?;
+            self.inner.written.remember(
+                self.location.as_ref(),
+                put.e_tag.as_deref(),
+                &self.attributes,
+            );
         }
         self.multipart = None;
         Ok(uploaded_meta(self.total))
