@@ -67,7 +67,7 @@ for run in $(seq 1 "$RUNS"); do
         [ "$got" = "$SRC_SHA" ] || die "$mode run $run: stored file differs"
         if [ "$mode" = on ]; then
             sleep 0.2
-            grep -q "sha256=$SRC_SHA" "$SCRATCH/logs/on.log" || die "no transfer event with sha256=$SRC_SHA in the log"
+            grep -Eq "sha256=\"?$SRC_SHA" "$SCRATCH/logs/on.log" || { tail -3 "$SCRATCH/logs/on.log" >&2; die "no transfer event with sha256=$SRC_SHA in the log"; }
         fi
         rm -f "$SCRATCH/root-$mode/f$run"
         awk -v b="$BYTES" -v o="$out" -v m="$mode" -v r="$run" -v c="$(ticks_to_s "$c0" "$c1")" 'BEGIN {
