@@ -16,11 +16,15 @@
 # (ftpgate's /metrics: ftpgate_commands_total, ftpgate_backend_operation_duration_seconds_count)
 # and, in s3 mode, the HTTP requests moto received (its werkzeug request log), per file.
 #
-# A third contender (BENCH_NODELAY=1, the default when gcc is there): a second ftpgate,
-# same configuration, run with bench/nodelay-shim.c preloaded, which sets TCP_NODELAY on
-# the sockets it accepts (its control connections; the data connections already have it).
-# It isolates the ~40 ms Nagle/delayed-ACK stall of every final reply that
-# bench/latency-probe.sh shows; it is a diagnosis aid, not a product setting.
+# A third contender, BENCH_VARIANT, a second ftpgate with one difference:
+#   pasv-range (default): `[passive] ports = "20000-20999"` (vsftpd here also has a
+#             201-port range). Without a range every PASV/EPSV binds port 0, and with
+#             tens of thousands of TIME_WAIT sockets from the data connections the
+#             kernel's search for a free ephemeral port costs milliseconds per bind.
+#   nodelay:  bench/nodelay-shim.c preloaded (TCP_NODELAY on every accepted socket), to
+#             isolate the ~40 ms Nagle/delayed-ACK stall of every final reply that
+#             bench/latency-probe.sh showed before ee72d75 (a diagnosis aid only).
+#   none:     no third contender.
 #
 # In s3 mode both trees of a run are deleted after it (moto's LIST cost grows with the
 # number of keys in the bucket, so runs would otherwise get slower one after another).
@@ -78,9 +82,20 @@ check_tree() { # dir what
 RCLONE=(rclone --config "$SCRATCH/rclone.conf" copy --transfers "$TRANSFERS" --checkers "$CHECKERS" --stats 0)
 HTTP_PORT=$(pick_port 24100)
 GATE_PORT=$(pick_port 24121)
-NODELAY=${BENCH_NODELAY:-$(command -v gcc >/dev/null && echo 1 || echo 0)}
-if [ "$NODELAY" = 1 ]; then
-    gcc -shared -fPIC -O2 -o "$SCRATCH/nodelay-shim.so" "$REPO/bench/nodelay-shim.c" -ldl
+VARIANT=${BENCH_VARIANT:-pasv-range}
+WITH_VARIANT=1
+VENV=$GATE_ENV
+VEXTRA=
+case "$VARIANT" in
+    none) WITH_VARIANT=0 ;;
+    nodelay)
+        gcc -shared -fPIC -O2 -o "$SCRATCH/nodelay-shim.so" "$REPO/bench/nodelay-shim.c" -ldl
+        VENV="$GATE_ENV LD_PRELOAD=$SCRATCH/nodelay-shim.so" ;;
+    pasv-range) VEXTRA='[passive]
+ports = "20000-20999"' ;;
+    *) die "BENCH_VARIANT: none | nodelay | pasv-range" ;;
+esac
+if [ "$WITH_VARIANT" = 1 ]; then
     HTTP_PORT2=$(pick_port 24110)
     GATE_PORT2=$(pick_port 24131)
 fi
@@ -88,16 +103,16 @@ OBSCURED=$(rclone obscure "$GATE_PASS")
 declare -A REMOTE=() STORED=() SRV_PIDS=() MPORT=() GATE_OF=()
 MPORT[ftpgate]=$HTTP_PORT
 GATE_OF[ftpgate]=gate
-if [ "$NODELAY" = 1 ]; then
-    MPORT[nodelay]=$HTTP_PORT2
-    GATE_OF[nodelay]=gate2
+if [ "$WITH_VARIANT" = 1 ]; then
+    MPORT[variant]=$HTTP_PORT2
+    GATE_OF[variant]=gate2
 fi
 if [ "$MODE" = local ]; then
     mkdir -p "$SCRATCH/gate-root" "$SCRATCH/gate2-root"
     start_gate gate "$GATE_PORT" "$HTTP_PORT" "kind = \"local\"
 root = \"$SCRATCH/gate-root\""
-    [ "$NODELAY" = 1 ] && GATE_ENV="$GATE_ENV LD_PRELOAD=$SCRATCH/nodelay-shim.so" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "kind = \"local\"
-root = \"$SCRATCH/gate2-root\""
+    [ "$WITH_VARIANT" = 1 ] && GATE_ENV="$VENV" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "kind = \"local\"
+root = \"$SCRATCH/gate2-root\"" "$VEXTRA"
     VS_PORT=$(pick_port 24141)
     start_vsftpd "$SCRATCH/vs-root" "$VS_PORT"
     CONTENDERS=(ftpgate vsftpd)
@@ -107,13 +122,13 @@ root = \"$SCRATCH/gate2-root\""
     STORED[vsftpd]=$SCRATCH/vs-root/upload/
     SRV_PIDS[ftpgate]=${GATE_PID[gate]}
     SRV_PIDS[vsftpd]="$VS_PID $VS_WRAP"
-    if [ "$NODELAY" = 1 ]; then
-        CONTENDERS=(ftpgate nodelay vsftpd)
-        REMOTE[nodelay]=":ftp,host=127.0.0.1,port=$GATE_PORT2,user=$GATE_USER,pass=$OBSCURED:"
-        STORED[nodelay]=$SCRATCH/gate2-root/
-        SRV_PIDS[nodelay]=${GATE_PID[gate2]}
+    if [ "$WITH_VARIANT" = 1 ]; then
+        CONTENDERS=(ftpgate variant vsftpd)
+        REMOTE[variant]=":ftp,host=127.0.0.1,port=$GATE_PORT2,user=$GATE_USER,pass=$OBSCURED:"
+        STORED[variant]=$SCRATCH/gate2-root/
+        SRV_PIDS[variant]=${GATE_PID[gate2]}
     fi
-    declare -A LABEL=([ftpgate]="ftpgate (local, tmpfs)" [nodelay]="ftpgate (local, tmpfs) + TCP_NODELAY shim" [vsftpd]="vsftpd $(/usr/sbin/vsftpd -v 0>&1 2>&1 | sed -n 's/.*version //p' | head -1) (tmpfs)")
+    declare -A LABEL=([ftpgate]="ftpgate (local, tmpfs)" [variant]="ftpgate (local, tmpfs), variant $VARIANT" [vsftpd]="vsftpd $(/usr/sbin/vsftpd -v 0>&1 2>&1 | sed -n 's/.*version //p' | head -1) (tmpfs)")
 else
     MOTO_PORT=$(pick_port 24150)
     start_moto "$MOTO_PORT"
@@ -128,7 +143,7 @@ force_path_style = true
 allow_http = true
 access_key_id = \"testing\"
 secret_access_key = \"testing\""
-    [ "$NODELAY" = 1 ] && GATE_ENV="$GATE_ENV LD_PRELOAD=$SCRATCH/nodelay-shim.so" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "kind = \"s3\"
+    [ "$WITH_VARIANT" = 1 ] && GATE_ENV="$VENV" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "kind = \"s3\"
 bucket = \"$BUCKET\"
 prefix = \"gate2\"
 region = \"us-east-1\"
@@ -136,18 +151,18 @@ endpoint = \"$ENDPOINT\"
 force_path_style = true
 allow_http = true
 access_key_id = \"testing\"
-secret_access_key = \"testing\""
+secret_access_key = \"testing\"" "$VEXTRA"
     CONTENDERS=(ftpgate direct)
     REMOTE[ftpgate]=":ftp,host=127.0.0.1,port=$GATE_PORT,user=$GATE_USER,pass=$OBSCURED:"
     REMOTE[direct]=":s3,provider=Other,env_auth=false,access_key_id=testing,secret_access_key=testing,region=us-east-1,endpoint='$ENDPOINT',force_path_style=true:$BUCKET/direct/"
     SRV_PIDS[ftpgate]=$MOTO_PID
     SRV_PIDS[direct]=$MOTO_PID
-    if [ "$NODELAY" = 1 ]; then
-        CONTENDERS=(ftpgate nodelay direct)
-        REMOTE[nodelay]=":ftp,host=127.0.0.1,port=$GATE_PORT2,user=$GATE_USER,pass=$OBSCURED:"
-        SRV_PIDS[nodelay]=$MOTO_PID
+    if [ "$WITH_VARIANT" = 1 ]; then
+        CONTENDERS=(ftpgate variant direct)
+        REMOTE[variant]=":ftp,host=127.0.0.1,port=$GATE_PORT2,user=$GATE_USER,pass=$OBSCURED:"
+        SRV_PIDS[variant]=$MOTO_PID
     fi
-    declare -A LABEL=([ftpgate]="rclone → ftpgate (FTP, kind = s3) → moto" [nodelay]="same, ftpgate + TCP_NODELAY shim" [direct]="rclone S3 backend → moto")
+    declare -A LABEL=([ftpgate]="rclone → ftpgate (FTP, kind = s3) → moto" [variant]="same, ftpgate variant $VARIANT" [direct]="rclone S3 backend → moto")
 fi
 log "contenders: ${CONTENDERS[*]}"
 
