@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ftpgate_storage::{ByteStream, EntryStream, ErrorKind, StorageError, Upload, VPath, WriteMode};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio_util::sync::CancellationToken;
@@ -687,11 +687,24 @@ async fn send_listing(
         Source::Dir(s) => s,
     };
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return aborted(sent),
-            n = stream.next() => n,
+        // When the next entry is not ready (the backend is fetching its next page),
+        // send what is buffered first: the client sees the first page at once.
+        let next = match stream.next().now_or_never() {
+            Some(n) => n,
+            None => {
+                if out.flush().await.is_err() {
+                    return aborted(sent);
+                }
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return aborted(sent),
+                    n = stream.next() => n,
+                }
+            }
         };
+        if cancel.is_cancelled() {
+            return aborted(sent);
+        }
         let entry = match next {
             None => break,
             Some(Ok(e)) => e,
