@@ -47,9 +47,9 @@ pub(crate) async fn read(root: Arc<PathBuf>, path: VPath, offset: u64) -> Result
         Err(e) => {
             let _ = ready_tx.send(Err(e));
         }
-        Ok(file) => {
+        Ok((file, remaining)) => {
             if ready_tx.send(Ok(())).is_ok() {
-                pump(file, &path, &tx);
+                pump(file, remaining, &path, &tx);
             }
         }
     });
@@ -63,7 +63,8 @@ pub(crate) async fn read(root: Arc<PathBuf>, path: VPath, offset: u64) -> Result
     Ok(receiver_stream(rx))
 }
 
-fn open_at(root: &Path, path: &VPath, offset: u64) -> Result<File> {
+/// The open file positioned at `offset`, and the bytes left after it.
+fn open_at(root: &Path, path: &VPath, offset: u64) -> Result<(File, u64)> {
     let full = confine(root, path)?;
     let io_err = |e| StorageError::from_io(path, e);
     // Opening a FIFO would block: look before opening, then check what was opened.
@@ -89,17 +90,28 @@ fn open_at(root: &Path, path: &VPath, offset: u64) -> Result<File> {
         ));
     }
     file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-    Ok(file)
+    Ok((file, meta.len() - offset))
 }
 
 /// Reads chunks until end of file and sends them; returns early once the receiver
 /// is gone or after sending an error. (An upload replaces a file by renaming, so the
 /// open file keeps the content it had when opened.)
-fn pump(mut file: File, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
+fn pump(mut file: File, remaining: u64, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
+    // An empty file needs one read of one byte to see its end.
+    let mut remaining = remaining;
+    let mut first = true;
     loop {
         // One `read` per chunk for a regular file: the buffer is full-sized from the
-        // start (growing it read by read cost ~7 syscalls per chunk).
-        let mut buf = vec![0u8; READ_CHUNK as usize];
+        // start (growing it read by read cost ~7 syscalls per chunk). Sized to what
+        // is left plus one byte (so end of file shows in the same read), so a small
+        // file does not cost a zeroed 512 KiB buffer.
+        // (A file that grew meanwhile is read on in full chunks.)
+        let size = match remaining {
+            0 if first => 1,
+            0 => READ_CHUNK,
+            n => READ_CHUNK.min(n.saturating_add(1)),
+        } as usize;
+        let mut buf = vec![0u8; size];
         let mut filled = 0;
         let mut failure = None;
         while filled < buf.len() {
@@ -123,9 +135,11 @@ fn pump(mut file: File, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
             let _ = tx.blocking_send(Err(e));
             return;
         }
-        if filled < READ_CHUNK as usize {
+        if filled < size {
             return; // end of file
         }
+        remaining = remaining.saturating_sub(filled as u64);
+        first = false;
     }
 }
 
