@@ -381,30 +381,27 @@ fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
         .metrics
         .transfer(direction, &r.backend, ok, end.bytes, elapsed.as_secs_f64());
     let sha256 = end.sha256.as_deref();
+    macro_rules! transfer_event {
+        ($level:ident) => {
+            tracing::$level!(
+                verb,
+                path = r.path.as_str(),
+                bytes = end.bytes,
+                duration_ms = ms,
+                code = end.reply.code,
+                result,
+                sha256,
+                "transfer"
+            )
+        };
+    }
     // A download the client abandoned (rclone mount's ranged reads close early) is
     // normal: debug level.
     if verb == "RETR" && end.reply.code == 426 {
-        tracing::debug!(
-            verb,
-            path = r.path.as_str(),
-            bytes = end.bytes,
-            duration_ms = ms,
-            code = end.reply.code,
-            result,
-            "transfer"
-        );
-        return;
+        transfer_event!(debug);
+    } else {
+        transfer_event!(info);
     }
-    tracing::info!(
-        verb,
-        path = r.path.as_str(),
-        bytes = end.bytes,
-        duration_ms = ms,
-        code = end.reply.code,
-        result,
-        sha256,
-        "transfer"
-    );
 }
 
 async fn send(wr: &mut ControlWrite, r: &Reply) -> std::io::Result<()> {

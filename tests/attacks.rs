@@ -522,14 +522,7 @@ fn data_port(c: &mut Ctl, mode: &str) -> u16 {
     if mode == "EPSV" {
         return c.epsv_port();
     }
-    let r = c.cmd("PASV");
-    assert_eq!(r.code, 227, "{r:?}");
-    let inside = r.text.split('(').nth(1).unwrap().split(')').next().unwrap();
-    let n: Vec<u16> = inside
-        .split(',')
-        .map(|x| x.trim().parse().unwrap())
-        .collect();
-    n[4] * 256 + n[5]
+    c.pasv_addr().port()
 }
 
 // ---------------------------------------------------------------------------

@@ -12,7 +12,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{connect_from, http_get, metric, payload, proxy_v2, sha, Ctl, Gate, Opts, PASS, USER};
+use common::{
+    connect_from, http_get, metric, pasv_addr, payload, proxy_v2, sha, Ctl, Gate, Opts, PASS, USER,
+};
 
 fn with_http(server: &str) -> Gate {
     Gate::start_with(Opts {
@@ -20,22 +22,6 @@ fn with_http(server: &str) -> Gate {
         extra: "[http]\nlisten = \"127.0.0.1:0\"\n".into(),
         ..Default::default()
     })
-}
-
-/// Parses `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`.
-fn pasv_addr(text: &str) -> SocketAddr {
-    let inner = text
-        .split_once('(')
-        .and_then(|(_, r)| r.split_once(')'))
-        .map(|(a, _)| a)
-        .unwrap_or_else(|| panic!("bad 227: {text}"));
-    let n: Vec<u16> = inner
-        .split(',')
-        .map(|x| x.trim().parse().unwrap())
-        .collect();
-    format!("{}.{}.{}.{}:{}", n[0], n[1], n[2], n[3], n[4] * 256 + n[5])
-        .parse()
-        .unwrap()
 }
 
 fn quiet(logs: &str) -> Vec<&str> {

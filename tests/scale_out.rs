@@ -182,15 +182,9 @@ fn data_conn(c: &mut Ctl, ip: &str, epsv: bool) -> std::net::TcpStream {
     let port = if epsv {
         c.epsv_port()
     } else {
-        let r = c.cmd("PASV");
-        assert_eq!(r.code, 227, "{r:?}");
-        let inner = r.text.split_once('(').unwrap().1.split_once(')').unwrap().0;
-        let n: Vec<u16> = inner
-            .split(',')
-            .map(|x| x.trim().parse().unwrap())
-            .collect();
-        assert_eq!(&n[..4], &[127, 0, 0, 10], "PASV must announce the balancer");
-        n[4] * 256 + n[5]
+        let a = c.pasv_addr();
+        assert_eq!(a.ip().to_string(), LB, "PASV must announce the balancer");
+        a.port()
     };
     let s = connect_from(ip, format!("{LB}:{port}").parse().unwrap());
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

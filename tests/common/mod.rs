@@ -295,6 +295,22 @@ pub fn spawn_listening(mut cmd: Command) -> (Child, SocketAddr, Arc<Mutex<String
     }
 }
 
+/// The address of a `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` reply.
+pub fn pasv_addr(text: &str) -> SocketAddr {
+    let inner = text
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(a, _)| a)
+        .unwrap_or_else(|| panic!("bad 227: {text}"));
+    let n: Vec<u16> = inner
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    format!("{}.{}.{}.{}:{}", n[0], n[1], n[2], n[3], n[4] * 256 + n[5])
+        .parse()
+        .unwrap()
+}
+
 /// A TCP connection to `addr` from the loopback source address `from`.
 pub fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
     try_connect_from(from, addr).expect("connect")
@@ -465,18 +481,14 @@ impl Ctl {
 
     /// PASV and connect the data socket.
     pub fn pasv(&mut self) -> TcpStream {
+        TcpStream::connect(self.pasv_addr()).unwrap()
+    }
+
+    /// PASV; the announced address.
+    pub fn pasv_addr(&mut self) -> SocketAddr {
         let r = self.cmd("PASV");
         assert_eq!(r.code, 227, "{r:?}");
-        let inside = r.text.split('(').nth(1).unwrap().split(')').next().unwrap();
-        let n: Vec<u16> = inside
-            .split(',')
-            .map(|x| x.trim().parse().unwrap())
-            .collect();
-        TcpStream::connect((
-            format!("{}.{}.{}.{}", n[0], n[1], n[2], n[3]).as_str(),
-            n[4] * 256 + n[5],
-        ))
-        .unwrap()
+        pasv_addr(&r.text)
     }
 
     /// Downloads `path` over EPSV; returns (final reply, bytes).

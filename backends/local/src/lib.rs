@@ -190,16 +190,12 @@ impl StorageBackend for LocalBackend {
     async fn set_modified(&self, path: &VPath, time: SystemTime) -> Result<()> {
         let path = path.clone();
         self.blocking(move |root| {
-            let full = confine(root, &path)?;
-            let io_err = |e| StorageError::from_io(&path, e);
+            let full = file_or_dir(root, &path)?;
             // Opening read-only works for directories too; setting times needs
             // ownership, not write access.
-            let meta = fs::metadata(&full).map_err(io_err)?;
-            if !meta.is_file() && !meta.is_dir() {
-                return Err(confine::special(&path));
-            }
-            let file = File::open(full).map_err(io_err)?;
-            file.set_modified(time).map_err(io_err)
+            let file = File::open(full).map_err(|e| StorageError::from_io(&path, e))?;
+            file.set_modified(time)
+                .map_err(|e| StorageError::from_io(&path, e))
         })
         .await
     }
@@ -210,14 +206,21 @@ impl StorageBackend for LocalBackend {
         use std::os::unix::fs::PermissionsExt;
         let path = path.clone();
         self.blocking(move |root| {
-            let full = confine(root, &path)?;
-            let io_err = |e| StorageError::from_io(&path, e);
-            let meta = fs::metadata(&full).map_err(io_err)?;
-            if !meta.is_file() && !meta.is_dir() {
-                return Err(confine::special(&path));
-            }
-            fs::set_permissions(&full, fs::Permissions::from_mode(mode & 0o777)).map_err(io_err)
+            let full = file_or_dir(root, &path)?;
+            fs::set_permissions(&full, fs::Permissions::from_mode(mode & 0o777))
+                .map_err(|e| StorageError::from_io(&path, e))
         })
         .await
     }
+}
+
+/// The host path of `path` when it is a regular file or a directory (never a
+/// FIFO, socket or device: metadata changes apply to those two only).
+fn file_or_dir(root: &Path, path: &VPath) -> Result<PathBuf> {
+    let full = confine(root, path)?;
+    let meta = fs::metadata(&full).map_err(|e| StorageError::from_io(path, e))?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(confine::special(path));
+    }
+    Ok(full)
 }
