@@ -204,16 +204,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
                     }
                     continue;
                 }
-                match run_command(cmd, &mut session, &shared, &mut data, &mut wr).await {
-                    Step::Continue => {}
-                    Step::Started(r) => running = Some(r),
-                    Step::Close => break,
-                    Step::StartTls => {
-                        if !upgrade(&mut reader, &mut wr, &shared, &mut session).await {
-                            break;
-                        }
-                    }
-                }
+                // No transfer runs, so the queue is empty: the top of the loop runs
+                // this command now (one place runs commands).
+                queued.push_back(cmd);
             }
             // The async block is only polled when the guard holds.
             res = async { (&mut running.as_mut().expect("guarded by is_some").handle).await }, if running.is_some() => {

@@ -192,9 +192,6 @@ pub struct DataPolicy {
     pub timeout: Duration,
 }
 
-/// How long a load balancer may take to send its PROXY header.
-pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Opens the data connection for a transfer: accepts on a passive listener (only
 /// from `control_peer` when `check_peer`; foreign connections are dropped and the
 /// wait goes on), takes the connection the shared PROXY listener routed here, or
@@ -253,11 +250,7 @@ async fn proxied_source(
     from: SocketAddr,
     trusted: &[ipnet::IpNet],
 ) -> Option<IpAddr> {
-    if !crate::proxy::is_trusted(from.ip(), trusted) {
-        tracing::warn!(%from, "data connection from a peer not in server.proxy_trusted");
-        return None;
-    }
-    match crate::proxy::read_header(stream, PROXY_HEADER_TIMEOUT).await {
+    match crate::proxy::read_trusted(stream, from, trusted).await? {
         Ok(ProxyHeader::Proxied { source, .. }) => Some(source.ip()),
         Ok(ProxyHeader::Local) => {
             tracing::debug!(%from, "PROXY LOCAL on a data port (health check)");

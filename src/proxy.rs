@@ -49,6 +49,24 @@ pub enum ProxyError {
     Io(#[from] io::Error),
 }
 
+/// How long a load balancer may take to send its PROXY header.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The header of a connection from `from`, read within [`HEADER_TIMEOUT`] after
+/// checking that `from` may send one (`server.proxy_trusted`); `None` (logged) for
+/// an untrusted peer, whose connection the caller drops.
+pub async fn read_trusted(
+    stream: &mut TcpStream,
+    from: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> Option<Result<ProxyHeader, ProxyError>> {
+    if !is_trusted(from.ip(), trusted) {
+        tracing::warn!(%from, "connection from a peer not in server.proxy_trusted");
+        return None;
+    }
+    Some(read_header(stream, HEADER_TIMEOUT).await)
+}
+
 /// Reads one PROXY header (v1 or v2) from the start of `stream` within `timeout`.
 pub async fn read_header(
     stream: &mut TcpStream,

@@ -549,12 +549,11 @@ async fn serve_shared_data(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            if !crate::proxy::is_trusted(from.ip(), &shared.proxy_trusted) {
-                tracing::warn!(%from, "data connection from a peer not in server.proxy_trusted");
+            let Some(header) =
+                crate::proxy::read_trusted(&mut stream, from, &shared.proxy_trusted).await
+            else {
                 return;
-            }
-            let header =
-                crate::proxy::read_header(&mut stream, crate::datachan::PROXY_HEADER_TIMEOUT).await;
+            };
             let (source, destination) = match header {
                 Ok(ProxyHeader::Proxied {
                     source,
@@ -593,11 +592,12 @@ async fn admit(
         return;
     };
     let (peer, local) = if shared.config.server.proxy_protocol {
-        if !crate::proxy::is_trusted(socket_peer.ip(), &shared.proxy_trusted) {
-            tracing::warn!(peer = %socket_peer, "connection from a peer not in server.proxy_trusted");
+        let Some(header) =
+            crate::proxy::read_trusted(&mut stream, socket_peer, &shared.proxy_trusted).await
+        else {
             return;
-        }
-        match crate::proxy::read_header(&mut stream, crate::datachan::PROXY_HEADER_TIMEOUT).await {
+        };
+        match header {
             Ok(ProxyHeader::Proxied {
                 source,
                 destination,
