@@ -68,6 +68,12 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
 /// The server's TLS side.
 pub struct Tls {
     acceptor: TlsAcceptor,
+    /// The same configuration without TLS 1.3 session tickets, for data
+    /// connections: a client that only writes (STOR) never reads tickets sent
+    /// after the handshake, and closing a socket with unread data sends a reset
+    /// that can cut the upload's last bytes (seen with lftp). Data connections
+    /// resume the control connection's session; they need no tickets of their own.
+    data_acceptor: TlsAcceptor,
     cert: Arc<ReloadingCert>,
     /// Data connections under `PROT P` must resume a TLS session.
     pub require_session_reuse: bool,
@@ -116,6 +122,11 @@ impl Tls {
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
             .map_err(|e| format!("tls: session tickets: {e}"))?;
         Ok(Some(Self {
+            data_acceptor: TlsAcceptor::from(Arc::new({
+                let mut data = config.clone();
+                data.send_tls13_tickets = 0;
+                data
+            })),
             acceptor: TlsAcceptor::from(Arc::new(config)),
             cert,
             require_session_reuse: cfg
@@ -141,10 +152,17 @@ impl Tls {
         Ok(true)
     }
 
-    /// TLS handshake on an accepted TCP connection (AUTH TLS, implicit FTPS, or a
-    /// `PROT P` data connection), within [`HANDSHAKE_TIMEOUT`].
+    /// TLS handshake on a control connection (AUTH TLS, implicit FTPS), within
+    /// [`HANDSHAKE_TIMEOUT`].
     pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+        Self::handshake(&self.acceptor, tcp).await
+    }
+
+    async fn handshake(
+        acceptor: &TlsAcceptor,
+        tcp: TcpStream,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -156,7 +174,7 @@ impl Tls {
     /// The data-connection handshake: refuses a connection that did not resume a
     /// session when `require_session_reuse` is set.
     pub async fn accept_data(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        let tls = self.accept(tcp).await?;
+        let tls = Self::handshake(&self.data_acceptor, tcp).await?;
         if self.require_session_reuse
             && tls.get_ref().1.handshake_kind() != Some(HandshakeKind::Resumed)
         {
