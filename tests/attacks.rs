@@ -201,7 +201,9 @@ fn brute_force_is_delayed_then_banned_with_growing_ban_time() {
     c.login(USER, PASS);
 
     // Every failure logged with the peer IP; no password in the log.
-    let logs = g.logs();
+    let logs = g.wait_logs("every login failure", |l| {
+        l.matches("login failed").count() >= failures + failures2
+    });
     let failed: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("login failed"))

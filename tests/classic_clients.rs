@@ -118,18 +118,16 @@ fn here_document_client(prog: &str, base_args: &[&str], passive_cmd: &str, g: &G
         "dir output lacks ls -l lines:\n{out}"
     );
     // The server saw the transfers in the requested mode.
-    let logs = g.logs();
     let verbs: &[&str] = if passive_cmd.contains("off") || base_args.contains(&"-A") {
         &["PORT", "EPRT"]
     } else {
         &["PASV", "EPSV"]
     };
-    assert!(
+    g.wait_logs(&format!("{tag}: any of {verbs:?}"), |logs| {
         verbs
             .iter()
-            .any(|v| logs.contains(&format!("verb=\"{v}\"")) || logs.contains(&format!("verb={v}"))),
-        "{tag}: none of {verbs:?} seen"
-    );
+            .any(|v| logs.contains(&format!("verb=\"{v}\"")) || logs.contains(&format!("verb={v}")))
+    });
 }
 
 #[test]
@@ -194,7 +192,7 @@ fn ncftpput_and_ncftpget_recursive_with_temp_names() {
             "ncftpput {flag}"
         );
         // -S .tmp: uploaded under a temporary name, then renamed.
-        assert!(g.logs().contains(".tmp"), "no temp names seen");
+        g.wait_log(".tmp"); // uploaded under a temporary name
         let back = work.path().join(format!("back{flag}"));
         std::fs::create_dir_all(&back).unwrap();
         let mut c = Command::new("ncftpget");

@@ -163,11 +163,9 @@ fn single_files(gate: &Gate) {
         &["--no-passive-ftp", "-O", out.to_str().unwrap(), &url],
     );
     assert_eq!(sha_file(&out), sha(&data));
-    let logs = gate.logs();
-    assert!(
-        logs.contains("verb=\"PORT\"") || logs.contains("verb=\"EPRT\""),
-        "wget --no-passive-ftp must use PORT or EPRT"
-    );
+    gate.wait_logs("PORT or EPRT from wget --no-passive-ftp", |logs| {
+        logs.contains("verb=\"PORT\"") || logs.contains("verb=\"EPRT\"")
+    });
 
     // Credentials in the URL, password percent-encoded.
     let out = home.path().join("url-creds.bin");

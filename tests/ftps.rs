@@ -270,11 +270,11 @@ fn data_connections_must_resume_the_tls_session() {
         &["test_session_reuse_required"],
         &[("FTPS_MODE", "required".into()), ("FTPS_REUSE", "1".into())],
     );
-    assert!(
-        t.gate.logs().to_lowercase().contains("resum")
-            || t.gate.logs().to_lowercase().contains("reuse"),
-        "the refusal should be logged"
-    );
+    // The refusal is logged.
+    t.gate.wait_logs("a logged reuse refusal", |l| {
+        let l = l.to_lowercase();
+        l.contains("resum") || l.contains("reuse")
+    });
 }
 
 /// Reuse switched off for devices that cannot resume: plain FTP_TLS works.

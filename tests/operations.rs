@@ -187,9 +187,8 @@ fn proxy_protocol_on_control_and_data_uses_the_real_client() {
     a.login(USER, PASS);
     let mut b = Ctl::connect_from("127.0.0.1", g.addr, &proxy_v2("198.51.100.4:40001", &dst));
     b.login(USER, PASS);
-    let logs = g.logs();
-    assert!(logs.contains("peer=203.0.113.7:40000"), "{logs}");
-    assert!(logs.contains("peer=198.51.100.4:40001"), "{logs}");
+    g.wait_log("peer=203.0.113.7:40000");
+    g.wait_log("peer=198.51.100.4:40001");
 
     // Data: the passive port wants a PROXY header naming the session's client.
     std::fs::write(g.root().join("f.txt"), b"proxied data").unwrap();

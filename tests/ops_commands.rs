@@ -123,15 +123,12 @@ fn digests_match_the_system_tools_on_local_disk() {
     check_digests(&mut c, "empty", empty);
     // The transfer event carries the SHA-256 computed while the upload streamed.
     let (sha256, ..) = reference_digests(&data);
-    let logs = g.logs();
-    assert!(
-        logs.lines().any(
-            |l| l.contains("transfer") && l.contains(&format!("sha256=\"{sha256}\""))
+    g.wait_logs(&format!("transfer event with sha256={sha256}"), |logs| {
+        logs.lines().any(|l| {
+            l.contains("transfer") && l.contains(&format!("sha256=\"{sha256}\""))
                 || l.contains(&format!("sha256={sha256}"))
-        ),
-        "no transfer event with sha256={sha256}:\n{}",
-        common::tail(&logs, 30)
-    );
+        })
+    });
 }
 
 #[test]

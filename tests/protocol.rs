@@ -29,7 +29,7 @@ fn greeting_syst_and_login_gate() {
         c.cmd("PWD").text.trim_end(),
         "257 \"/\" is the current directory"
     );
-    assert!(g.logs().contains("login failed"));
+    g.wait_log("login failed");
 }
 
 #[test]
@@ -741,7 +741,9 @@ fn json_logs_have_session_and_transfer_events() {
     let mut c = g.login();
     let (_, fin) = c.store("STOR j.bin", b"json");
     assert_eq!(fin.code, 226);
-    let logs = g.logs();
+    let logs = g.wait_logs("a transfer event", |l| {
+        l.contains("\"message\":\"transfer\"")
+    });
     assert!(logs.lines().all(|l| l.starts_with('{')), "{logs}");
     let transfer = logs
         .lines()

@@ -450,16 +450,11 @@ fn abandoned_retr_on_s3_then_next_command() {
         c.cmd("SIZE big").text.trim_end(),
         format!("213 {}", data.len())
     );
-    std::thread::sleep(Duration::from_millis(200));
-    let logs = g.logs();
-    let retr_ends: Vec<&str> = logs
-        .lines()
-        .filter(|l| {
-            l.contains("transfer") && l.contains("verb=\"RETR\"")
-                || l.contains("transfer") && l.contains("verb=RETR")
-        })
-        .collect();
-    assert!(!retr_ends.is_empty(), "{logs}");
+    let is_retr_end = |l: &str| {
+        l.contains("transfer") && (l.contains("verb=\"RETR\"") || l.contains("verb=RETR"))
+    };
+    let logs = g.wait_logs("RETR transfer events", |l| l.lines().any(is_retr_end));
+    let retr_ends: Vec<&str> = logs.lines().filter(|l| is_retr_end(l)).collect();
     for l in retr_ends {
         assert!(
             l.contains("DEBUG"),

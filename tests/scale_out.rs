@@ -348,16 +348,12 @@ fn two_replicas_behind_haproxy_with_proxy_v2() {
         .iter()
         .map(|r| (r, up.iter().filter(|x| **x == r.name).count()))
     {
-        let logs = r.gate.logs();
         for ((ip, _, _), via) in files.iter().zip(&up) {
             if *via == r.name {
-                assert!(
-                    logs.contains(&format!("peer={ip}:")),
-                    "{ip} missing in {}'s log",
-                    r.name
-                );
+                r.gate.wait_log(&format!("peer={ip}:"));
             }
         }
+        let logs = r.gate.logs();
         assert!(
             !logs.contains(&format!("peer={LB}:")),
             "balancer address logged as a client"

@@ -193,13 +193,20 @@ impl Gate {
 
     /// Waits up to 10 s for `needle` to appear in the log.
     pub fn wait_log(&self, needle: &str) {
+        self.wait_logs(&format!("`{needle}`"), |l| l.contains(needle));
+    }
+
+    /// Waits (up to 10 s) until the log captured so far satisfies `pred` and
+    /// returns it. The server may write an event after the reply the test saw,
+    /// and stderr is read on a thread: never assert on `logs()` directly.
+    pub fn wait_logs(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.logs().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{needle}` in:\n{}",
-                self.logs()
-            );
+        loop {
+            let logs = self.logs();
+            if pred(&logs) {
+                return logs;
+            }
+            assert!(Instant::now() < deadline, "no {what} in:\n{logs}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
