@@ -339,6 +339,10 @@ pub struct StorageConfig {
     /// gets 451 before it gives up itself. Default 20.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_timeout_secs: Option<u64>,
+    /// s3: seconds a complete listing of a small directory (≤ 1,000 entries) is
+    /// reused, updated by this process's own writes; 0 = off. Default 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_cache_secs: Option<u64>,
     /// Compute the SHA-256 of every upload while it streams (logged with the transfer
     /// event; on S3 stored as `x-amz-meta-sha256` so `HASH` needs no download). Any
     /// backend. Default true.
@@ -365,6 +369,7 @@ impl Default for StorageConfig {
             max_parts_in_flight: None,
             max_retries: None,
             retry_timeout_secs: None,
+            list_cache_secs: None,
             upload_sha256: None,
         }
     }
@@ -419,6 +424,9 @@ impl StorageConfig {
         if let Some(n) = self.retry_timeout_secs {
             c.retry_timeout_secs = n;
         }
+        if let Some(n) = self.list_cache_secs {
+            c.list_cache_secs = n;
+        }
         c.validate()
             .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
         Ok(c)
@@ -447,6 +455,7 @@ impl StorageConfig {
                     ("max_parts_in_flight", self.max_parts_in_flight.is_some()),
                     ("max_retries", self.max_retries.is_some()),
                     ("retry_timeout_secs", self.retry_timeout_secs.is_some()),
+                    ("list_cache_secs", self.list_cache_secs.is_some()),
                 ];
                 match s3_only.iter().find(|(_, set)| *set) {
                     Some((name, _)) => Err(format!("{key}.{name} only applies to kind = \"s3\"")),

@@ -371,3 +371,159 @@ fn s3_requests_per_command() {
         "no HEAD before a PUT: {stor:?}"
     );
 }
+
+/// MLSD output as name → (type, size, modify) facts.
+fn mlsd_facts(c: &mut common::Ctl, dir: &str) -> std::collections::BTreeMap<String, [String; 3]> {
+    let (r, out) = c.list(&format!("MLSD {dir}"));
+    assert_eq!(r.code, 226, "{r:?}");
+    out.lines()
+        .filter_map(|l| {
+            let (facts, name) = l.split_once(' ')?;
+            let fact = |k: &str| {
+                facts
+                    .split(';')
+                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+            };
+            Some((
+                name.to_owned(),
+                [fact("type"), fact("size"), fact("modify")],
+            ))
+        })
+        .collect()
+}
+
+/// `storage.list_cache_secs`: rclone's pattern (MLSD, STOR, MFMT, MLSD per file)
+/// costs the upload's PUT and the MFMT's copy and no LIST; every change made through
+/// the gateway shows at once; a write by another S3 client shows after the TTL, and at
+/// once with the cache off.
+#[test]
+fn listing_cache_saves_lists_and_stays_current() {
+    let Some(m) = moto::moto() else { return };
+    let (g, bucket) = s3_gate(m, "list_cache_secs = 3");
+    let mut c = g.login();
+    assert_eq!(c.cmd("MKD d").code, 257);
+    assert_eq!(c.cmd("MKD d/sub").code, 257);
+    let (_, reqs) = m.requests_during(&bucket, || mlsd_facts(&mut c, "d"));
+    assert!(
+        reqs.iter().filter(|r| r.contains("list-type=2")).count() <= 1,
+        "{reqs:?}"
+    );
+    for i in 0..4 {
+        let data = payload(1000 + i, i as u64);
+        let name = format!("d/f{i}");
+        let (facts, reqs) = m.requests_during(&bucket, || {
+            assert_eq!(c.store(&format!("STOR {name}"), &data).1.code, 226);
+            assert_eq!(c.cmd(&format!("MFMT 2021010203040{i} {name}")).code, 213);
+            mlsd_facts(&mut c, "d")
+        });
+        let lists: Vec<_> = reqs.iter().filter(|r| r.contains("list-type=2")).collect();
+        assert!(lists.is_empty(), "STOR+MFMT+MLSD listed: {reqs:?}");
+        assert_eq!(reqs.len(), 2, "one PUT and one copy: {reqs:?}");
+        let f = &facts[&format!("f{i}")];
+        assert_eq!(f[0], "file");
+        assert_eq!(f[1], (1000 + i).to_string());
+        assert_eq!(f[2], format!("2021010203040{i}"), "{f:?}");
+    }
+    // STOR onto a directory's name: refused, told by the kept listing.
+    let (r, reqs) = m.requests_during(&bucket, || c.store("STOR d/sub", b"x").1);
+    assert_eq!(r.code / 100, 5, "{r:?}");
+    assert!(reqs.is_empty(), "{reqs:?}");
+    // Delete, rename, overwrite: shown at once.
+    assert_eq!(c.cmd("DELE d/f0").code, 250);
+    assert_eq!(c.cmd("RNFR d/f1").code, 350);
+    assert_eq!(c.cmd("RNTO d/g1").code, 250);
+    c.store("STOR d/f2", &payload(77, 1));
+    let facts = mlsd_facts(&mut c, "d");
+    assert!(
+        !facts.contains_key("f0") && !facts.contains_key("f1"),
+        "{facts:?}"
+    );
+    assert_eq!(facts["g1"][1], "1001");
+    assert_eq!(facts["f2"][1], "77");
+    assert_eq!(c.cmd("SIZE d/f2").text.trim_end(), "213 77");
+    // Another S3 client writes: seen once the kept listing is older than the TTL.
+    let put_foreign = |name: &str| {
+        m.boto(
+            &bucket,
+            &format!("s3.put_object(Bucket=bucket, Key='ftp/d/{name}', Body=b'abc')\nprint('1')"),
+        );
+    };
+    let before = std::time::Instant::now();
+    put_foreign("foreign");
+    let deadline = before + std::time::Duration::from_secs(15);
+    while !mlsd_facts(&mut c, "d").contains_key("foreign") {
+        assert!(std::time::Instant::now() < deadline, "never listed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let waited = before.elapsed();
+    println!("a foreign write was listed after {waited:?} (list_cache_secs = 3)");
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+
+    // Off: a foreign write shows in the very next listing.
+    let (g0, bucket0) = s3_gate(m, "list_cache_secs = 0");
+    let mut c0 = g0.login();
+    assert_eq!(c0.cmd("MKD d").code, 257);
+    c0.store("STOR d/mine", b"1");
+    mlsd_facts(&mut c0, "d");
+    m.boto(
+        &bucket0,
+        "s3.put_object(Bucket=bucket, Key='ftp/d/theirs', Body=b'abc')\nprint('1')",
+    );
+    assert!(mlsd_facts(&mut c0, "d").contains_key("theirs"));
+}
+
+/// Eight sessions upload into one directory at once and each lists it after every
+/// upload, as rclone does: every session always sees all of its own files with their
+/// sizes, although listings race with the other sessions' uploads.
+#[test]
+fn listing_cache_under_parallel_uploads_into_one_directory() {
+    let Some(m) = moto::moto() else { return };
+    // A 1 s TTL and S3 listings answered 300 ms late: listings are fetched again
+    // and again while other sessions' uploads land.
+    let port: u16 = m.endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let slow = common::Proxy::slowing(
+        port,
+        b"<ListBucketResult",
+        std::time::Duration::from_millis(300),
+    );
+    let bucket = m.bucket();
+    let g = Gate::start_s3(
+        &format!("http://127.0.0.1:{}", slow.port),
+        &bucket,
+        "list_cache_secs = 1",
+    );
+    g.login().cmd("MKD shared");
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let mut c = g.login();
+            std::thread::spawn(move || {
+                for i in 0..30u8 {
+                    let size = 100 + usize::from(t) * 37 + usize::from(i);
+                    let (_, fin) = c.store(
+                        &format!("STOR shared/t{t}-{i}"),
+                        &payload(size, u64::from(i)),
+                    );
+                    assert_eq!(fin.code, 226);
+                    let facts = mlsd_facts(&mut c, "shared");
+                    for j in 0..=i {
+                        let want = 100 + usize::from(t) * 37 + usize::from(j);
+                        let got = facts.get(&format!("t{t}-{j}")).map(|f| f[1].clone());
+                        assert_eq!(got, Some(want.to_string()), "session {t} after upload {i}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let keys = m.keys(&bucket);
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.starts_with("ftp/shared/t"))
+            .count(),
+        240
+    );
+}

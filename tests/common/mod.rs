@@ -897,6 +897,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(upstream: u16) -> Self {
+        Self::slowing(upstream, b"", Duration::ZERO)
+    }
+
+    /// A proxy that holds back, for `delay`, every chunk from upstream that contains
+    /// `needle` (e.g. `<ListBucketResult`: S3 listings answer late).
+    pub fn slowing(upstream: u16, needle: &'static [u8], delay: Duration) -> Self {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -932,6 +938,12 @@ impl Proxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
+                            if count.is_some()
+                                && !needle.is_empty()
+                                && buf[..n].windows(needle.len()).any(|w| w == needle)
+                            {
+                                std::thread::sleep(delay);
+                            }
                             if b.write_all(&buf[..n]).is_err() {
                                 break;
                             }

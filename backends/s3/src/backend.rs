@@ -24,6 +24,7 @@ use crate::copy_meta::{CopyError, CopyResult};
 use crate::credentials::CachingAwsChain;
 use crate::errors::map_error;
 use crate::keys::Keys;
+use crate::listing::ListingCache;
 use crate::meta::{self, DirCache, MetaCache, WrittenCache};
 use crate::upload::S3Upload;
 
@@ -82,6 +83,8 @@ pub(crate) struct Inner {
     copier: crate::copy_meta::MetadataCopier,
     /// ETag and metadata of objects this gateway just wrote (MFMT skips its HEAD).
     pub(crate) written: WrittenCache,
+    /// Recent complete listings of small directories, updated by own writes.
+    pub(crate) listings: ListingCache,
 }
 
 impl fmt::Debug for S3Backend {
@@ -190,6 +193,7 @@ impl S3Backend {
                 dirs: DirCache::default(),
                 copier,
                 written: WrittenCache::default(),
+                listings: ListingCache::new(Duration::from_secs(cfg.list_cache_secs)),
             }),
         })
     }
@@ -393,11 +397,23 @@ impl Inner {
             .map(|m| Some(system_time(m.last_modified))))
     }
 
+    /// True when a directory `path` exists; answered from a kept listing of the
+    /// parent when there is one (STOR's check that its name is not a directory).
+    pub(crate) async fn is_dir(&self, path: &VPath) -> Result<bool> {
+        match self.listings.has_dir(path) {
+            Some(known) => Ok(known),
+            None => Ok(self.probe_dir(path).await?.is_some()),
+        }
+    }
+
     /// What `path` is, or `None` when nothing is there. A key that is both a file and a
     /// prefix (possible only through other S3 clients) counts as a file.
     pub(crate) async fn stat(&self, path: &VPath) -> Result<Option<Metadata>> {
         if path.is_root() {
             return Ok(Some(dir_meta(None)));
+        }
+        if let Some(known) = self.listings.lookup(path) {
+            return Ok(known);
         }
         let (file, dir) = futures::join!(self.head_full(path), self.probe_dir(path));
         if let Some((meta, attrs)) = file? {
@@ -547,6 +563,10 @@ impl StorageBackend for S3Backend {
     async fn list(&self, dir: &VPath) -> Result<EntryStream> {
         let inner = Arc::clone(&self.inner);
         let prefix = inner.keys.dir_prefix(dir)?;
+        if let Some(entries) = inner.listings.get(dir) {
+            return Ok(stream::iter(entries.into_iter().map(Ok)).boxed());
+        }
+        let fill = inner.listings.begin(dir);
         let first = inner.page(&prefix, None, None, true).await?;
         if !dir.is_root()
             && first.result.objects.is_empty()
@@ -566,6 +586,22 @@ impl StorageBackend for S3Backend {
             inner.dirs.remember(&prefix);
         }
         let stored_mtimes = first.page_token.is_none();
+        if stored_mtimes {
+            // One page is the whole directory: keep it for the listing cache.
+            let entries = page_entries(
+                &inner,
+                &prefix,
+                first.result,
+                SystemTime::now(),
+                stored_mtimes,
+            )
+            .await;
+            if let Some(fill) = fill {
+                fill.finish(&entries);
+            }
+            return Ok(stream::iter(entries.into_iter().map(Ok)).boxed());
+        }
+        drop(fill);
         let state = ListState {
             inner,
             prefix,
@@ -678,7 +714,7 @@ impl StorageBackend for S3Backend {
         let create_new = mode == WriteMode::CreateNew;
         let (parent, dir, existing) = futures::join!(
             inner.require_parent(path, "create"),
-            inner.probe_dir(path),
+            inner.is_dir(path),
             async {
                 if create_new {
                     inner.head(path).await
@@ -688,7 +724,7 @@ impl StorageBackend for S3Backend {
             }
         );
         parent?;
-        if dir?.is_some() {
+        if dir? {
             return Err(StorageError::new(
                 ErrorKind::IsADirectory,
                 format!("create {path}: is a directory"),
@@ -730,7 +766,9 @@ impl StorageBackend for S3Backend {
             .store
             .delete(&meta.location)
             .await
-            .map_err(|e| map_error(format_args!("delete {path}"), e))
+            .map_err(|e| map_error(format_args!("delete {path}"), e))?;
+        inner.listings.vanished(path);
+        Ok(())
     }
 
     async fn mkdir(&self, path: &VPath) -> Result<()> {
@@ -761,6 +799,7 @@ impl StorageBackend for S3Backend {
             .await
             .map_err(|e| map_error(format_args!("mkdir {path}"), e))?;
         inner.dirs.remember(&inner.keys.dir_prefix(path)?);
+        inner.listings.put(path, dir_meta(Some(SystemTime::now())));
         Ok(())
     }
 
@@ -793,11 +832,15 @@ impl StorageBackend for S3Backend {
         }
         let marker = inner.keys.marker(path)?;
         inner.dirs.forget_under(&prefix);
+        inner.listings.forget_under(path);
         inner
             .store
             .delete(&marker)
             .await
-            .map_err(|e| map_error(format_args!("rmdir {path}"), e))
+            .map_err(|e| map_error(format_args!("rmdir {path}"), e))?;
+        inner.listings.vanished(path);
+        inner.listings.forget_under(path);
+        Ok(())
     }
 
     async fn rename(&self, from: &VPath, to: &VPath) -> Result<()> {
@@ -805,7 +848,7 @@ impl StorageBackend for S3Backend {
             return Err(StorageError::root_refused("rename"));
         }
         let inner = &self.inner;
-        let Some(meta) = inner.head(from).await? else {
+        let Some((meta, attributes)) = inner.head_full(from).await? else {
             return Err(match inner.probe_dir(from).await? {
                 Some(_) => StorageError::unsupported(format!(
                     "rename {from}: renaming directories is not supported on S3"
@@ -817,9 +860,9 @@ impl StorageBackend for S3Backend {
             return Ok(());
         }
         let target = inner.keys.object(to)?;
-        let (parent, dir) = futures::join!(inner.require_parent(to, "rename"), inner.probe_dir(to));
+        let (parent, dir) = futures::join!(inner.require_parent(to, "rename"), inner.is_dir(to));
         parent?;
-        if dir?.is_some() {
+        if dir? {
             return Err(StorageError::new(
                 ErrorKind::IsADirectory,
                 format!("rename {from} to {to}: the target is a directory"),
@@ -834,11 +877,23 @@ impl StorageBackend for S3Backend {
             .copy(&meta.location, &target)
             .await
             .map_err(|e| map_error(format_args!("rename {from} to {to} (copy)"), e))?;
-        inner
+        // The copy is a new object: a new LastModified unless `mtime` was stored.
+        let renamed = Metadata {
+            modified: meta::mtime_of(&attributes).or_else(|| Some(SystemTime::now())),
+            ..file_meta(&meta, None)
+        };
+        inner.listings.put(to, renamed);
+        inner.written.forget(meta.location.as_ref());
+        let deleted = inner
             .store
             .delete(&meta.location)
             .await
-            .map_err(|e| map_error(format_args!("rename {from} to {to} (delete source)"), e))
+            .map_err(|e| map_error(format_args!("rename {from} to {to} (delete source)"), e));
+        match deleted {
+            Ok(()) => inner.listings.vanished(from),
+            Err(_) => inner.listings.forget_parent(from),
+        }
+        deleted
     }
 
     /// MFMT: S3 cannot change an object's LastModified, so the new time is stored as
@@ -883,6 +938,7 @@ impl StorageBackend for S3Backend {
             match inner.copier.replace(key, &attributes, Some(&tag)).await {
                 Ok(done) => {
                     inner.metadata_replaced(&location, done, &attributes);
+                    inner.listings.touched(path, time);
                     return Ok(());
                 }
                 Err(CopyError::Changed) => {}
@@ -902,6 +958,7 @@ impl StorageBackend for S3Backend {
             {
                 Ok(done) => {
                     inner.metadata_replaced(&location, done, &attributes);
+                    inner.listings.touched(path, time);
                     return Ok(());
                 }
                 Err(CopyError::Changed) => {
@@ -1008,11 +1065,11 @@ impl StorageBackend for S3Backend {
 }
 
 /// Used by uploads for the stat after a commit.
-pub(crate) fn uploaded_meta(size: u64) -> Metadata {
+pub(crate) fn uploaded_meta(size: u64, mtime: Option<SystemTime>) -> Metadata {
     Metadata {
         kind: EntryKind::File,
         size,
-        modified: Some(SystemTime::now()),
+        modified: mtime.or_else(|| Some(SystemTime::now())),
         unique: None,
     }
 }

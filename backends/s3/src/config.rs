@@ -26,11 +26,16 @@ fn default_max_retries() -> usize {
 fn default_retry_timeout_secs() -> u64 {
     20
 }
+fn default_list_cache_secs() -> u64 {
+    2
+}
 
 /// The largest accepted `max_retries`.
 pub const MAX_RETRIES_LIMIT: usize = 20;
 /// The largest accepted `retry_timeout_secs` (10 minutes).
 pub const MAX_RETRY_TIMEOUT_SECS: u64 = 600;
+/// The largest accepted `list_cache_secs` (1 minute).
+pub const MAX_LIST_CACHE_SECS: u64 = 60;
 
 /// A secret string whose `Debug` output is redacted, so configs can be logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -121,6 +126,13 @@ pub struct S3Config {
     /// that is making progress.
     #[serde(default = "default_retry_timeout_secs")]
     pub retry_timeout_secs: u64,
+    /// How long, in seconds, a complete listing of a directory of up to 1,000 entries
+    /// is reused, 0 to 60; 0 turns the cache off. Default: 2. Writes made through this
+    /// gateway process update the kept listing at once; writes by other replicas or
+    /// other S3 clients show after at most this long. It saves the S3 LIST that
+    /// rclone's listing after every upload and STOR's directory-name check cost.
+    #[serde(default = "default_list_cache_secs")]
+    pub list_cache_secs: u64,
 }
 
 impl S3Config {
@@ -140,6 +152,7 @@ impl S3Config {
             max_parts_in_flight: default_max_parts_in_flight(),
             max_retries: default_max_retries(),
             retry_timeout_secs: default_retry_timeout_secs(),
+            list_cache_secs: default_list_cache_secs(),
         }
     }
 
@@ -195,6 +208,12 @@ impl S3Config {
                 self.retry_timeout_secs
             ));
         }
+        if self.list_cache_secs > MAX_LIST_CACHE_SECS {
+            return bad(format!(
+                "s3.list_cache_secs: {} must be between 0 and {MAX_LIST_CACHE_SECS}",
+                self.list_cache_secs
+            ));
+        }
         match (&self.access_key_id, &self.secret_access_key) {
             (Some(_), None) => {
                 return bad("s3.secret_access_key: required with s3.access_key_id".into())
@@ -236,6 +255,7 @@ mod tests {
         assert_eq!(cfg.max_parts_in_flight, 2);
         assert_eq!(cfg.max_retries, 3);
         assert_eq!(cfg.retry_timeout_secs, 20);
+        assert_eq!(cfg.list_cache_secs, 2);
         assert!(!cfg.force_path_style && !cfg.allow_http);
         cfg.validate().unwrap();
     }
@@ -287,6 +307,12 @@ mod tests {
             assert!(err.message().contains("s3.retry_timeout_secs"), "{err}");
         }
         assert!(parse(r#"{"bucket": "b", "max_retries": -1}"#).is_err());
+        cfg.retry_timeout_secs = 20;
+        cfg.list_cache_secs = 61;
+        let err = cfg.validate().unwrap_err();
+        assert!(err.message().contains("s3.list_cache_secs"), "{err}");
+        cfg.list_cache_secs = 0;
+        cfg.validate().unwrap();
     }
 
     #[test]

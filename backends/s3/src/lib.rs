@@ -95,13 +95,14 @@ mod copy_meta;
 mod credentials;
 mod errors;
 mod keys;
+mod listing;
 mod meta;
 mod upload;
 
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
 pub use config::{
-    S3Config, Secret, MAX_PART_SIZE_MIB, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
-    MIN_PART_SIZE_MIB,
+    S3Config, Secret, MAX_LIST_CACHE_SECS, MAX_PART_SIZE_MIB, MAX_RETRIES_LIMIT,
+    MAX_RETRY_TIMEOUT_SECS, MIN_PART_SIZE_MIB,
 };
 pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};
 pub use upload::{MAX_PARTS, MAX_PART_SIZE, PARTS_PER_DOUBLING};

@@ -193,7 +193,7 @@ impl S3Upload {
                 put.e_tag.as_deref(),
                 &self.attributes,
             );
-            return Ok(uploaded_meta(self.total));
+            return Ok(uploaded_meta(self.total, meta::mtime_of(&self.attributes)));
         };
         if self.buf_len > 0 {
             self.send_part().await?;
@@ -222,7 +222,7 @@ impl S3Upload {
             );
         }
         self.multipart = None;
-        Ok(uploaded_meta(self.total))
+        Ok(uploaded_meta(self.total, meta::mtime_of(&self.attributes)))
     }
 
     fn failed_error(&self) -> StorageError {
@@ -271,6 +271,11 @@ impl Upload for S3Upload {
             return Err(self.failed_error());
         }
         let res = self.finish().await;
+        match &res {
+            Ok(meta) => self.inner.listings.put(&self.path, meta.clone()),
+            // The PUT may have landed or not: S3 tells the next listing.
+            Err(_) => self.inner.listings.forget_parent(&self.path),
+        }
         if res.is_err() {
             if let Err(e) = self.abort_now().await {
                 tracing::warn!(path = %self.path, error = %e, "abort after a failed complete");
