@@ -53,10 +53,14 @@ async fn digest(ctx: &Ctx<'_>, arg: &str, algorithm: Algorithm) -> Result<(Strin
 }
 
 /// HASH: the digest of the algorithm chosen with `OPTS HASH` (default SHA-256).
+/// The reply names the octet range hashed with an inclusive end point, as RANG does
+/// (draft-bryan-ftpext-hash-02 §3, §3.4: `0-49` is the first 50 octets): the whole
+/// file is `0-<size - 1>`, an empty one `0-0`.
 pub(super) async fn hash(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let algorithm = ctx.session.hash_algorithm;
     let (hex, size) = tri!(digest(ctx, arg, algorithm).await);
-    Reply::new(213, format!("{} 0-{size} {hex} {arg}", algorithm.name())).into()
+    let end = size.saturating_sub(1);
+    Reply::new(213, format!("{} 0-{end} {hex} {arg}", algorithm.name())).into()
 }
 
 /// XSHA256 / XSHA1 / XMD5 / XCRC: `250 <hex>` as ProFTPD's mod_digest answers.

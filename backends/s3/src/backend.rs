@@ -24,7 +24,7 @@ use crate::copy_meta::{CopyError, CopyResult};
 use crate::credentials::CachingAwsChain;
 use crate::errors::map_error;
 use crate::keys::Keys;
-use crate::listing::ListingCache;
+use crate::listing::{Join, ListingCache, FILL_WAIT};
 use crate::meta::{self, DirCache, MetaCache, WrittenCache};
 use crate::upload::S3Upload;
 
@@ -400,10 +400,18 @@ impl Inner {
     /// True when a directory `path` exists; answered from a kept listing of the
     /// parent when there is one (STOR's check that its name is not a directory).
     pub(crate) async fn is_dir(&self, path: &VPath) -> Result<bool> {
-        match self.listings.has_dir(path) {
-            Some(known) => Ok(known),
-            None => Ok(self.probe_dir(path).await?.is_some()),
+        if let Some(known) = self.listings.has_dir(path) {
+            return Ok(known);
         }
+        // Another session is listing the parent (rclone's transfers start a new
+        // directory together): its result answers this too.
+        if let Some(mut done) = path.parent().and_then(|p| self.listings.in_flight(&p)) {
+            let _ = tokio::time::timeout(FILL_WAIT, done.changed()).await;
+            if let Some(known) = self.listings.has_dir(path) {
+                return Ok(known);
+            }
+        }
+        Ok(self.probe_dir(path).await?.is_some())
     }
 
     /// What `path` is, or `None` when nothing is there. A key that is both a file and a
@@ -563,10 +571,21 @@ impl StorageBackend for S3Backend {
     async fn list(&self, dir: &VPath) -> Result<EntryStream> {
         let inner = Arc::clone(&self.inner);
         let prefix = inner.keys.dir_prefix(dir)?;
-        if let Some(entries) = inner.listings.get(dir) {
-            return Ok(stream::iter(entries.into_iter().map(Ok)).boxed());
-        }
-        let fill = inner.listings.begin(dir);
+        // A kept listing, or lead the fetch, or wait once for another session's.
+        let mut may_wait = true;
+        let fill = loop {
+            match inner.listings.join(dir, may_wait) {
+                Join::Ready(entries) => {
+                    return Ok(stream::iter(entries.into_iter().map(Ok)).boxed())
+                }
+                Join::Wait(mut done) => {
+                    let _ = tokio::time::timeout(FILL_WAIT, done.changed()).await;
+                    may_wait = false;
+                }
+                Join::Lead(fill) => break Some(fill),
+                Join::Off => break None,
+            }
+        };
         let first = inner.page(&prefix, None, None, true).await?;
         if !dir.is_root()
             && first.result.objects.is_empty()

@@ -16,6 +16,9 @@
 //!   LIST response that predates the write cannot bring the old state back.
 //! - Writes by anyone else (another replica, another S3 client) show after at most the
 //!   TTL. `list_cache_secs = 0` turns the cache off.
+//! - One fetch per directory at a time: sessions that want a listing being fetched
+//!   wait for it ([`Join::Wait`]) instead of sending the same LIST (rclone's eight
+//!   transfers list a new directory at the same moment).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +26,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use ftpgate_storage::{DirEntry, EntryKind, Metadata, VPath};
+use tokio::sync::watch;
+
+/// How long a session waits for another session's fetch of the same listing before
+/// it sends its own.
+pub(crate) const FILL_WAIT: Duration = Duration::from_secs(30);
 
 /// Most directories kept before expired ones are dropped (and, if still full, all).
 const MAX_DIRS: usize = 10_000;
@@ -50,6 +58,35 @@ struct DirState {
     ready: Option<(Instant, Entries)>,
     /// Fetches in flight, each with the changes made since it began.
     fills: Vec<(u64, Vec<Change>)>,
+    /// Signalled whenever a fetch ends (kept or not); waiters subscribe.
+    done: Option<watch::Sender<()>>,
+}
+
+impl DirState {
+    fn subscribe(&mut self) -> watch::Receiver<()> {
+        self.done
+            .get_or_insert_with(|| watch::channel(()).0)
+            .subscribe()
+    }
+
+    fn fill_ended(&self) {
+        if let Some(tx) = &self.done {
+            tx.send_replace(());
+        }
+    }
+}
+
+/// What [`ListingCache::join`] found for a directory.
+pub(crate) enum Join<'a> {
+    /// A fresh listing is kept: these entries.
+    Ready(Vec<DirEntry>),
+    /// Fetch it and [`Fill::finish`] it.
+    Lead(Fill<'a>),
+    /// Another session is fetching it: wait for `changed()` (or [`FILL_WAIT`]), then
+    /// join again.
+    Wait(watch::Receiver<()>),
+    /// The cache is off: fetch without keeping.
+    Off,
 }
 
 /// Applies `change` to `entries`; `false` when the result cannot be trusted.
@@ -146,6 +183,33 @@ impl ListingCache {
         let dirs = self.dirs.lock().ok()?;
         let (began, entries) = dirs.get(&dir_key(&parent))?.ready.as_ref()?;
         self.fresh(*began).then(|| f(entries, name))
+    }
+
+    /// The kept listing of `dir`, or the role of a caller that needs one: lead a
+    /// fetch, or (when `may_wait` and a fetch is in flight) wait for it.
+    pub(crate) fn join(&self, dir: &VPath, may_wait: bool) -> Join<'_> {
+        if self.ttl.is_zero() {
+            return Join::Off;
+        }
+        if let Some(entries) = self.get(dir) {
+            return Join::Ready(entries);
+        }
+        if may_wait {
+            if let Some(rx) = self.in_flight(dir) {
+                return Join::Wait(rx);
+            }
+        }
+        match self.begin(dir) {
+            Some(fill) => Join::Lead(fill),
+            None => Join::Off,
+        }
+    }
+
+    /// A receiver signalled when the fetch of `dir` in flight ends; `None` when none is.
+    pub(crate) fn in_flight(&self, dir: &VPath) -> Option<watch::Receiver<()>> {
+        let mut dirs = self.dirs.lock().ok()?;
+        let state = dirs.get_mut(&dir_key(dir))?;
+        (!state.fills.is_empty()).then(|| state.subscribe())
     }
 
     /// Starts fetching a listing of `dir`; `None` when the cache is off.
@@ -286,6 +350,7 @@ impl Fill<'_> {
         if trusted && !newer {
             state.ready = Some((self.began, map));
         }
+        state.fill_ended();
         // `Drop` below finds no fill and does nothing more.
     }
 }
@@ -296,7 +361,11 @@ impl Drop for Fill<'_> {
             return;
         };
         if let Some(state) = dirs.get_mut(&self.dir) {
+            let before = state.fills.len();
             state.fills.retain(|(id, _)| *id != self.id);
+            if state.fills.len() != before {
+                state.fill_ended();
+            }
             if state.ready.is_none() && state.fills.is_empty() {
                 dirs.remove(&self.dir);
             }
@@ -426,6 +495,41 @@ mod tests {
         assert!(c.get(&p("/ab")).is_some(), "a sibling with the same prefix");
         c.vanished(&p("/a/f"));
         assert!(c.get(&p("/")).is_none(), "grandparent dropped");
+    }
+
+    #[test]
+    fn one_fetch_at_a_time_others_wait_for_it() {
+        let c = ListingCache::new(Duration::from_secs(60));
+        let Join::Lead(fill) = c.join(&p("/d"), true) else {
+            panic!("the first caller leads")
+        };
+        let Join::Wait(rx) = c.join(&p("/d"), true) else {
+            panic!("the second waits")
+        };
+        let probe = c.in_flight(&p("/d")).expect("a fetch is in flight");
+        assert!(!rx.has_changed().unwrap());
+        fill.finish(&[entry("f", file(1))]);
+        assert!(rx.has_changed().unwrap() && probe.has_changed().unwrap());
+        assert!(matches!(c.join(&p("/d"), true), Join::Ready(e) if e.len() == 1));
+        assert!(c.in_flight(&p("/d")).is_none());
+        // A fetch that ends without a listing wakes its waiters too; a caller that
+        // may not wait leads its own fetch.
+        let Join::Lead(failed) = c.join(&p("/e"), true) else {
+            panic!()
+        };
+        let Join::Wait(rx) = c.join(&p("/e"), true) else {
+            panic!()
+        };
+        let second = c.join(&p("/e"), false);
+        assert!(matches!(second, Join::Lead(_)));
+        assert!(!rx.has_changed().unwrap());
+        drop(failed);
+        assert!(rx.has_changed().unwrap());
+        drop(second);
+        assert!(matches!(
+            ListingCache::new(Duration::ZERO).join(&p("/e"), true),
+            Join::Off
+        ));
     }
 
     #[test]
