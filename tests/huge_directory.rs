@@ -1,7 +1,8 @@
 //! A directory of 100,000 objects on S3 listed through MLSD and NLST (LIST too
 //! when `HUGE_DIR_ENTRIES` is small): complete, no duplicates, the first entries
 //! arriving while later pages are still fetched, and ftpgate's peak RSS reported
-//! and bounded.
+//! and bounded; then as operators reach it, with `rclone lsf` and `ls` on an
+//! `rclone mount`.
 //!
 //! The S3 server is a moto server of this test's own (moto's `ThreadedMotoServer`
 //! in a Python process). Its objects are created with moto's backend API in that
@@ -18,6 +19,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use common::mount::Mount;
 use common::{Gate, PASS, USER};
 
 const SERVER: &str = r#"
@@ -161,5 +163,45 @@ fn huge_directory_lists_completely_with_flat_memory() {
         "ftpgate peak RSS {} KiB, growth while listing {growth} KiB",
         g.peak_rss_kib()
     );
+    assert!(growth < 32 * 1024, "RSS grew by {growth} KiB");
+
+    // As operators reach it: `rclone lsf`, and `ls` on an rclone mount.
+    if !common::require("rclone") || !common::require("fusermount3") {
+        return;
+    }
+    let complete = |what: &str, out: &str| {
+        let names: Vec<&str> = out.lines().filter(|l| !l.starts_with('.')).collect();
+        let unique: HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(names.len(), n, "{what}: entries");
+        assert_eq!(unique.len(), n, "{what}: duplicates");
+        assert!(
+            unique.contains(format!("f{:06}.txt", n - 1).as_str()),
+            "{what}"
+        );
+    };
+    let (ok, pass, err) = common::run(Command::new("rclone").args(["obscure", PASS]));
+    assert!(ok, "rclone obscure: {err}");
+    let remote = format!(
+        ":ftp,host=127.0.0.1,port={},user={USER},pass={}:huge",
+        g.port(),
+        pass.trim()
+    );
+    let started = Instant::now();
+    let (ok, out, err) = common::run(Command::new("rclone").args(["lsf", &remote]));
+    assert!(ok, "rclone lsf: {err}");
+    complete("rclone lsf", &out);
+    println!("rclone lsf: {n} entries in {:?}", started.elapsed());
+    let mnt = tempfile::tempdir().unwrap();
+    let m = Mount::start(&g, &mnt.path().join("m"), "off");
+    let started = Instant::now();
+    let (ok, out, err) = common::run(Command::new("ls").arg("-f").arg(m.path("huge")));
+    assert!(
+        ok,
+        "ls on the mount: {err}\n{}",
+        common::tail(&m.rclone_log(), 20)
+    );
+    complete("ls on rclone mount", &out);
+    println!("ls on rclone mount: {n} entries in {:?}", started.elapsed());
+    let growth = g.peak_rss_kib().saturating_sub(rss_before);
     assert!(growth < 32 * 1024, "RSS grew by {growth} KiB");
 }

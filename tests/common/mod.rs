@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// `rclone mount` of a gate.
+pub mod mount;
+
 pub const USER: &str = "tester";
 pub const PASS: &str = "s3cret pass";
 
