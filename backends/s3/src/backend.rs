@@ -20,11 +20,11 @@ use ftpgate_storage::{
 };
 
 use crate::config::S3Config;
-use crate::copy_meta::{CopyError, CopyResult};
+use crate::copy_meta::CopyError;
 use crate::credentials::CachingAwsChain;
 use crate::errors::map_error;
 use crate::keys::Keys;
-use crate::listing::{Join, ListingCache, FILL_WAIT};
+use crate::listing::{self, Join, ListingCache};
 use crate::meta::{self, DirCache, MetaCache, WrittenCache};
 use crate::upload::S3Upload;
 
@@ -290,16 +290,25 @@ fn dir_meta(modified: Option<SystemTime>) -> Metadata {
 
 /// Lookups shared by the trait methods and uploads.
 impl Inner {
-    /// After a metadata copy: the new version's ETag and LastModified go to the
-    /// caches, so the next MFMT needs no HEAD and a listing no HEAD for its time.
-    fn metadata_replaced(
+    /// MFMT as a server-side copy of `path` onto itself with `attributes` and `mtime`
+    /// set to `time`, conditional on `e_tag`. Then the new version's ETag and
+    /// LastModified go to the caches (the next MFMT needs no HEAD, a listing no HEAD
+    /// for its time) and the kept listing of the parent gets the time.
+    async fn copy_with_mtime(
         &self,
+        path: &VPath,
         location: &object_store::path::Path,
-        done: CopyResult,
-        attributes: &object_store::Attributes,
-    ) {
+        mut attributes: Attributes,
+        e_tag: Option<&str>,
+        time: SystemTime,
+    ) -> std::result::Result<(), CopyError> {
+        meta::set_mtime(&mut attributes, time);
+        let done = self
+            .copier
+            .replace(location.as_ref(), &attributes, e_tag)
+            .await?;
         self.written
-            .remember(location.as_ref(), done.e_tag.as_deref(), attributes);
+            .remember(location.as_ref(), done.e_tag.as_deref(), &attributes);
         match (done.e_tag, done.last_modified) {
             (Some(e_tag), Some(last_modified)) => self.meta_cache.remember(
                 &object_store::ObjectMeta {
@@ -309,10 +318,12 @@ impl Inner {
                     e_tag: Some(e_tag),
                     version: None,
                 },
-                attributes,
+                &attributes,
             ),
             _ => self.meta_cache.forget(location.as_ref()),
         }
+        self.listings.touched(path, time);
+        Ok(())
     }
 
     /// One page of a listing under the raw key `prefix` (`""` for the bucket root),
@@ -405,8 +416,8 @@ impl Inner {
         }
         // Another session is listing the parent (rclone's transfers start a new
         // directory together): its result answers this too.
-        if let Some(mut done) = path.parent().and_then(|p| self.listings.in_flight(&p)) {
-            let _ = tokio::time::timeout(FILL_WAIT, done.changed()).await;
+        if let Some(done) = path.parent().and_then(|p| self.listings.in_flight(&p)) {
+            listing::fill_ended(done).await;
             if let Some(known) = self.listings.has_dir(path) {
                 return Ok(known);
             }
@@ -578,8 +589,8 @@ impl StorageBackend for S3Backend {
                 Join::Ready(entries) => {
                     return Ok(stream::iter(entries.into_iter().map(Ok)).boxed())
                 }
-                Join::Wait(mut done) => {
-                    let _ = tokio::time::timeout(FILL_WAIT, done.changed()).await;
+                Join::Wait(done) => {
+                    listing::fill_ended(done).await;
                     may_wait = false;
                 }
                 Join::Lead(fill) => break Some(fill),
@@ -607,14 +618,8 @@ impl StorageBackend for S3Backend {
         let stored_mtimes = first.page_token.is_none();
         if stored_mtimes {
             // One page is the whole directory: keep it for the listing cache.
-            let entries = page_entries(
-                &inner,
-                &prefix,
-                first.result,
-                SystemTime::now(),
-                stored_mtimes,
-            )
-            .await;
+            let entries =
+                page_entries(&inner, &prefix, first.result, SystemTime::now(), true).await;
             if let Some(fill) = fill {
                 fill.finish(&entries);
             }
@@ -851,12 +856,12 @@ impl StorageBackend for S3Backend {
         }
         let marker = inner.keys.marker(path)?;
         inner.dirs.forget_under(&prefix);
-        inner.listings.forget_under(path);
         inner
             .store
             .delete(&marker)
             .await
             .map_err(|e| map_error(format_args!("rmdir {path}"), e))?;
+        // After the delete: also drops listings fetched while it ran.
         inner.listings.vanished(path);
         inner.listings.forget_under(path);
         Ok(())
@@ -949,17 +954,14 @@ impl StorageBackend for S3Backend {
                 }
             }
         };
-        let key = location.as_ref();
         // Just written by this gateway (rclone's MFMT after each upload): the ETag
         // and metadata are known, no HEAD. A 412 means it changed: ask S3 below.
-        if let Some((tag, mut attributes)) = inner.written.get(key) {
-            attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
-            match inner.copier.replace(key, &attributes, Some(&tag)).await {
-                Ok(done) => {
-                    inner.metadata_replaced(&location, done, &attributes);
-                    inner.listings.touched(path, time);
-                    return Ok(());
-                }
+        if let Some((tag, attributes)) = inner.written.get(location.as_ref()) {
+            match inner
+                .copy_with_mtime(path, &location, attributes, Some(&tag), time)
+                .await
+            {
+                Ok(()) => return Ok(()),
                 Err(CopyError::Changed) => {}
                 Err(CopyError::Storage(e)) => return Err(e),
             }
@@ -968,30 +970,22 @@ impl StorageBackend for S3Backend {
         // itself with the new metadata, conditional on the ETag just read.
         let head = fetch(true).await?;
         if head.meta.size <= inner.copy_limit {
-            let mut attributes = head.attributes.clone();
-            attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
-            match inner
-                .copier
-                .replace(key, &attributes, head.meta.e_tag.as_deref())
+            let e_tag = head.meta.e_tag.as_deref();
+            return match inner
+                .copy_with_mtime(path, &location, head.attributes.clone(), e_tag, time)
                 .await
             {
-                Ok(done) => {
-                    inner.metadata_replaced(&location, done, &attributes);
-                    inner.listings.touched(path, time);
-                    return Ok(());
-                }
-                Err(CopyError::Changed) => {
-                    return Err(StorageError::new(
-                        ErrorKind::Transient,
-                        format!("set modification time of {path}: the file changed meanwhile"),
-                    ))
-                }
-                Err(CopyError::Storage(e)) => return Err(e),
-            }
+                Ok(()) => Ok(()),
+                Err(CopyError::Changed) => Err(StorageError::new(
+                    ErrorKind::Transient,
+                    format!("set modification time of {path}: the file changed meanwhile"),
+                )),
+                Err(CopyError::Storage(e)) => Err(e),
+            };
         }
         let got = fetch(false).await?;
         let mut attributes = got.attributes.clone();
-        attributes.insert(meta::key(meta::MTIME), meta::format_mtime(time));
+        meta::set_mtime(&mut attributes, time);
         let version = UpdateVersion {
             e_tag: got.meta.e_tag.clone(),
             version: got.meta.version.clone(),

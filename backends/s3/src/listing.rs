@@ -28,9 +28,11 @@ use std::time::{Duration, Instant, SystemTime};
 use ftpgate_storage::{DirEntry, EntryKind, Metadata, VPath};
 use tokio::sync::watch;
 
+use crate::meta::make_room;
+
 /// How long a session waits for another session's fetch of the same listing before
 /// it sends its own.
-pub(crate) const FILL_WAIT: Duration = Duration::from_secs(30);
+const FILL_WAIT: Duration = Duration::from_secs(30);
 
 /// Most directories kept before expired ones are dropped (and, if still full, all).
 const MAX_DIRS: usize = 10_000;
@@ -69,11 +71,21 @@ impl DirState {
             .subscribe()
     }
 
+    /// Neither a listing nor a fetch: the state can go.
+    fn idle(&self) -> bool {
+        self.ready.is_none() && self.fills.is_empty()
+    }
+
     fn fill_ended(&self) {
         if let Some(tx) = &self.done {
             tx.send_replace(());
         }
     }
+}
+
+/// Waits until the fetch `done` was subscribed to ends (or [`FILL_WAIT`] passes).
+pub(crate) async fn fill_ended(mut done: watch::Receiver<()>) {
+    let _ = tokio::time::timeout(FILL_WAIT, done.changed()).await;
 }
 
 /// What [`ListingCache::join`] found for a directory.
@@ -82,7 +94,7 @@ pub(crate) enum Join<'a> {
     Ready(Vec<DirEntry>),
     /// Fetch it and [`Fill::finish`] it.
     Lead(Fill<'a>),
-    /// Another session is fetching it: wait for `changed()` (or [`FILL_WAIT`]), then
+    /// Another session is fetching it: wait with [`fill_ended`], then
     /// join again.
     Wait(watch::Receiver<()>),
     /// The cache is off: fetch without keeping.
@@ -220,14 +232,9 @@ impl ListingCache {
         let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
         let key = dir_key(dir);
         let mut dirs = self.dirs.lock().ok()?;
-        if dirs.len() >= MAX_DIRS {
-            dirs.retain(|_, s| {
-                !s.fills.is_empty() || s.ready.as_ref().is_some_and(|(t, _)| self.fresh(*t))
-            });
-            if dirs.len() >= MAX_DIRS {
-                dirs.clear();
-            }
-        }
+        make_room(&mut dirs, MAX_DIRS, |_, s| {
+            !s.fills.is_empty() || s.ready.as_ref().is_some_and(|(t, _)| self.fresh(*t))
+        });
         dirs.entry(key.clone())
             .or_default()
             .fills
@@ -260,25 +267,34 @@ impl ListingCache {
         for (_, changes) in &mut state.fills {
             changes.push(change.clone());
         }
-        if state.ready.is_none() && state.fills.is_empty() {
+        if state.idle() {
             dirs.remove(&key);
+        }
+    }
+
+    /// Records the change `make(name)` of `path` in its parent's listing; `false` for
+    /// the root, which has no parent.
+    fn change_in_parent(&self, path: &VPath, make: impl FnOnce(String) -> Change) -> bool {
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => {
+                self.change(&parent, make(name.to_owned()));
+                true
+            }
+            _ => false,
         }
     }
 
     /// [`Change::Put`] of `path` in its parent.
     pub(crate) fn put(&self, path: &VPath, meta: Metadata) {
-        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
-            self.change(&parent, Change::Put(name.to_owned(), meta));
-        }
+        self.change_in_parent(path, |name| Change::Put(name, meta));
     }
 
     /// `path` is gone: removed from its parent's listing, and the grandparent's
     /// listing dropped (the parent may have vanished with its last key).
     pub(crate) fn vanished(&self, path: &VPath) {
-        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
-            self.change(&parent, Change::Remove(name.to_owned()));
-            if let Some(grandparent) = parent.parent() {
-                self.change(&grandparent, Change::Forget);
+        if self.change_in_parent(path, Change::Remove) {
+            if let Some(parent) = path.parent() {
+                self.forget_parent(&parent);
             }
         }
     }
@@ -292,9 +308,7 @@ impl ListingCache {
 
     /// [`Change::Touch`] of `path` in its parent.
     pub(crate) fn touched(&self, path: &VPath, time: SystemTime) {
-        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
-            self.change(&parent, Change::Touch(name.to_owned(), time));
-        }
+        self.change_in_parent(path, |name| Change::Touch(name, time));
     }
 
     /// Drops the listings of `dir` and of every directory below it (after RMD).
@@ -313,7 +327,7 @@ impl ListingCache {
                     }
                 }
             }
-            dirs.retain(|_, s| s.ready.is_some() || !s.fills.is_empty());
+            dirs.retain(|_, s| !s.idle());
         }
     }
 }
@@ -366,7 +380,7 @@ impl Drop for Fill<'_> {
             if state.fills.len() != before {
                 state.fill_ended();
             }
-            if state.ready.is_none() && state.fills.is_empty() {
+            if state.idle() {
                 dirs.remove(&self.dir);
             }
         }

@@ -33,6 +33,21 @@ pub(crate) const DIR_TTL: Duration = Duration::from_secs(10);
 /// Most directories [`DirCache`] holds before it starts over.
 const DIR_CACHE_MAX: usize = 10_000;
 
+/// Bounds a cache map before an insert: at `max` entries the ones `keep` rejects
+/// (expired) are dropped, and if it is still full, all of them.
+pub(crate) fn make_room<K, V>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    keep: impl FnMut(&K, &mut V) -> bool,
+) {
+    if map.len() >= max {
+        map.retain(keep);
+        if map.len() >= max {
+            map.clear();
+        }
+    }
+}
+
 /// The attribute key for user metadata `name`.
 pub(crate) fn key(name: &'static str) -> Attribute {
     Attribute::Metadata(name.into())
@@ -42,6 +57,11 @@ pub(crate) fn key(name: &'static str) -> Attribute {
 pub(crate) fn format_mtime(t: SystemTime) -> AttributeValue {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos()).into()
+}
+
+/// Sets (or replaces) the `mtime` of `attrs` to `t`.
+pub(crate) fn set_mtime(attrs: &mut Attributes, t: SystemTime) {
+    attrs.insert(key(MTIME), format_mtime(t));
 }
 
 /// Parses an `mtime` value (`secs[.fraction]`); `None` for anything else.
@@ -166,12 +186,7 @@ impl DirCache {
     /// Notes that `prefix` exists now.
     pub(crate) fn remember(&self, prefix: &str) {
         if let Ok(mut map) = self.map.lock() {
-            if map.len() >= DIR_CACHE_MAX {
-                map.retain(|_, t| t.elapsed() < DIR_TTL);
-                if map.len() >= DIR_CACHE_MAX {
-                    map.clear();
-                }
-            }
+            make_room(&mut map, DIR_CACHE_MAX, |_, t| t.elapsed() < DIR_TTL);
             map.insert(prefix.to_owned(), Instant::now());
         }
     }
@@ -203,12 +218,9 @@ impl WrittenCache {
             return;
         };
         if let Ok(mut map) = self.map.lock() {
-            if map.len() >= DIR_CACHE_MAX {
-                map.retain(|_, (t, _, _)| t.elapsed() < WRITTEN_TTL);
-                if map.len() >= DIR_CACHE_MAX {
-                    map.clear();
-                }
-            }
+            make_room(&mut map, DIR_CACHE_MAX, |_, (t, _, _)| {
+                t.elapsed() < WRITTEN_TTL
+            });
             map.insert(
                 location.to_owned(),
                 (Instant::now(), tag.to_owned(), attributes.clone()),
