@@ -42,6 +42,11 @@ sys.stdin.read()
 srv.stop()
 "#;
 
+/// The names a tool printed one per line, without `ls -f`'s `.` and `..`.
+fn file_names(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| !l.starts_with('.')).collect()
+}
+
 /// The moto process; killed when dropped.
 struct Moto(Child);
 
@@ -104,6 +109,17 @@ fn huge_directory_lists_completely_with_flat_memory() {
     });
     let mut c = g.login();
     let rss_before = g.peak_rss_kib();
+    // Exactly the n names, no duplicates.
+    let complete = |what: &str, names: Vec<&str>| {
+        let unique: HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(names.len(), n, "{what}: entries");
+        assert_eq!(unique.len(), n, "{what}: duplicates");
+        assert!(
+            unique.contains("f000000.txt")
+                && unique.contains(format!("f{:06}.txt", n - 1).as_str()),
+            "{what}"
+        );
+    };
     let verbs: &[&str] = if n <= 20_000 {
         &["MLSD huge", "NLST huge", "LIST huge"]
     } else {
@@ -136,13 +152,7 @@ fn huge_directory_lists_completely_with_flat_memory() {
                 _ => l.rsplit(' ').next().unwrap(),
             })
             .collect();
-        let unique: HashSet<&str> = names.iter().copied().collect();
-        assert_eq!(names.len(), n, "{verb}: entries");
-        assert_eq!(unique.len(), n, "{verb}: duplicates");
-        assert!(
-            unique.contains("f000000.txt")
-                && unique.contains(format!("f{:06}.txt", n - 1).as_str())
-        );
+        complete(verb, names);
         let first = first.unwrap_or(total);
         println!(
             "{verb}: {n} entries, first bytes after {:?}, total {:?}, peak RSS {} KiB",
@@ -169,16 +179,6 @@ fn huge_directory_lists_completely_with_flat_memory() {
     if !common::require("rclone") || !common::require("fusermount3") {
         return;
     }
-    let complete = |what: &str, out: &str| {
-        let names: Vec<&str> = out.lines().filter(|l| !l.starts_with('.')).collect();
-        let unique: HashSet<&str> = names.iter().copied().collect();
-        assert_eq!(names.len(), n, "{what}: entries");
-        assert_eq!(unique.len(), n, "{what}: duplicates");
-        assert!(
-            unique.contains(format!("f{:06}.txt", n - 1).as_str()),
-            "{what}"
-        );
-    };
     let (ok, pass, err) = common::run(Command::new("rclone").args(["obscure", PASS]));
     assert!(ok, "rclone obscure: {err}");
     let remote = format!(
@@ -189,7 +189,7 @@ fn huge_directory_lists_completely_with_flat_memory() {
     let started = Instant::now();
     let (ok, out, err) = common::run(Command::new("rclone").args(["lsf", &remote]));
     assert!(ok, "rclone lsf: {err}");
-    complete("rclone lsf", &out);
+    complete("rclone lsf", file_names(&out));
     println!("rclone lsf: {n} entries in {:?}", started.elapsed());
     let mnt = tempfile::tempdir().unwrap();
     let m = Mount::start(&g, &mnt.path().join("m"), "off");
@@ -200,7 +200,7 @@ fn huge_directory_lists_completely_with_flat_memory() {
         "ls on the mount: {err}\n{}",
         common::tail(&m.rclone_log(), 20)
     );
-    complete("ls on rclone mount", &out);
+    complete("ls on rclone mount", file_names(&out));
     println!("ls on rclone mount: {n} entries in {:?}", started.elapsed());
     let growth = g.peak_rss_kib().saturating_sub(rss_before);
     assert!(growth < 32 * 1024, "RSS grew by {growth} KiB");
