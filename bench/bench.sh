@@ -229,21 +229,8 @@ start_server gate-memory "$PORT_MEM" "$BIN" --config "$SCRATCH/gate-memory.toml"
 # the listener's cutime/cstime. (Making vsftpd init of a PID namespace instead
 # crashes it: its SIGCHLD handler dereferences NULL for a child it did not fork.)
 # A small child-subreaper wrapper adopts and reaps such orphans, so listener +
-# wrapper together account for all of vsftpd's CPU time.
-SUBREAPER='
-import ctypes, os, signal, sys
-ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-child = os.fork()
-if child == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGTERM))
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        break
-'
-start_server vsftpd "$PORT_VS" python3 -c "$SUBREAPER" "$VSFTPD" "$SCRATCH/vsftpd.conf"
+# wrapper together account for all of vsftpd's CPU time (bench/subreaper.py).
+start_server vsftpd "$PORT_VS" python3 bench/subreaper.py "$VSFTPD" "$SCRATCH/vsftpd.conf"
 SPID[vsftpd]="$(pgrep -P "${SPID[vsftpd]}" | head -1) ${SPID[vsftpd]}"
 [ "$(wc -w <<<"${SPID[vsftpd]}")" = 2 ] || die "cannot find the vsftpd listener process"
 

@@ -9,7 +9,8 @@
 # binary: other engineers rebuild target/ while benchmarks run), `pick_port`,
 # `start_gate NAME CONFIG PORT` (ftpgate with a given config, waits for 220),
 # `start_vsftpd ROOT PORT`, `start_moto PORT` (request log in $SCRATCH/logs/moto.log),
-# `median`, `kib PID FIELD`, `reset_hwm PID`, `cpu_ticks PIDS...`, `machine_note`.
+# `median`, `kib PID FIELD`, `reset_hwm PID`, `cpu_ticks PIDS...`, `machine_note`,
+# `raw_details TSV`, `publish` ("$OUT.tmp" → $OUT).
 set -euo pipefail
 
 log() { printf '[%s] %s\n' "${NAME:-bench}" "$*" >&2; }
@@ -155,19 +156,7 @@ use_sendfile=YES
 max_clients=200
 max_per_ip=200
 EOF
-    spawn vsftpd python3 -c '
-import ctypes, os, signal, sys
-ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-child = os.fork()
-if child == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGTERM))
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        break
-' /usr/sbin/vsftpd "$SCRATCH/vsftpd.conf"
+    spawn vsftpd python3 "$REPO/bench/subreaper.py" /usr/sbin/vsftpd "$SCRATCH/vsftpd.conf"
     VS_WRAP=$LAST_PID
     wait_ftp "$port" "$VS_WRAP" vsftpd
     VS_PID=$(pgrep -P "$VS_WRAP" | head -1)
@@ -211,4 +200,22 @@ machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; 
 machine_note() {
     echo "- Host: $(nproc) vCPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); **shared with other engineers' builds and tests**"
     echo "- ftpgate tree $GIT; $(rclone version 2>/dev/null | head -1); $(curl --version | head -1 | cut -d' ' -f1-2)"
+}
+
+# raw_details TSV: the raw table, aligned, in a collapsed <details> block.
+raw_details() {
+    echo "<details><summary>raw</summary>"
+    echo
+    echo '```'
+    column -t -s $'\t' "$1"
+    echo '```'
+    echo
+    echo "</details>"
+}
+
+# publish: the result written to "$OUT.tmp" becomes $OUT, is printed and logged.
+publish() {
+    mv "$OUT.tmp" "$OUT"
+    cat "$OUT"
+    log "written to $OUT"
 }

@@ -109,14 +109,6 @@ D_TOTAL=$(med direct 4)
     echo "moto requests during the listing rounds (direct and ftpgate; $RUNS × (1 + $NCMDS) listings): ${REQS%, }."
     echo "Every listing returned exactly $COUNT names, no duplicates."
     echo
-    echo "<details><summary>raw</summary>"
-    echo
-    echo '```'
-    column -t -s $'\t' "$RAW"
-    echo '```'
-    echo
-    echo "</details>"
+    raw_details "$RAW"
 } >"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-cat "$OUT"
-log "written to $OUT"
+publish

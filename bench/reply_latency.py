@@ -36,6 +36,21 @@ def rec(k, v):
     res.setdefault(k, []).append(v * 1000)
 
 
+def timed_download(key, cmd):
+    """Runs a command that sends data to us (RETR, MLSD, LIST), reading it to the
+    end; records its three phases under `key`."""
+    t0 = time.monotonic()
+    conn = ftp.transfercmd(cmd)
+    t1 = time.monotonic()
+    while conn.recv(65536):
+        pass
+    conn.close()
+    t2 = time.monotonic()
+    ftp.voidresp()
+    t3 = time.monotonic()
+    rec(f"{key}_150", t1 - t0); rec(f"{key}_data", t2 - t1); rec(f"{key}_226", t3 - t2)
+
+
 for i in range(n):
     name = f"{d}/lat{i}.bin"
     # STOR
@@ -48,30 +63,9 @@ for i in range(n):
     ftp.voidresp()
     t3 = time.monotonic()
     rec("STOR_150", t1 - t0); rec("STOR_data", t2 - t1); rec("STOR_226", t3 - t2)
-    # RETR
-    t0 = time.monotonic()
-    conn = ftp.transfercmd(f"RETR {name}")
-    t1 = time.monotonic()
-    while conn.recv(65536):
-        pass
-    conn.close()
-    t2 = time.monotonic()
-    ftp.voidresp()
-    t3 = time.monotonic()
-    rec("RETR_150", t1 - t0); rec("RETR_data", t2 - t1); rec("RETR_226", t3 - t2)
-    # listing
-    cmd = f"MLSD {d}" if has_mlsd else f"LIST {d}"
-    t0 = time.monotonic()
-    conn = ftp.transfercmd(cmd)
-    t1 = time.monotonic()
-    while conn.recv(65536):
-        pass
-    conn.close()
-    t2 = time.monotonic()
-    ftp.voidresp()
-    t3 = time.monotonic()
-    k = cmd.split()[0]
-    rec(f"{k}_150", t1 - t0); rec(f"{k}_data", t2 - t1); rec(f"{k}_226", t3 - t2)
+    timed_download("RETR", f"RETR {name}")
+    listing = "MLSD" if has_mlsd else "LIST"
+    timed_download(listing, f"{listing} {d}")
     if has_mfmt:
         t0 = time.monotonic()
         ftp.sendcmd(f"MFMT 20200101000000 {name}")

@@ -97,6 +97,4 @@ ON=$(med on 3); OFF=$(med off 3); CON=$(med on 5); COFF=$(med off 5)
     column -t -s $'\t' "$RAW"
     echo '```'
 } >"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-cat "$OUT"
-log "written to $OUT"
+publish

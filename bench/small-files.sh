@@ -134,24 +134,14 @@ else
     start_moto "$MOTO_PORT"
     BUCKET=bench
     [ "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$ENDPOINT/$BUCKET")" = 200 ] || die "cannot create the bucket"
-    start_gate gate "$GATE_PORT" "$HTTP_PORT" "kind = \"s3\"
-bucket = \"$BUCKET\"
-prefix = \"gate\"
-region = \"us-east-1\"
-endpoint = \"$ENDPOINT\"
-force_path_style = true
-allow_http = true
-access_key_id = \"testing\"
-secret_access_key = \"testing\""
-    [ "$WITH_VARIANT" = 1 ] && GATE_ENV="$VENV" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "kind = \"s3\"
-bucket = \"$BUCKET\"
-prefix = \"gate2\"
-region = \"us-east-1\"
-endpoint = \"$ENDPOINT\"
-force_path_style = true
-allow_http = true
-access_key_id = \"testing\"
-secret_access_key = \"testing\"" "$VEXTRA"
+    # s3_storage PREFIX: the [storage] keys of a gate on moto's bucket under PREFIX.
+    s3_storage() {
+        printf '%s\n' 'kind = "s3"' "bucket = \"$BUCKET\"" "prefix = \"$1\"" 'region = "us-east-1"' \
+            "endpoint = \"$ENDPOINT\"" 'force_path_style = true' 'allow_http = true' \
+            'access_key_id = "testing"' 'secret_access_key = "testing"'
+    }
+    start_gate gate "$GATE_PORT" "$HTTP_PORT" "$(s3_storage gate)"
+    [ "$WITH_VARIANT" = 1 ] && GATE_ENV="$VENV" start_gate gate2 "$GATE_PORT2" "$HTTP_PORT2" "$(s3_storage gate2)" "$VEXTRA"
     CONTENDERS=(ftpgate direct)
     REMOTE[ftpgate]=":ftp,host=127.0.0.1,port=$GATE_PORT,user=$GATE_USER,pass=$OBSCURED:"
     REMOTE[direct]=":s3,provider=Other,env_auth=false,access_key_id=testing,secret_access_key=testing,region=us-east-1,endpoint='$ENDPOINT',force_path_style=true:$BUCKET/direct/"
@@ -324,14 +314,6 @@ per_file_ops() { # file dir -> S3 requests per file by op, and the total
     echo
     echo "All stored and downloaded trees matched the source (sha256 of every file)."
     echo
-    echo "<details><summary>raw</summary>"
-    echo
-    echo '```'
-    column -t -s $'\t' "$RAW"
-    echo '```'
-    echo
-    echo "</details>"
+    raw_details "$RAW"
 } >"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-cat "$OUT"
-log "written to $OUT"
+publish
