@@ -528,38 +528,36 @@ impl Default for LogConfig {
 /// retry budget that ran out as one WARN instead.
 pub const QUIET_TARGETS: [&str; 4] = ["object_store", "reqwest", "hyper", "hyper_util"];
 
-impl LogConfig {
-    /// The tracing filter for `level`: when it names none of [`QUIET_TARGETS`] and
-    /// its default level is `info` or coarser, `TARGET=warn` is added for each, so
-    /// their INFO lines count as debug output. `debug`/`trace`, or a directive for
-    /// one of them, shows everything as written.
-    pub fn filter_directives(&self) -> String {
-        let level = self.level.trim();
-        let names_one = level.split(',').any(|d| {
-            let target = d.split('=').next().unwrap_or("").trim();
-            QUIET_TARGETS
-                .iter()
-                .any(|t| target == *t || target.starts_with(&format!("{t}::")))
-        });
-        let global = level
-            .split(',')
-            .map(str::trim)
-            .filter(|d| !d.contains('='))
-            .last()
-            .unwrap_or("");
-        let verbose = matches!(global.to_ascii_lowercase().as_str(), "debug" | "trace");
-        if names_one || verbose {
-            return level.to_owned();
-        }
-        let mut out = level.to_owned();
-        for t in QUIET_TARGETS {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(&format!("{t}=warn"));
-        }
-        out
+/// The tracing filter for `level` (`RUST_LOG`, else `log.level`): when it names
+/// none of [`QUIET_TARGETS`] and its default level is `info` or coarser,
+/// `TARGET=warn` is added for each, so their INFO lines count as debug output.
+/// `debug`/`trace`, or a directive for one of them, shows everything as written.
+pub fn log_filter(level: &str) -> String {
+    let level = level.trim();
+    let names_one = level.split(',').any(|d| {
+        let target = d.split('=').next().unwrap_or("").trim();
+        QUIET_TARGETS
+            .iter()
+            .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+    });
+    let global = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.contains('='))
+        .last()
+        .unwrap_or("");
+    let verbose = matches!(global.to_ascii_lowercase().as_str(), "debug" | "trace");
+    if names_one || verbose {
+        return level.to_owned();
     }
+    let mut out = level.to_owned();
+    for t in QUIET_TARGETS {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&format!("{t}=warn"));
+    }
+    out
 }
 
 /// Command-line overrides, merged last.
@@ -948,13 +946,7 @@ mod tests {
 
     #[test]
     fn quiet_targets_are_added_unless_asked_for() {
-        let f = |level: &str| {
-            LogConfig {
-                level: level.into(),
-                ..Default::default()
-            }
-            .filter_directives()
-        };
+        let f = log_filter;
         assert_eq!(
             f("info"),
             "info,object_store=warn,reqwest=warn,hyper=warn,hyper_util=warn"

@@ -148,10 +148,14 @@ fn tune_allocator() {
 }
 
 fn init_logging(config: &Config) {
-    // RUST_LOG is taken as written; log.level gets object_store's retry chatter
-    // demoted (LogConfig::filter_directives).
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.log.filter_directives()));
+    // RUST_LOG wins over log.level; either gets object_store's retry chatter
+    // demoted unless it asks for it (config::log_filter).
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| config.log.level.clone());
+    let filter = EnvFilter::try_new(ftpgate::config::log_filter(&level))
+        .unwrap_or_else(|_| EnvFilter::new(ftpgate::config::log_filter(&config.log.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -13,33 +13,9 @@ use object_store::client::{HttpError, HttpErrorKind};
 
 /// Converts an object_store error, prefixing the message with `context` (the
 /// operation and the virtual path, e.g. `"stat /a/b"`).
-/// A transient failure that object_store already retried (its retry budget,
-/// `max_retries` or `retry_timeout_secs`, is spent) is logged once as a WARN naming
-/// the operation; the retries themselves are object_store's INFO lines, which the
-/// server's default log filter hides.
 pub(crate) fn map_error(context: impl fmt::Display, err: object_store::Error) -> StorageError {
     let kind = classify(&err);
-    let message = format!("{context}: {err}");
-    if kind == ErrorKind::Transient {
-        if let Some(retries) = retries_done(&message) {
-            tracing::warn!(
-                operation = %context,
-                retries,
-                error = %err,
-                "S3 retries exhausted"
-            );
-        }
-    }
-    StorageError::new(kind, message).with_source(err)
-}
-
-/// The retry count in object_store's `"…, after 3 retries, max_retries: 3, …"`
-/// (absent, or 0, when the request was not retried).
-fn retries_done(text: &str) -> Option<u64> {
-    let at = text.find(", after ")? + ", after ".len();
-    let rest = &text[at..];
-    let n = rest.split_once(" retries")?.0.parse().ok()?;
-    (n > 0).then_some(n)
+    StorageError::new(kind, format!("{context}: {err}")).with_source(err)
 }
 
 /// The [`ErrorKind`] of an object_store error.
@@ -115,22 +91,6 @@ mod tests {
             store: "S3",
             source: msg.to_owned().into(),
         }
-    }
-
-    #[test]
-    fn retries_in_the_message() {
-        assert_eq!(
-            retries_done(
-                "list /: Error performing GET http://x/b in 2.1s, after 2 retries, \
-                 max_retries: 2, retry_timeout: 2s  - HTTP error"
-            ),
-            Some(2)
-        );
-        assert_eq!(
-            retries_done("Error performing GET http://x in 1ms - status code: 404"),
-            None
-        );
-        assert_eq!(retries_done("x, after 0 retries, max_retries: 0"), None);
     }
 
     #[test]
