@@ -543,8 +543,7 @@ pub fn log_filter(level: &str) -> String {
     let global = level
         .split(',')
         .map(str::trim)
-        .filter(|d| !d.contains('='))
-        .last()
+        .rfind(|d| !d.contains('='))
         .unwrap_or("");
     let verbose = matches!(global.to_ascii_lowercase().as_str(), "debug" | "trace");
     if names_one || verbose {
