@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{http_get, http_get_accept, metric, payload, sha, Ctl, Gate, Opts, PASS, USER};
+use common::{http_get, http_get_with, metric, payload, sha, Ctl, Gate, Opts, PASS, USER};
 
 /// What Prometheus 2.x sends when scraping (scrape/scrape.go `scrapeAcceptHeader`).
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -96,7 +96,7 @@ fn text_format_passes_promtool_and_new_metrics_are_right() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (g, http, _pending) = busy_gate(dir.path());
-    let (status, ctype, body) = http_get_accept(http, "/metrics", "text/plain");
+    let (status, ctype, body) = http_get_with(http, "/metrics", Some("text/plain"));
     assert_eq!(status, 200);
     assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
     let (ok, said) = promtool(&body);
@@ -176,7 +176,7 @@ fn openmetrics_is_negotiated_and_scraped_by_prometheus() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_g, http, _pending) = busy_gate(dir.path());
-    let (status, ctype, body) = http_get_accept(http, "/metrics", PROMETHEUS_ACCEPT);
+    let (status, ctype, body) = http_get_with(http, "/metrics", Some(PROMETHEUS_ACCEPT));
     assert_eq!(status, 200);
     assert_eq!(
         ctype,
@@ -403,14 +403,7 @@ fn home_outside_the_backend_root_is_refused() {
     );
     assert!(err.contains("users[0].home"), "{err}");
 
-    let g = Gate::start_toml(|d| {
-        format!(
-            "users_file = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
-             [storage]\nroot = \"{}\"\n",
-            users.display(),
-            d.join("data").display()
-        )
-    });
+    let g = Gate::start_users_file(&users);
     let mut c = g.ctl();
     c.login("alice", "pw");
     std::fs::write(
