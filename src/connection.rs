@@ -251,15 +251,25 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     }
     let _ = wr.shutdown().await;
     let (bytes_in, bytes_out, files_in, files_out) = totals.get();
-    tracing::info!(
-        duration_ms = begun.elapsed().as_millis() as u64,
-        commands = commands_seen,
-        bytes_in,
-        bytes_out,
-        files_in,
-        files_out,
-        "session ended"
-    );
+    macro_rules! session_ended {
+        ($level:ident) => {
+            tracing::$level!(
+                duration_ms = begun.elapsed().as_millis() as u64,
+                commands = commands_seen,
+                bytes_in,
+                bytes_out,
+                files_in,
+                files_out,
+                "session ended"
+            )
+        };
+    }
+    // A load balancer's TCP health check sends no command: debug, like its close.
+    if commands_seen == 0 {
+        session_ended!(debug);
+    } else {
+        session_ended!(info);
+    }
 }
 
 enum Step {
