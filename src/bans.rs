@@ -51,6 +51,16 @@ impl Bans {
         until.checked_duration_since(Instant::now())
     }
 
+    /// How many client IPs are banned now.
+    pub fn active(&self) -> usize {
+        let now = Instant::now();
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .values()
+            .filter(|e| e.banned_until.is_some_and(|u| u > now))
+            .count()
+    }
+
     /// Counts a failed login; `Some(length)` when this failure starts a ban.
     pub fn failure(&self, ip: IpAddr) -> Option<Duration> {
         if self.after == 0 {
@@ -109,8 +119,10 @@ mod tests {
         assert_eq!(b.failure(a), Some(Duration::from_millis(100)));
         assert!(b.banned(a).is_some());
         assert!(b.banned(other).is_none());
+        assert_eq!(b.active(), 1);
         std::thread::sleep(Duration::from_millis(120));
         assert!(b.banned(a).is_none());
+        assert_eq!(b.active(), 0);
         for _ in 0..2 {
             assert_eq!(b.failure(a), None);
         }

@@ -523,6 +523,42 @@ impl Default for LogConfig {
     }
 }
 
+/// Crates whose INFO lines are chatter for an operator: object_store logs each S3
+/// retry (`Encountered server error … backing off`) at INFO; ftpgate reports a
+/// retry budget that ran out as one WARN instead.
+pub const QUIET_TARGETS: [&str; 4] = ["object_store", "reqwest", "hyper", "hyper_util"];
+
+/// The tracing filter for `level` (`RUST_LOG`, else `log.level`): when it names
+/// none of [`QUIET_TARGETS`] and its default level is `info` or coarser,
+/// `TARGET=warn` is added for each, so their INFO lines count as debug output.
+/// `debug`/`trace`, or a directive for one of them, shows everything as written.
+pub fn log_filter(level: &str) -> String {
+    let level = level.trim();
+    let names_one = level.split(',').any(|d| {
+        let target = d.split('=').next().unwrap_or("").trim();
+        QUIET_TARGETS
+            .iter()
+            .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+    });
+    let global = level
+        .split(',')
+        .map(str::trim)
+        .rfind(|d| !d.contains('='))
+        .unwrap_or("");
+    let verbose = matches!(global.to_ascii_lowercase().as_str(), "debug" | "trace");
+    if names_one || verbose {
+        return level.to_owned();
+    }
+    let mut out = level.to_owned();
+    for t in QUIET_TARGETS {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&format!("{t}=warn"));
+    }
+    out
+}
+
 /// Command-line overrides, merged last.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CliOverrides {
@@ -683,6 +719,14 @@ impl Config {
             crate::auth::check_phc(&u.password_hash)
                 .map_err(|e| format!("users[{i}].password_hash ({}): {e}", u.name))?;
             ftpgate_storage::VPath::parse(&u.home).map_err(|e| format!("users[{i}].home: {e}"))?;
+            if home_leaves_root(&u.home) {
+                return Err(format!(
+                    "{}.home `{}` is outside the backend root (`..` above `/`); \
+                     homes are paths inside the storage root or prefix",
+                    self.user_key(i),
+                    u.home
+                ));
+            }
             if let Some(b) = &u.backend {
                 if !self.backends.contains_key(b) {
                     return Err(format!(
@@ -692,6 +736,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The key of the `i`th user of [`Config::all_users`]: `users[i]` for inline
+    /// users, `users_file PATH: users[j]` for those of the users file.
+    pub fn user_key(&self, i: usize) -> String {
+        match (&self.users_file, i.checked_sub(self.users.len())) {
+            (Some(f), Some(j)) => format!("users_file {}: users[{j}]", f.display()),
+            _ => format!("users[{i}]"),
+        }
     }
 
     /// The parsed `server.listen`.
@@ -738,6 +791,23 @@ pub fn service_ports_yaml(config: &Config, control_port: u16) -> Result<String, 
         out.push_str(&item(format!("pasv-{p}"), p, shared_target.unwrap_or(p)));
     }
     Ok(out)
+}
+
+/// True when `home` climbs above the root with `..` (`../../etc`, `/a/../../b`):
+/// such a home would otherwise be silently clamped into the root.
+pub fn home_leaves_root(home: &str) -> bool {
+    let mut depth = 0usize;
+    for seg in home.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 /// The `[[users]]` of a users file: TOML, or JSON when the name ends in `.json`
@@ -871,6 +941,36 @@ mod tests {
             }
         }
         assert!(n >= 3);
+    }
+
+    #[test]
+    fn quiet_targets_are_added_unless_asked_for() {
+        let f = log_filter;
+        assert_eq!(
+            f("info"),
+            "info,object_store=warn,reqwest=warn,hyper=warn,hyper_util=warn"
+        );
+        assert_eq!(
+            f("ftpgate=debug,warn"),
+            "ftpgate=debug,warn,object_store=warn,reqwest=warn,hyper=warn,hyper_util=warn"
+        );
+        assert_eq!(f("debug"), "debug");
+        assert_eq!(f("ftpgate=info,trace"), "ftpgate=info,trace");
+        assert_eq!(f("info,object_store=info"), "info,object_store=info");
+        assert_eq!(
+            f("object_store::client::retry=debug"),
+            "object_store::client::retry=debug"
+        );
+    }
+
+    #[test]
+    fn homes_above_the_root() {
+        for bad in ["..", "../../etc", "/a/../../b", "a/./../..", "/../x"] {
+            assert!(home_leaves_root(bad), "{bad}");
+        }
+        for good in ["/", "", "/a", "a/b/..", "/a/../b", "./x", "/a/b/../../"] {
+            assert!(!home_leaves_root(good), "{good}");
+        }
     }
 
     #[test]

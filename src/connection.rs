@@ -34,6 +34,8 @@ struct Running {
     path: String,
     /// Metrics label of the session's backend.
     backend: String,
+    /// The session's totals, for the `session ended` event.
+    totals: Arc<crate::session::Totals>,
 }
 
 /// Per-session command rate limit: a token bucket holding `2 × rate` tokens,
@@ -118,6 +120,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     let mut running: Option<Running> = None;
     let mut queued: VecDeque<Command> = VecDeque::new();
     let mut commands_seen = 0u64;
+    let begun = Instant::now();
+    let totals = session.totals.clone();
 
     loop {
         if running.is_none() {
@@ -246,6 +250,26 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         );
     }
     let _ = wr.shutdown().await;
+    let (bytes_in, bytes_out, files_in, files_out) = totals.get();
+    macro_rules! session_ended {
+        ($level:ident) => {
+            tracing::$level!(
+                duration_ms = begun.elapsed().as_millis() as u64,
+                commands = commands_seen,
+                bytes_in,
+                bytes_out,
+                files_in,
+                files_out,
+                "session ended"
+            )
+        };
+    }
+    // A load balancer's TCP health check sends no command: debug, like its close.
+    if commands_seen == 0 {
+        session_ended!(debug);
+    } else {
+        session_ended!(info);
+    }
 }
 
 enum Step {
@@ -334,6 +358,7 @@ async fn run_command(
                 verb,
                 path: t.path,
                 backend,
+                totals: session.totals.clone(),
             })
         }
     }
@@ -373,28 +398,24 @@ fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
     shared
         .metrics
         .transfer(direction, &r.backend, ok, end.bytes, elapsed.as_secs_f64());
-    let sha256 = end.sha256.as_deref();
-    macro_rules! transfer_event {
-        ($level:ident) => {
-            tracing::$level!(
-                verb,
-                path = r.path.as_str(),
-                bytes = end.bytes,
-                duration_ms = ms,
-                code = end.reply.code,
-                result,
-                sha256,
-                "transfer"
-            )
-        };
-    }
-    // A download the client abandoned (rclone mount's ranged reads close early) is
-    // normal: debug level.
-    if verb == "RETR" && end.reply.code == 426 {
-        transfer_event!(debug);
-    } else {
-        transfer_event!(info);
-    }
+    r.totals.record(
+        direction == "in",
+        matches!(verb, "RETR" | "STOR" | "APPE" | "STOU"),
+        ok,
+        end.bytes,
+    );
+    // Every transfer, also one cut by ABOR or by the client closing the data
+    // connection early (rclone mount's ranged reads), is one info event.
+    tracing::info!(
+        verb,
+        path = r.path.as_str(),
+        bytes = end.bytes,
+        duration_ms = ms,
+        code = end.reply.code,
+        result,
+        sha256 = end.sha256.as_deref(),
+        "transfer"
+    );
 }
 
 async fn send(wr: &mut ControlWrite, r: &Reply) -> std::io::Result<()> {

@@ -25,6 +25,19 @@ pub fn storage_reply(err: &StorageError) -> Reply {
     };
     match err.kind() {
         // The storage itself is in trouble: operators need to see it.
+        // A transient failure the backend already retried until its budget
+        // (`max_retries`, `retry_timeout_secs`) ran out: one WARN naming the
+        // operation (the retries themselves are debug-level chatter).
+        ErrorKind::Transient if retries_spent(&err.to_string()).is_some() => {
+            let text = err.to_string();
+            tracing::warn!(
+                operation = text.split(": ").next().unwrap_or(""),
+                retries = retries_spent(&text).unwrap_or(0),
+                error = %err,
+                code,
+                "storage retries exhausted"
+            )
+        }
         ErrorKind::Transient | ErrorKind::Other | ErrorKind::InsufficientStorage => {
             tracing::warn!(error = %err, code, "storage error")
         }
@@ -32,6 +45,15 @@ pub fn storage_reply(err: &StorageError) -> Reply {
         _ => tracing::info!(error = %err, code, "storage refused"),
     }
     Reply::new(code, text)
+}
+
+/// The retries a failed request went through, from object_store's message
+/// (`"…, after 3 retries, max_retries: 3, …"`; the S3 backend prefixes it with the
+/// operation, `"stat /a: …"`). `None` when it was not retried.
+fn retries_spent(text: &str) -> Option<u64> {
+    let at = text.find(", after ")? + ", after ".len();
+    let n = text[at..].split_once(" retries")?.0.parse().ok()?;
+    (n > 0).then_some(n)
 }
 
 /// Maps a refused client path to 553 (RFC 959: "File name not allowed").
@@ -60,6 +82,22 @@ mod tests {
         assert_eq!(r(ErrorKind::Transient), 451);
         assert_eq!(r(ErrorKind::Other), 451);
         assert_eq!(r(ErrorKind::InvalidInput), 554);
+    }
+
+    #[test]
+    fn retries_in_the_message() {
+        assert_eq!(
+            retries_spent(
+                "list /: Error performing GET http://x/b in 2.1s, after 2 retries, \
+                 max_retries: 2, retry_timeout: 2s  - HTTP error"
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            retries_spent("Error performing GET http://x in 1ms - status code: 404"),
+            None
+        );
+        assert_eq!(retries_spent("x, after 0 retries, max_retries: 0"), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The plain-HTTP operations endpoint (`http.listen`), served with hyper:
 //! `GET /healthz` (200 while the process runs), `GET /readyz` (200 when the
 //! control listener is up and every backend answers; 503 from the moment shutdown
-//! begins) and `GET /metrics` (Prometheus text exposition format 0.0.4).
+//! begins) and `GET /metrics` (OpenMetrics 1.0 when the `Accept` header asks for
+//! `application/openmetrics-text`, else the Prometheus text format 0.0.4).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -53,6 +54,23 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
+/// Gauges read from live state when scraped: pending passive listeners, active
+/// bans, the loaded certificate's expiry (it may have been reloaded since).
+fn scrape_gauges(shared: &Shared) {
+    let m = &shared.metrics;
+    let max = shared.config.passive.max_pending;
+    let free = shared.passive_slots.available_permits();
+    m.passive_pending
+        .set(i64::try_from(max.saturating_sub(free)).unwrap_or(i64::MAX));
+    m.bans_active
+        .set(i64::try_from(shared.bans.active()).unwrap_or(i64::MAX));
+    if let (Some(tls), Some(file)) = (&shared.tls, &shared.config.tls.cert_file) {
+        if let Some(t) = tls.not_after() {
+            m.tls_certificate(&file.display().to_string(), t);
+        }
+    }
+}
+
 async fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -70,11 +88,22 @@ async fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Byte
         "/metrics" => {
             // Refreshes `ftpgate_ready` (cached two seconds) so a scrape alone sees it.
             shared.is_ready().await;
-            text(
+            scrape_gauges(shared);
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = crate::metrics::Format::negotiate(accept);
+            let mut r = text(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                shared.metrics.encode(),
-            )
+                format.content_type(),
+                shared.metrics.encode_as(format),
+            );
+            r.headers_mut().insert(
+                hyper::header::VARY,
+                hyper::header::HeaderValue::from_static("Accept"),
+            );
+            r
         }
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n".into()),
     }

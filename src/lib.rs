@@ -21,7 +21,7 @@
 //! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
 //! - [`server`]: listeners, session limits, graceful shutdown, users reload.
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/readyz`,
-//!   `/metrics` endpoint.
+//!   `/metrics` endpoint; [`process`]: CPU, memory and descriptors of the process.
 //!
 //! Storage is reached only through `ftpgate_storage::StorageBackend` with
 //! `ftpgate_storage::VPath` paths (crates under `backends/`).
@@ -40,6 +40,7 @@ pub mod handlers;
 pub mod http;
 pub mod listing;
 pub mod metrics;
+pub mod process;
 pub mod protocol;
 pub mod proxy;
 pub mod server;

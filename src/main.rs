@@ -148,8 +148,14 @@ fn tune_allocator() {
 }
 
 fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    // RUST_LOG wins over log.level; either gets object_store's retry chatter
+    // demoted unless it asks for it (config::log_filter).
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| config.log.level.clone());
+    let filter = EnvFilter::try_new(ftpgate::config::log_filter(&level))
+        .unwrap_or_else(|_| EnvFilter::new(ftpgate::config::log_filter(&config.log.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,6 +2,16 @@
 //! logins, commands by verb and reply class (RFC 959 §4.2 first digit), bytes and
 //! durations of transfers, and the latency and errors of every backend operation,
 //! measured by wrapping each backend in an [`InstrumentedBackend`].
+//!
+//! Also: `ftpgate_build_info`, the process's own CPU, memory and descriptors (read
+//! from `/proc/self` at each scrape by [`ProcessCollector`]), the loaded TLS
+//! certificate's expiry, pending passive listeners and active bans.
+//!
+//! The registry encodes OpenMetrics 1.0; [`Format::negotiate`] picks the format a
+//! scraper asks for in its `Accept` header (RFC 9110 §12.5.1) and
+//! [`openmetrics_to_text`] turns the OpenMetrics text into the Prometheus text
+//! format 0.0.4 for everyone else, whose parsers (and `promtool check metrics`)
+//! expect counters' HELP/TYPE under the `_total` sample name and no `# EOF`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -17,6 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// `result` label: `ok` or `failed`.
@@ -104,6 +115,28 @@ pub struct Metrics {
     pub backend_errors: Family<OpLabels, Counter>,
     /// 1 while `/readyz` says ready.
     pub ready: Gauge,
+    /// Passive listeners opened by PASV/EPSV and not yet connected (set at scrape).
+    pub passive_pending: Gauge,
+    /// Client IPs banned now (set at scrape).
+    pub bans_active: Gauge,
+    /// Unix time after which the loaded TLS certificate is invalid (set at scrape;
+    /// no sample without TLS).
+    pub tls_not_after: Family<CertLabel, Gauge>,
+}
+
+/// Label of `ftpgate_tls_certificate_not_after_timestamp_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabel {
+    /// `tls.cert_file`.
+    pub file: String,
+}
+
+/// Labels of `ftpgate_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    os: &'static str,
+    arch: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +166,9 @@ impl Metrics {
             backend_duration: Family::new_with_constructor(op_histogram as fn() -> _),
             backend_errors: Family::default(),
             ready: Gauge::default(),
+            passive_pending: Gauge::default(),
+            bans_active: Gauge::default(),
+            tls_not_after: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,15 +217,57 @@ impl Metrics {
             "1 when listeners are up, backends reachable and no shutdown has begun",
             m.ready.clone(),
         );
+        registry.register(
+            "ftpgate_build",
+            "The running version (value 1)",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                os: std::env::consts::OS,
+                arch: std::env::consts::ARCH,
+            }),
+        );
+        registry.register(
+            "ftpgate_passive_listeners_pending",
+            "Passive listeners waiting for their data connection (cap: passive.max_pending)",
+            m.passive_pending.clone(),
+        );
+        registry.register(
+            "ftpgate_bans_active",
+            "Client IPs banned now after failed logins",
+            m.bans_active.clone(),
+        );
+        registry.register(
+            "ftpgate_tls_certificate_not_after_timestamp_seconds",
+            "Unix time at which the loaded TLS certificate expires",
+            m.tls_not_after.clone(),
+        );
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics 1.0 text exposition of every metric (ends in `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Every metric in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Text => openmetrics_to_text(&self.encode()),
+        }
+    }
+
+    /// Sets the TLS certificate expiry gauge (Unix seconds) for `file`.
+    pub fn tls_certificate(&self, file: &str, not_after: i64) {
+        self.tls_not_after
+            .get_or_create(&CertLabel {
+                file: file.to_owned(),
+            })
+            .set(not_after);
     }
 
     /// Counts a command's final reply.
@@ -245,6 +323,111 @@ impl Metrics {
             self.backend_errors.get_or_create(&labels).inc();
         }
     }
+}
+
+/// An exposition format of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text (`application/openmetrics-text`).
+    OpenMetrics,
+    /// Prometheus text format 0.0.4 (`text/plain`), the default.
+    Text,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for (RFC 9110 §12.5.1): OpenMetrics when
+    /// an `application/openmetrics-text` range has a quality above zero and at least
+    /// that of any `text/plain` range; the text format otherwise (no header, `*/*`).
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let (mut om, mut text) = (0.0f32, 0.0f32);
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => om = om.max(q),
+                "text/plain" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if om > 0.0 && om >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text → Prometheus text format 0.0.4: a counter family `x` is
+/// described as `x_total` (its sample's name), an info family `x` as the gauge
+/// `x_info`, `unknown` as `untyped`; `# UNIT` and `# EOF` lines, `_created`
+/// samples and exemplars are dropped (the text format has none of them).
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    // HELP comes before TYPE in OpenMetrics; it is written once TYPE names the family.
+    let mut help: Option<&str> = None;
+    let mut counter: Option<String> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').map(|(_, h)| h).unwrap_or(""));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), kind),
+                _ => (name.to_owned(), "untyped"),
+            };
+            counter = (kind == "counter").then(|| format!("{}_created", &name[..name.len() - 6]));
+            if let Some(h) = help.take() {
+                out.push_str(&format!("# HELP {name} {h}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        if counter.as_deref().is_some_and(|c| {
+            line.strip_prefix(c)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        }) {
+            continue;
+        }
+        out.push_str(without_exemplar(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// A sample line up to its exemplar (` # {…} value` after the value), found outside
+/// quoted label values.
+fn without_exemplar(line: &str) -> &str {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ' ' if !quoted && line[i..].starts_with(" # ") => return &line[..i],
+            _ => {}
+        }
+    }
+    line
 }
 
 /// A backend wrapped so each call is timed and failures counted under its name.
@@ -415,6 +598,64 @@ mod tests {
         );
         assert!(text.contains("ftpgate_transfer_duration_seconds_count{direction=\"in\"} 1"));
         assert!(text.contains("ftpgate_sessions_active 0"));
+    }
+
+    #[test]
+    fn accept_header_negotiation() {
+        use Format::*;
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("application/OpenMetrics-Text; version=1.0.0")),
+            OpenMetrics
+        );
+        assert_eq!(Format::negotiate(None), Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Text);
+        assert_eq!(Format::negotiate(Some("text/plain")), Text);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;q=0.9, application/openmetrics-text;q=0.5")),
+            Text
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Text
+        );
+        assert!(OpenMetrics
+            .content_type()
+            .starts_with("application/openmetrics-text; version=1.0.0"));
+        assert!(Text.content_type().starts_with("text/plain; version=0.0.4"));
+    }
+
+    #[test]
+    fn openmetrics_to_text_names() {
+        let om = "# HELP a_things Things seen.\n# TYPE a_things counter\n\
+                  a_things_total{k=\"v # {x}\"} 3 # {trace=\"1\"} 1.0\n\
+                  a_things_created{k=\"v\"} 1.7e9\n\
+                  # HELP b Build.\n# TYPE b info\nb_info{version=\"1\"} 1\n\
+                  # HELP c_seconds Lat.\n# TYPE c_seconds histogram\n# UNIT c_seconds seconds\n\
+                  c_seconds_bucket{le=\"+Inf\"} 1\nc_seconds_sum 0.5\nc_seconds_count 1\n\
+                  # TYPE d unknown\nd 1\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(
+            text,
+            "# HELP a_things_total Things seen.\n# TYPE a_things_total counter\n\
+             a_things_total{k=\"v # {x}\"} 3\n\
+             # HELP b_info Build.\n# TYPE b_info gauge\nb_info{version=\"1\"} 1\n\
+             # HELP c_seconds Lat.\n# TYPE c_seconds histogram\n\
+             c_seconds_bucket{le=\"+Inf\"} 1\nc_seconds_sum 0.5\nc_seconds_count 1\n\
+             # TYPE d untyped\nd 1\n"
+        );
+        let m = Metrics::new();
+        m.command("RETR", 226);
+        let text = m.encode_as(Format::Text);
+        assert!(
+            text.contains("# TYPE ftpgate_commands_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE ftpgate_build_info gauge\n"), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(m.encode_as(Format::OpenMetrics).ends_with("# EOF\n"));
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! USER→PASS, RNFR→RNTO and REST→RETR sequences are unit-testable.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ftpgate_storage::{PathError, VPath};
@@ -66,6 +67,49 @@ pub struct Session {
     pub prot_private: bool,
     /// Algorithm of `HASH`, selected by `OPTS HASH` (draft-bryan-ftpext-hash-02 §4).
     pub hash_algorithm: crate::checksum::Algorithm,
+    /// What this connection's transfers moved, for the `session ended` event
+    /// (shared with the running transfer's bookkeeping; kept across REIN).
+    pub totals: Arc<Totals>,
+}
+
+/// Data moved by one session's transfers: bytes in both directions (every
+/// transfer, also failed ones and listings) and files stored or retrieved with 226.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Bytes received on data connections (uploads).
+    pub bytes_in: AtomicU64,
+    /// Bytes sent on data connections (downloads and listings).
+    pub bytes_out: AtomicU64,
+    /// Uploads committed (STOR/APPE/STOU answered 226).
+    pub files_in: AtomicU64,
+    /// Downloads completed (RETR answered 226).
+    pub files_out: AtomicU64,
+}
+
+impl Totals {
+    /// Adds one ended transfer: `upload` for STOR/APPE/STOU, `file` for a file
+    /// transfer (not a listing), `ok` when it ended with 226.
+    pub fn record(&self, upload: bool, file: bool, ok: bool, bytes: u64) {
+        let (b, f) = if upload {
+            (&self.bytes_in, &self.files_in)
+        } else {
+            (&self.bytes_out, &self.files_out)
+        };
+        b.fetch_add(bytes, Ordering::Relaxed);
+        if file && ok {
+            f.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (bytes in, bytes out, files in, files out).
+    pub fn get(&self) -> (u64, u64, u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+            self.files_in.load(Ordering::Relaxed),
+            self.files_out.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Session {
@@ -89,6 +133,7 @@ impl Session {
             epsv_all: false,
             facts: Facts::default(),
             hash_algorithm: crate::checksum::Algorithm::default(),
+            totals: Arc::default(),
         }
     }
 
@@ -99,11 +144,13 @@ impl Session {
         let (id, peer, local, failures) = (self.id, self.peer, self.local, self.login_failures);
         let (socket_local, tls_mode, tls_control) =
             (self.socket_local, self.tls_mode, self.tls_control);
+        let totals = self.totals.clone();
         *self = Self::new(id, peer, local);
         self.login_failures = failures;
         self.socket_local = socket_local;
         self.tls_mode = tls_mode;
         self.tls_control = tls_control;
+        self.totals = totals;
     }
 
     /// USER/PASS and transfers need TLS first (`server.tls = "required"`).

@@ -65,6 +65,12 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
         .map_err(|e| format!("tls.cert_file/key_file do not form a usable pair: {e}"))
 }
 
+/// The `notAfter` of a DER certificate in Unix seconds.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The server's TLS side.
 pub struct Tls {
     acceptor: TlsAcceptor,
@@ -150,6 +156,18 @@ impl Tls {
         *c.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
         *c.loaded.lock().unwrap_or_else(|p| p.into_inner()) = now;
         Ok(true)
+    }
+
+    /// When the certificate served now stops being valid (its X.509 `notAfter`,
+    /// RFC 5280 §4.1.2.5), in Unix seconds; `None` if it cannot be parsed.
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self
+            .cert
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        not_after(current.end_entity_cert().ok()?)
     }
 
     /// TLS handshake on a control connection (AUTH TLS, implicit FTPS), within

@@ -356,14 +356,7 @@ fn users_file_is_reloaded_on_sighup() {
         )
     };
     std::fs::write(&users, entry("alice", "alice pw")).unwrap();
-    let g = Gate::start_toml(|d| {
-        format!(
-            "users_file = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
-             [storage]\nroot = \"{}\"\n",
-            users.display(),
-            d.join("data").display()
-        )
-    });
+    let g = Gate::start_users_file(&users);
     let mut c = g.ctl();
     c.login("alice", "alice pw");
     assert!(g.root().join("alice").is_dir(), "home created");

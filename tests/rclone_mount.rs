@@ -321,7 +321,8 @@ fn rclone_mount_s3_cache_writes() {
 }
 
 /// RFC 959 §4.1.3: a RETR the client abandons (data connection closed, or ABOR) ends
-/// with 426 (ABOR: then 226), is logged at debug level, and the control connection
+/// with 426 (ABOR: then 226), is one INFO `transfer` event like every transfer
+/// (issue 15: operators must see every transfer end), and the control connection
 /// serves the next command. On S3 the object's stream is dropped at once.
 #[test]
 fn abandoned_retr_on_s3_then_next_command() {
@@ -379,8 +380,8 @@ fn abandoned_retr_on_s3_then_next_command() {
     let retr_ends: Vec<&str> = logs.lines().filter(|l| is_retr_end(l)).collect();
     for l in retr_ends {
         assert!(
-            l.contains("DEBUG"),
-            "abandoned RETR not at debug level: {l}"
+            l.contains(" INFO "),
+            "abandoned RETR not at info level: {l}"
         );
     }
     // The whole file is still intact.

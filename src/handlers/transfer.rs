@@ -427,6 +427,7 @@ async fn receive_file(
             let read = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
+                    received += drain_ready(&mut sock.sock, &mut buf).await;
                     let _ = upload.abort().await;
                     return aborted(received);
                 }
@@ -499,6 +500,25 @@ async fn receive_file(
         },
         Err(e) => upload_failed(&e, received),
     }
+}
+
+/// Most bytes [`drain_ready`] counts after ABOR.
+const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+
+/// Reads (and discards) what the client already sent and the kernel holds, without
+/// waiting: an ABORted upload's `transfer` event then reports every byte the
+/// client got onto the wire, not only those the task had picked up.
+async fn drain_ready(sock: &mut DataStream, buf: &mut BytesMut) -> u64 {
+    let mut n = 0u64;
+    while n < DRAIN_MAX {
+        buf.clear();
+        buf.reserve(UPLOAD_CHUNK);
+        match sock.read_buf(buf).now_or_never() {
+            Some(Ok(k)) if k > 0 => n += k as u64,
+            _ => break,
+        }
+    }
+    n
 }
 
 fn upload_failed(e: &StorageError, bytes: u64) -> TransferEnd {

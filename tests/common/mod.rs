@@ -97,6 +97,18 @@ impl Gate {
         })
     }
 
+    /// Starts on local storage with the users of `users_file` only.
+    pub fn start_users_file(users: &Path) -> Gate {
+        Self::start_toml(|d| {
+            format!(
+                "users_file = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
+                 [storage]\nroot = \"{}\"\n",
+                users.display(),
+                d.join("data").display()
+            )
+        })
+    }
+
     /// Starts with a whole config written by `make(tempdir)`.
     pub fn start_toml(make: impl FnOnce(&Path) -> String) -> Gate {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -351,26 +363,39 @@ pub fn proxy_v2(source: &str, destination: &str) -> Vec<u8> {
 /// A plain HTTP/1.1 GET (status, body) — for the `/healthz`, `/readyz` and
 /// `/metrics` endpoint.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_get_with(addr, path, None);
+    (status, body)
+}
+
+/// An HTTP/1.1 GET with an optional `Accept` header: (status, `Content-Type`, body).
+pub fn http_get_with(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{accept}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read http");
-    let status = raw
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad HTTP response: {raw}"));
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_owned();
-    (status, body)
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
 }
 
 /// The value of one Prometheus sample line `name{labels} value` (0 when absent).
