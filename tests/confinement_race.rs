@@ -37,7 +37,11 @@ impl Swapper {
             // SAFETY: plain syscalls on NUL-terminated strings that outlive them; the
             // descriptor is closed below.
             let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-            assert!(fd >= 0, "open the root: {}", std::io::Error::last_os_error());
+            assert!(
+                fd >= 0,
+                "open the root: {}",
+                std::io::Error::last_os_error()
+            );
             while !stop2.load(Ordering::Relaxed) {
                 let rc = unsafe {
                     libc::syscall(
@@ -173,7 +177,10 @@ fn swapping_a_directory_with_an_outside_symlink_never_escapes() {
         if fin.code == 226 {
             ok[1] += 1;
         } else {
-            assert!(first.code >= 400 || fin.code >= 400, "STOR: {first:?} {fin:?}");
+            assert!(
+                first.code >= 400 || fin.code >= 400,
+                "STOR: {first:?} {fin:?}"
+            );
         }
         if state(&outside) != clean {
             esc.stor_created_or_changed_outside += 1;

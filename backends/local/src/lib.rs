@@ -27,9 +27,10 @@ mod stream;
 mod upload;
 
 use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ftpgate_storage::{
@@ -37,14 +38,15 @@ use ftpgate_storage::{
     StorageError, Upload, VPath, WriteMode,
 };
 
-use confine::confine;
+use confine::Root;
 pub use confine::TEMP_PREFIX;
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 /// Local-disk storage under a root directory.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
-    /// Canonical (absolute, no symbolic links), so containment is a prefix check.
-    root: Arc<PathBuf>,
+    /// The canonical root and a descriptor of it that every path is resolved beneath.
+    root: Arc<Root>,
 }
 
 impl LocalBackend {
@@ -66,10 +68,24 @@ impl LocalBackend {
             Err(_) => fs::create_dir_all(&root).map_err(|e| StorageError::from_io(&shown, e))?,
         }
         let root = fs::canonicalize(&root).map_err(|e| StorageError::from_io(&shown, e))?;
+        let root = Root::open(root).map_err(|e| StorageError::from_io(&shown, e))?;
         let removed = confine::remove_temp_files(&root);
         if removed > 0 {
-            tracing::info!(root = %root.display(), removed, "removed leftover temporary files");
+            tracing::info!(root = %root.path().display(), removed, "removed leftover temporary files");
         }
+        Ok(Self {
+            root: Arc::new(root),
+        })
+    }
+
+    /// The same backend resolving every path with the per-component walk, as on
+    /// kernels without `openat2` (for tests and benchmarks of that fallback).
+    #[doc(hidden)]
+    pub fn without_openat2(self) -> Result<Self> {
+        let root = self
+            .root
+            .walk_only()
+            .map_err(|e| StorageError::from_io(self.root.path().display(), e))?;
         Ok(Self {
             root: Arc::new(root),
         })
@@ -77,14 +93,14 @@ impl LocalBackend {
 
     /// The canonical root directory.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// Runs `f(root)` on a blocking thread.
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Path) -> Result<T> + Send + 'static,
+        F: FnOnce(&Root) -> Result<T> + Send + 'static,
     {
         let root = Arc::clone(&self.root);
         tokio::task::spawn_blocking(move || f(&root))
@@ -111,9 +127,10 @@ impl StorageBackend for LocalBackend {
     async fn stat(&self, path: &VPath) -> Result<Metadata> {
         let path = path.clone();
         self.blocking(move |root| {
-            let full = confine(root, &path)?;
-            let meta = fs::metadata(full).map_err(|e| StorageError::from_io(&path, e))?;
-            confine::served_meta(&meta, &path)
+            // O_PATH: opening never blocks nor has side effects, whatever the type.
+            let fd = root.open_path(&path, OFlags::PATH)?;
+            let st = rfs::fstat(&fd).map_err(|e| confine::error(&path, e))?;
+            confine::served_meta(&st, &path)
         })
         .await
     }
@@ -139,8 +156,9 @@ impl StorageBackend for LocalBackend {
         }
         let path = path.clone();
         self.blocking(move |root| {
-            let full = confine(root, &path)?;
-            fs::remove_file(full).map_err(|e| StorageError::from_io(&path, e))
+            let (dir, name) = root.parent(&path)?;
+            root.entry(dir.as_fd(), name, &path)?;
+            rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| confine::error(&path, e))
         })
         .await
     }
@@ -154,8 +172,10 @@ impl StorageBackend for LocalBackend {
         }
         let path = path.clone();
         self.blocking(move |root| {
-            let full = confine(root, &path)?;
-            fs::create_dir(full).map_err(|e| StorageError::from_io(&path, e))
+            let (dir, name) = root.parent(&path)?;
+            root.entry(dir.as_fd(), name, &path)?;
+            rfs::mkdirat(&dir, name, Mode::from_raw_mode(0o777))
+                .map_err(|e| confine::error(&path, e))
         })
         .await
     }
@@ -166,8 +186,9 @@ impl StorageBackend for LocalBackend {
         }
         let path = path.clone();
         self.blocking(move |root| {
-            let full = confine(root, &path)?;
-            fs::remove_dir(full).map_err(|e| StorageError::from_io(&path, e))
+            let (dir, name) = root.parent(&path)?;
+            root.entry(dir.as_fd(), name, &path)?;
+            rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR).map_err(|e| confine::error(&path, e))
         })
         .await
     }
@@ -178,11 +199,15 @@ impl StorageBackend for LocalBackend {
         }
         let (from, to) = (from.clone(), to.clone());
         self.blocking(move |root| {
-            let src = confine(root, &from)?;
-            let dst = confine(root, &to)?;
+            let (src_dir, src) = root.parent(&from)?;
+            let (dst_dir, dst) = root.parent(&to)?;
             // Report a missing source as such, not as whatever rename(2) says first.
-            fs::symlink_metadata(&src).map_err(|e| StorageError::from_io(&from, e))?;
-            fs::rename(src, dst).map_err(|e| StorageError::from_io(format!("{from} -> {to}"), e))
+            if root.entry(src_dir.as_fd(), src, &from)?.is_none() {
+                return Err(StorageError::not_found(&from));
+            }
+            root.entry(dst_dir.as_fd(), dst, &to)?;
+            rfs::renameat(&src_dir, src, &dst_dir, dst)
+                .map_err(|e| confine::error(format_args!("{from} -> {to}"), e))
         })
         .await
     }
@@ -190,12 +215,27 @@ impl StorageBackend for LocalBackend {
     async fn set_modified(&self, path: &VPath, time: SystemTime) -> Result<()> {
         let path = path.clone();
         self.blocking(move |root| {
-            let full = file_or_dir(root, &path)?;
-            // Opening read-only works for directories too; setting times needs
-            // ownership, not write access.
-            let file = File::open(full).map_err(|e| StorageError::from_io(&path, e))?;
-            file.set_modified(time)
-                .map_err(|e| StorageError::from_io(&path, e))
+            // Setting times needs ownership, not write access.
+            let (fd, readable) = root.open_for_change(&path)?;
+            let io_err = |e| StorageError::from_io(&path, e);
+            if readable {
+                return File::from(fd).set_modified(time).map_err(io_err);
+            }
+            let since = time.duration_since(UNIX_EPOCH).map_err(|_| {
+                StorageError::new(ErrorKind::InvalidInput, format!("{path}: time before 1970"))
+            })?;
+            let times = rfs::Timestamps {
+                last_access: rfs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rfs::UTIME_OMIT,
+                },
+                last_modification: rfs::Timespec {
+                    tv_sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+                    tv_nsec: since.subsec_nanos().into(),
+                },
+            };
+            rfs::utimensat(rfs::CWD, fd_path(&fd), &times, AtFlags::empty())
+                .map_err(|e| io_err(e.into()))
         })
         .await
     }
@@ -203,24 +243,24 @@ impl StorageBackend for LocalBackend {
     /// `SITE CHMOD`: only the permission bits (`mode & 0o777`); setuid, setgid and
     /// sticky bits are never set from FTP.
     async fn set_permissions(&self, path: &VPath, mode: u32) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
         let path = path.clone();
         self.blocking(move |root| {
-            let full = file_or_dir(root, &path)?;
-            fs::set_permissions(&full, fs::Permissions::from_mode(mode & 0o777))
-                .map_err(|e| StorageError::from_io(&path, e))
+            let (fd, readable) = root.open_for_change(&path)?;
+            let mode = Mode::from_raw_mode(mode & 0o777);
+            let done = if readable {
+                rfs::fchmod(&fd, mode)
+            } else {
+                rfs::chmod(fd_path(&fd), mode)
+            };
+            done.map_err(|e| StorageError::from_io(&path, e.into()))
         })
         .await
     }
 }
 
-/// The host path of `path` when it is a regular file or a directory (never a
-/// FIFO, socket or device: metadata changes apply to those two only).
-fn file_or_dir(root: &Path, path: &VPath) -> Result<PathBuf> {
-    let full = confine(root, path)?;
-    let meta = fs::metadata(&full).map_err(|e| StorageError::from_io(path, e))?;
-    if !meta.is_file() && !meta.is_dir() {
-        return Err(confine::special(path));
-    }
-    Ok(full)
+/// `/proc/self/fd/<n>`: acts on exactly the inode `fd` holds (the kernel follows this
+/// magic link to the open file, never by name), for calls that refuse `O_PATH`
+/// descriptors.
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
