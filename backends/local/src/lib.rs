@@ -91,6 +91,14 @@ impl LocalBackend {
         })
     }
 
+    /// Opens `path` for reading exactly as a download does (resolution, non-blocking
+    /// open, type check on the descriptor), on the calling thread: for benchmarks of
+    /// the per-open cost.
+    #[doc(hidden)]
+    pub fn open_for_read_blocking(&self, path: &VPath) -> Result<File> {
+        stream::open_at(&self.root, path, 0).map(|(file, _)| file)
+    }
+
     /// The canonical root directory.
     pub fn root(&self) -> &Path {
         self.root.path()

@@ -68,7 +68,7 @@ pub(crate) async fn read(root: Arc<Root>, path: VPath, offset: u64) -> Result<By
 /// The open file positioned at `offset`, and the bytes left after it. Opened with
 /// `O_NONBLOCK` (a FIFO swapped in cannot block the thread), then its type checked on
 /// the descriptor: only a regular file is read.
-fn open_at(root: &Root, path: &VPath, offset: u64) -> Result<(File, u64)> {
+pub(crate) fn open_at(root: &Root, path: &VPath, offset: u64) -> Result<(File, u64)> {
     let fd = root.open_path(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
     let st = rfs::fstat(&fd).map_err(|e| error(path, e))?;
     match FileType::from_raw_mode(st.st_mode) {
