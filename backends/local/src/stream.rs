@@ -91,8 +91,10 @@ pub(crate) fn open_at(root: &Root, path: &VPath, offset: u64) -> Result<(File, u
         ));
     }
     let mut file = File::from(fd);
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| StorageError::from_io(path, e))?;
+    if offset > 0 {
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| StorageError::from_io(path, e))?;
+    }
     Ok((file, len - offset))
 }
 
