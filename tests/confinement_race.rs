@@ -11,79 +11,11 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::swap::Swapper;
 use common::{sha, Gate};
-
-/// A thread exchanging two names in one directory with `renameat2(RENAME_EXCHANGE)`
-/// as fast as it can, until dropped.
-struct Swapper {
-    stop: Arc<AtomicBool>,
-    swaps: Arc<AtomicU64>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Swapper {
-    fn start(dir: &Path, a: &str, b: &str) -> Swapper {
-        let dir = CString::new(dir.as_os_str().as_bytes()).unwrap();
-        let (a, b) = (CString::new(a).unwrap(), CString::new(b).unwrap());
-        let stop = Arc::new(AtomicBool::new(false));
-        let swaps = Arc::new(AtomicU64::new(0));
-        let (stop2, swaps2) = (Arc::clone(&stop), Arc::clone(&swaps));
-        let handle = std::thread::spawn(move || {
-            // SAFETY: plain syscalls on NUL-terminated strings that outlive them; the
-            // descriptor is closed below.
-            let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-            assert!(
-                fd >= 0,
-                "open the root: {}",
-                std::io::Error::last_os_error()
-            );
-            while !stop2.load(Ordering::Relaxed) {
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_renameat2,
-                        fd,
-                        a.as_ptr(),
-                        fd,
-                        b.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
-                swaps2.fetch_add(1, Ordering::Relaxed);
-                // Give the server's threads a chance on a 2-core machine.
-                if swaps2.load(Ordering::Relaxed) % 8 == 0 {
-                    std::thread::yield_now();
-                }
-            }
-            unsafe { libc::close(fd) };
-        });
-        Swapper {
-            stop,
-            swaps,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops the thread; how many exchanges it made.
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            h.join().expect("swapper thread");
-        }
-        self.swaps.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Swapper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 const INSIDE: &[u8] = b"inside content";
 const SECRET: &[u8] = b"SECRET outside the root";
@@ -121,6 +53,15 @@ fn restore(outside: &Path) {
         std::fs::set_permissions(outside.join(name), std::fs::Permissions::from_mode(0o644))
             .unwrap();
     }
+}
+
+/// 1 (and the outside directory restored) when it differs from `clean`, else 0.
+fn changed(outside: &Path, clean: &BTreeMap<String, (String, u32)>) -> u32 {
+    if state(outside) == *clean {
+        return 0;
+    }
+    restore(outside);
+    1
 }
 
 /// Escapes seen, by operation.
@@ -182,28 +123,19 @@ fn swapping_a_directory_with_an_outside_symlink_never_escapes() {
                 "STOR: {first:?} {fin:?}"
             );
         }
-        if state(&outside) != clean {
-            esc.stor_created_or_changed_outside += 1;
-            restore(&outside);
-        }
+        esc.stor_created_or_changed_outside += changed(&outside, &clean);
 
         let r = c.cmd("SITE CHMOD 600 /d/f");
         if r.code == 200 {
             ok[2] += 1;
         }
-        if state(&outside) != clean {
-            esc.chmod_changed_outside += 1;
-            restore(&outside);
-        }
+        esc.chmod_changed_outside += changed(&outside, &clean);
 
         let r = c.cmd("DELE /d/x");
         if r.code == 250 {
             ok[3] += 1;
         }
-        if state(&outside) != clean {
-            esc.dele_deleted_outside += 1;
-            restore(&outside);
-        }
+        esc.dele_deleted_outside += changed(&outside, &clean);
     }
     let swaps = swapper.finish();
     assert_eq!(c.cmd("NOOP").code, 200);

@@ -13,6 +13,10 @@ use ftpgate_storage::{ErrorKind, StorageBackend, WriteMode};
 use futures::StreamExt;
 use tempfile::TempDir;
 
+#[path = "../../../tests/common/swap.rs"]
+mod swap;
+use swap::Swapper;
+
 /// A root inside a temporary directory, beside an `outside` directory with a secret.
 struct Setup {
     dir: TempDir,
@@ -234,8 +238,6 @@ async fn symlinks_inside_work_with(s: Setup) {
 /// of operation runs on `/d/...`; nothing outside changes and no read returns the
 /// outside content.
 async fn swap_race_with(s: Setup) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let root = s.root();
     let store = &s.store;
     store.mkdir(&p("/d")).await.unwrap();
@@ -243,32 +245,7 @@ async fn swap_race_with(s: Setup) {
     symlink(s.outside(), root.join("l")).unwrap();
     let outside_before = outside_state(&s.outside());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let dir = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap();
-    let swapper = std::thread::spawn(move || {
-        let (a, b) = (c"d", c"l");
-        // SAFETY: syscalls on NUL-terminated strings that outlive them.
-        let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-        assert!(fd >= 0);
-        let mut swaps = 0u64;
-        while !stop2.load(Ordering::Relaxed) {
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_renameat2,
-                    fd,
-                    a.as_ptr(),
-                    fd,
-                    b.as_ptr(),
-                    libc::RENAME_EXCHANGE,
-                )
-            };
-            assert_eq!(rc, 0);
-            swaps += 1;
-        }
-        unsafe { libc::close(fd) };
-        swaps
-    });
+    let swapper = Swapper::start(&root, "d", "l");
     let mut inside_reads = 0;
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
     for i in 0..400 {
@@ -302,8 +279,7 @@ async fn swap_race_with(s: Setup) {
             "round {i} changed the outside"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    let swaps = swapper.join().unwrap();
+    let swaps = swapper.finish();
     assert!(swaps > 100, "the swapper barely ran: {swaps}");
     assert!(inside_reads > 0, "no read found the real directory");
 }
