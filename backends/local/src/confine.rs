@@ -93,8 +93,7 @@ impl Root {
     }
 
     /// Opens what `path` names with `flags` (`O_CLOEXEC`, and `O_NOCTTY` unless
-    /// `O_PATH`, added), following
-    /// symbolic links that stay beneath the root.
+    /// `O_PATH`, added), following symbolic links that stay beneath the root.
     ///
     /// Blocking: call from a blocking thread.
     pub(crate) fn open_path(&self, path: &VPath, flags: OFlags) -> Result<OwnedFd> {

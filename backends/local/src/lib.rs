@@ -225,25 +225,7 @@ impl StorageBackend for LocalBackend {
         self.blocking(move |root| {
             // Setting times needs ownership, not write access.
             let (fd, readable) = root.open_for_change(&path)?;
-            let io_err = |e| StorageError::from_io(&path, e);
-            if readable {
-                return File::from(fd).set_modified(time).map_err(io_err);
-            }
-            let since = time.duration_since(UNIX_EPOCH).map_err(|_| {
-                StorageError::new(ErrorKind::InvalidInput, format!("{path}: time before 1970"))
-            })?;
-            let times = rfs::Timestamps {
-                last_access: rfs::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: rfs::UTIME_OMIT,
-                },
-                last_modification: rfs::Timespec {
-                    tv_sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-                    tv_nsec: since.subsec_nanos().into(),
-                },
-            };
-            rfs::utimensat(rfs::CWD, fd_path(&fd), &times, AtFlags::empty())
-                .map_err(|e| io_err(e.into()))
+            set_mtime_on(fd, readable, time).map_err(|e| StorageError::from_io(&path, e))
         })
         .await
     }
@@ -254,16 +236,56 @@ impl StorageBackend for LocalBackend {
         let path = path.clone();
         self.blocking(move |root| {
             let (fd, readable) = root.open_for_change(&path)?;
-            let mode = Mode::from_raw_mode(mode & 0o777);
-            let done = if readable {
-                rfs::fchmod(&fd, mode)
-            } else {
-                rfs::chmod(fd_path(&fd), mode)
-            };
-            done.map_err(|e| StorageError::from_io(&path, e.into()))
+            set_mode_on(&fd, readable, mode & 0o777).map_err(|e| StorageError::from_io(&path, e))
         })
         .await
     }
+}
+
+/// Sets the modification time of the file `fd` holds (access time untouched):
+/// `futimens` on a readable descriptor, else `utimensat` through [`fd_path`].
+fn set_mtime_on(fd: OwnedFd, readable: bool, time: SystemTime) -> std::io::Result<()> {
+    if readable {
+        return File::from(fd).set_modified(time);
+    }
+    // Seconds and nanoseconds since the epoch, the nanoseconds always positive.
+    let (sec, nsec) = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let sec = i64::try_from(d.as_secs()).map_or(i64::MIN, |s| -s);
+            match d.subsec_nanos() {
+                0 => (sec, 0),
+                n => (sec.saturating_sub(1), 1_000_000_000 - n),
+            }
+        }
+    };
+    let times = rfs::Timestamps {
+        last_access: rfs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        last_modification: rfs::Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec.into(),
+        },
+    };
+    rfs::utimensat(rfs::CWD, fd_path(&fd), &times, AtFlags::empty()).map_err(Into::into)
+}
+
+/// Sets the permission bits of the file `fd` holds: `fchmod` on a readable
+/// descriptor, else `chmod` through [`fd_path`].
+fn set_mode_on(fd: &OwnedFd, readable: bool, mode: u32) -> std::io::Result<()> {
+    let mode = Mode::from_raw_mode(mode);
+    if readable {
+        rfs::fchmod(fd, mode)?;
+    } else {
+        rfs::chmod(fd_path(fd), mode)?;
+    }
+    Ok(())
 }
 
 /// `/proc/self/fd/<n>`: acts on exactly the inode `fd` holds (the kernel follows this
@@ -271,4 +293,40 @@ impl StorageBackend for LocalBackend {
 /// descriptors.
 fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::time::Duration;
+
+    /// The `O_PATH` route (taken when the file cannot be opened for reading, which
+    /// root never sees): mode and time land on the inode the descriptor holds.
+    #[test]
+    fn metadata_changes_through_an_o_path_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let fd = || rfs::open(&file, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        set_mode_on(&fd(), false, 0o640).unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        for t in [
+            UNIX_EPOCH + Duration::new(1_500_000_000, 123_456_789),
+            UNIX_EPOCH - Duration::new(86_400, 250_000_000),
+        ] {
+            set_mtime_on(fd(), false, t).unwrap();
+            assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), t);
+        }
+        let before = fs::metadata(&file).unwrap().atime();
+        set_mtime_on(fd(), false, UNIX_EPOCH).unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().atime(),
+            before,
+            "atime untouched"
+        );
+    }
 }
