@@ -241,14 +241,11 @@ impl Root {
             if target.starts_with(b"/") {
                 // Absolute: only a path under the root's canonical path, taken
                 // relative to the root descriptor.
-                let root = self.path.as_os_str().as_bytes();
-                match target.strip_prefix(root) {
-                    Some(rest) if rest.is_empty() || rest.starts_with(b"/") => {
-                        dirs.clear();
-                        push_segments(&mut todo, rest);
-                    }
-                    _ => return Err(Errno::XDEV),
-                }
+                let Some(rest) = under_root(self.path.as_os_str().as_bytes(), &target) else {
+                    return Err(Errno::XDEV);
+                };
+                dirs.clear();
+                push_segments(&mut todo, rest);
             } else {
                 push_segments(&mut todo, &target);
             }
@@ -257,6 +254,16 @@ impl Root {
         let cur = dirs.last().map_or(self.fd.as_fd(), |d| d.as_fd());
         rfs::openat(cur, ".", flags, Mode::empty())
     }
+}
+
+/// The part of the absolute link target `target` below the canonical `root` (empty for
+/// the root itself), `None` when the target is not under the root.
+fn under_root<'a>(root: &[u8], target: &'a [u8]) -> Option<&'a [u8]> {
+    // A root of `/` contains every absolute path.
+    let root = if root == b"/" { &b""[..] } else { root };
+    target
+        .strip_prefix(root)
+        .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
 }
 
 /// Pushes the segments of `path` so that the first one is popped first, skipping
@@ -448,4 +455,34 @@ fn sweep_dir(dir: &mut rfs::Dir, shown: &Path, removed: &mut usize) -> Vec<Vec<u
         }
     }
     subdirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_link_targets_under_the_root() {
+        let r = b"/srv/ftp";
+        assert_eq!(under_root(r, b"/srv/ftp"), Some(&b""[..]));
+        assert_eq!(under_root(r, b"/srv/ftp/"), Some(&b"/"[..]));
+        assert_eq!(under_root(r, b"/srv/ftp/a/b"), Some(&b"/a/b"[..]));
+        assert_eq!(
+            under_root(r, b"/srv/ftpx/a"),
+            None,
+            "a sibling sharing the prefix"
+        );
+        assert_eq!(under_root(r, b"/srv"), None);
+        assert_eq!(under_root(r, b"/etc/passwd"), None);
+        assert_eq!(under_root(b"/", b"/etc/passwd"), Some(&b"/etc/passwd"[..]));
+    }
+
+    #[test]
+    fn segments_are_popped_in_order_without_dots() {
+        let mut todo = vec![b"last".to_vec()];
+        push_segments(&mut todo, b"a//./b/../c/");
+        let popped: Vec<_> = std::iter::from_fn(|| todo.pop()).collect();
+        let want: Vec<&[u8]> = vec![b"a", b"b", b"..", b"c", b"last"];
+        assert_eq!(popped, want);
+    }
 }

@@ -3,8 +3,9 @@
 //! # Layout
 //! - `lib.rs`: [`LocalBackend`], the metadata operations (stat, mkdir, rmdir, delete,
 //!   rename, set_modified), each on a blocking thread.
-//! - `confine`: virtual path → disk path under the root, refusing symbolic links that
-//!   resolve outside it; the start-up sweep of leftover temporary files.
+//! - `confine`: virtual path → descriptor beneath the root (`openat2` with
+//!   `RESOLVE_BENEATH`, or a per-component `O_NOFOLLOW` walk), refusing symbolic links
+//!   that resolve outside it; the start-up sweep of leftover temporary files.
 //! - `stream`: reads and listings, streamed from a blocking thread through a bounded
 //!   channel (a listing is never collected whole).
 //! - `upload`: uploads written by one blocking thread to a temporary file in the target
@@ -15,9 +16,15 @@
 //! - Temporary files are named `.ftpgate-tmp-<random>`; they never appear in listings,
 //!   clients cannot use such names, and [`LocalBackend::new`] removes leftovers of a
 //!   crash. Two servers must therefore not share a root.
-//! - A symbolic link is followed only when it resolves inside the root; otherwise every
-//!   operation through it is `PermissionDenied` and listings skip it. Names that are not
-//!   UTF-8 and special files (FIFOs, sockets, devices) are skipped too.
+//! - Every operation resolves its path beneath a descriptor of the root and acts on the
+//!   last name relative to its parent's descriptor: entries renamed or swapped inside the
+//!   root by another process mid-operation cannot make it act outside the root.
+//! - A symbolic link is followed only when it resolves inside the root (relative links
+//!   that never climb above it, absolute links under the root's canonical path);
+//!   otherwise every operation through it is `PermissionDenied` and listings skip it.
+//!   Names that are not UTF-8 and special files (FIFOs, sockets, devices) are skipped
+//!   too; files are opened non-blocking and their type checked on the descriptor, so a
+//!   FIFO swapped in for a file never blocks.
 //! - Unix only: the `unique` fact is `<dev>g<ino>` in hex.
 
 #![warn(missing_docs)]
