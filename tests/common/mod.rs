@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// `rclone mount` of a gate.
 pub mod mount;
+/// A thread racing path resolution with `renameat2(RENAME_EXCHANGE)`.
+pub mod swap;
 
 pub const USER: &str = "tester";
 pub const PASS: &str = "s3cret pass";

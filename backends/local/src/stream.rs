@@ -2,9 +2,9 @@
 //! channel that the caller consumes as a stream, so disk and network overlap and the
 //! thread stops as soon as the stream is dropped.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,7 +14,9 @@ use ftpgate_storage::{
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::confine::{confine, link_target_inside, special, to_meta, TEMP_PREFIX};
+use rustix::fs::{self as rfs, AtFlags, FileType, OFlags};
+
+use crate::confine::{error, special, to_meta, Root, TEMP_PREFIX};
 use crate::join_error;
 
 /// Bytes per read chunk.
@@ -40,7 +42,7 @@ async fn ready(rx: oneshot::Receiver<Result<()>>) -> Result<()> {
 }
 
 /// Streams the file at `path` from `offset`.
-pub(crate) async fn read(root: Arc<PathBuf>, path: VPath, offset: u64) -> Result<ByteStream> {
+pub(crate) async fn read(root: Arc<Root>, path: VPath, offset: u64) -> Result<ByteStream> {
     let (tx, rx) = mpsc::channel(READ_QUEUE);
     let (ready_tx, ready_rx) = oneshot::channel();
     let task = tokio::task::spawn_blocking(move || match open_at(&root, &path, offset) {
@@ -63,34 +65,37 @@ pub(crate) async fn read(root: Arc<PathBuf>, path: VPath, offset: u64) -> Result
     Ok(receiver_stream(rx))
 }
 
-/// The open file positioned at `offset`, and the bytes left after it.
-fn open_at(root: &Path, path: &VPath, offset: u64) -> Result<(File, u64)> {
-    let full = confine(root, path)?;
-    let io_err = |e| StorageError::from_io(path, e);
-    // Opening a FIFO would block: look before opening, then check what was opened.
-    let before = fs::metadata(&full).map_err(io_err)?;
-    if !before.is_file() && !before.is_dir() {
-        return Err(special(path));
+/// The open file positioned at `offset`, and the bytes left after it. Opened with
+/// `O_NONBLOCK` (a FIFO swapped in cannot block the thread), then its type checked on
+/// the descriptor: only a regular file is read.
+pub(crate) fn open_at(root: &Root, path: &VPath, offset: u64) -> Result<(File, u64)> {
+    let fd = root.open_path(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let st = rfs::fstat(&fd).map_err(|e| error(path, e))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Directory => {
+            return Err(StorageError::new(
+                ErrorKind::IsADirectory,
+                format!("{path}: is a directory"),
+            ))
+        }
+        _ => return Err(special(path)),
     }
-    let mut file = File::open(&full).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
-        return Err(StorageError::new(
-            ErrorKind::IsADirectory,
-            format!("{path}: is a directory"),
-        ));
-    }
-    if !meta.is_file() {
-        return Err(special(path));
-    }
-    if offset > meta.len() {
+    // Blocking reads from here on (a regular file ignores the flag anyway).
+    rfs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| error(path, e))?;
+    let len = u64::try_from(st.st_size).unwrap_or(0);
+    if offset > len {
         return Err(StorageError::new(
             ErrorKind::InvalidInput,
-            format!("{path}: offset {offset} is beyond the size {}", meta.len()),
+            format!("{path}: offset {offset} is beyond the size {len}"),
         ));
     }
-    file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-    Ok((file, meta.len() - offset))
+    let mut file = File::from(fd);
+    if offset > 0 {
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| StorageError::from_io(path, e))?;
+    }
+    Ok((file, len - offset))
 }
 
 /// Reads chunks until end of file and sends them; returns early once the receiver
@@ -144,12 +149,13 @@ fn pump(mut file: File, remaining: u64, path: &VPath, tx: &mpsc::Sender<Result<B
 }
 
 /// Streams the entries of the directory at `dir`.
-pub(crate) async fn list(root: Arc<PathBuf>, dir: VPath) -> Result<EntryStream> {
+pub(crate) async fn list(root: Arc<Root>, dir: VPath) -> Result<EntryStream> {
     let (tx, rx) = mpsc::channel(LIST_QUEUE);
     let (ready_tx, ready_rx) = oneshot::channel();
     let task = tokio::task::spawn_blocking(move || {
-        let opened = confine(&root, &dir)
-            .and_then(|full| fs::read_dir(full).map_err(|e| StorageError::from_io(&dir, e)));
+        let opened = root
+            .open_path(&dir, OFlags::RDONLY | OFlags::DIRECTORY)
+            .and_then(|fd| rfs::Dir::new(fd).map_err(|e| error(&dir, e)));
         match opened {
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -171,19 +177,16 @@ pub(crate) async fn list(root: Arc<PathBuf>, dir: VPath) -> Result<EntryStream> 
 }
 
 fn feed_entries(
-    root: &Path,
+    root: &Root,
     dir: &VPath,
-    entries: fs::ReadDir,
+    mut entries: rfs::Dir,
     tx: &mpsc::Sender<Result<DirEntry>>,
 ) {
-    for entry in entries {
-        let item = match entry {
-            Ok(entry) => match dir_entry(root, &entry) {
-                Ok(Some(e)) => Ok(e),
-                Ok(None) => continue,
-                Err(e) => Err(StorageError::from_io(dir, e)),
-            },
-            Err(e) => Err(StorageError::from_io(dir, e)),
+    while let Some(entry) = entries.read() {
+        let item = match entry.and_then(|e| dir_entry(root, dir, &entries, &e)) {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => continue,
+            Err(e) => Err(error(dir, e)),
         };
         if tx.blocking_send(item).is_err() {
             return;
@@ -191,28 +194,44 @@ fn feed_entries(
     }
 }
 
-/// One listed entry, or `None` when it is skipped: temporary files, names that are not
-/// UTF-8 or that no virtual path can name (line breaks, backslashes), links that dangle or lead outside the root, special files, and entries that
+/// One listed entry, or `None` when it is skipped: `.` and `..`, temporary files, names
+/// that are not UTF-8 or that no virtual path can name (line breaks, backslashes),
+/// links that dangle or lead outside the root, special files, and entries that
 /// vanished while being listed.
-fn dir_entry(root: &Path, entry: &fs::DirEntry) -> io::Result<Option<DirEntry>> {
-    let Ok(name) = entry.file_name().into_string() else {
-        tracing::debug!(path = %entry.path().display(), "skipping a name that is not UTF-8");
+fn dir_entry(
+    root: &Root,
+    dir: &VPath,
+    entries: &rfs::Dir,
+    entry: &rfs::DirEntry,
+) -> rustix::io::Result<Option<DirEntry>> {
+    let raw = entry.file_name();
+    let Ok(name) = raw.to_str() else {
+        tracing::debug!(dir = %dir, name = ?raw, "skipping a name that is not UTF-8");
         return Ok(None);
     };
-    if name.starts_with(TEMP_PREFIX) || validate_segment(&name).is_err() {
+    if name.starts_with(TEMP_PREFIX) || validate_segment(name).is_err() {
         return Ok(None);
     }
-    let meta = match entry.file_type() {
-        Ok(t) if t.is_symlink() => match link_target_inside(root, &entry.path()) {
-            Some(real) => fs::metadata(real),
-            None => return Ok(None),
-        },
-        Ok(_) => entry.metadata(),
-        Err(e) => Err(e),
+    let st = match rfs::statat(entries.fd()?, raw, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    match meta {
-        Ok(m) => Ok(to_meta(&m).map(|meta| DirEntry { name, meta })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    let st = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        // Followed the way every operation would follow it; skipped when that fails
+        // (dangling, outside the root, a loop).
+        let Ok(child) = dir.child(name) else {
+            return Ok(None);
+        };
+        let Ok(fd) = root.open_path(&child, OFlags::PATH) else {
+            return Ok(None);
+        };
+        rfs::fstat(fd.as_fd())?
+    } else {
+        st
+    };
+    Ok(to_meta(&st).map(|meta| DirEntry {
+        name: name.to_owned(),
+        meta,
+    }))
 }

@@ -2,9 +2,9 @@
 //! fed by a bounded channel so socket reads and disk writes overlap, then commits with
 //! `sync_all`, a rename (or a hard link for `CreateNew`) and a directory fsync.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +13,9 @@ use ftpgate_storage::{ErrorKind, Metadata, Result, StorageError, Upload, VPath, 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::confine::{confine, special, to_meta, TEMP_PREFIX};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+
+use crate::confine::{error, special, to_meta, Root, TEMP_PREFIX};
 use crate::join_error;
 
 /// Chunks buffered between the connection and the writing thread.
@@ -24,13 +26,16 @@ enum Msg {
     Commit,
 }
 
-/// Everything the writing thread needs, settled before `create` returns.
+/// Everything the writing thread needs, settled before `create` returns. The target
+/// directory is held by descriptor: the temporary file, the commit and the cleanup all
+/// happen in that directory, whatever is renamed or swapped meanwhile.
 struct Prepared {
     path: VPath,
     file: File,
-    temp: PathBuf,
-    target: PathBuf,
-    parent: PathBuf,
+    /// The directory of the target (`O_PATH`), shared with [`LocalUpload`] for cleanup.
+    dir: Arc<OwnedFd>,
+    temp: String,
+    name: String,
     create_new: bool,
     /// For `Append`/`Offset`: the existing file (opened at `create`) and how many of
     /// its bytes to keep.
@@ -40,7 +45,7 @@ struct Prepared {
 /// Starts an upload: checks the target and creates the temporary file on the writing
 /// thread, returning once that succeeded.
 pub(crate) async fn start(
-    root: Arc<PathBuf>,
+    root: Arc<Root>,
     path: VPath,
     mode: WriteMode,
 ) -> Result<Box<dyn Upload>> {
@@ -55,9 +60,10 @@ pub(crate) async fn start(
                 return Err(StorageError::new(ErrorKind::Other, "upload not started"));
             }
         };
-        if ready_tx.send(Ok(prepared.temp.clone())).is_err() {
+        let temp = (Arc::clone(&prepared.dir), prepared.temp.clone());
+        if ready_tx.send(Ok(temp)).is_err() {
             // `create` was cancelled.
-            let _ = fs::remove_file(&prepared.temp);
+            let _ = rfs::unlinkat(prepared.dir.as_fd(), &prepared.temp, AtFlags::empty());
             return Err(StorageError::new(ErrorKind::Other, "upload cancelled"));
         }
         run(prepared, rx)
@@ -82,37 +88,29 @@ pub(crate) async fn start(
     }))
 }
 
-fn prepare(root: &Path, path: &VPath, mode: WriteMode) -> Result<Prepared> {
-    let io_err = |e| StorageError::from_io(path, e);
-    let target = confine(root, path)?;
-    let (Some(parent), false) = (target.parent(), path.is_root()) else {
-        return Err(StorageError::new(
-            ErrorKind::IsADirectory,
-            "/: is a directory",
-        ));
-    };
-    let parent = parent.to_path_buf();
-    match fs::metadata(&parent) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(StorageError::new(
-                ErrorKind::NotADirectory,
-                format!("{path}: the parent is not a directory"),
-            ))
+fn prepare(root: &Root, path: &VPath, mode: WriteMode) -> Result<Prepared> {
+    let (dir, name) = root.parent(path)?;
+    let existing = match root.entry(dir.as_fd(), name, path)? {
+        None => None,
+        Some(st) => {
+            // A link (checked to stay inside) is followed to what it names.
+            let st = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                let fd = root.open_path(path, OFlags::PATH)?;
+                rfs::fstat(&fd).map_err(|e| error(path, e))?
+            } else {
+                st
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    return Err(StorageError::new(
+                        ErrorKind::IsADirectory,
+                        format!("{path}: is a directory"),
+                    ))
+                }
+                FileType::RegularFile => Some(u64::try_from(st.st_size).unwrap_or(0)),
+                _ => return Err(special(path)),
+            }
         }
-        Err(e) => return Err(io_err(e)),
-    }
-    let existing = match fs::metadata(&target) {
-        Ok(m) if m.is_dir() => {
-            return Err(StorageError::new(
-                ErrorKind::IsADirectory,
-                format!("{path}: is a directory"),
-            ))
-        }
-        Ok(m) if !m.is_file() => return Err(special(path)),
-        Ok(m) => Some(m.len()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(e)),
     };
     let keep_len = match mode {
         WriteMode::Truncate => None,
@@ -139,28 +137,37 @@ fn prepare(root: &Path, path: &VPath, mode: WriteMode) -> Result<Prepared> {
     };
     let keep = match keep_len {
         Some(n) if n > 0 => {
-            let src = File::open(&target).map_err(io_err)?;
+            // Non-blocking open and a type check on the descriptor: whatever the name
+            // holds now, only a regular file is copied from.
+            let src = root.open_path(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+            let st = rfs::fstat(&src).map_err(|e| error(path, e))?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(special(path));
+            }
+            rfs::fcntl_setfl(&src, OFlags::empty()).map_err(|e| error(path, e))?;
             // Appending keeps whatever the file holds now, not the size seen above.
             let n = match mode {
-                WriteMode::Append => src.metadata().map_err(io_err)?.len(),
+                WriteMode::Append => u64::try_from(st.st_size).unwrap_or(0),
                 _ => n,
             };
-            Some((src, n))
+            Some((File::from(src), n))
         }
         _ => None,
     };
-    let temp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .map_err(io_err)?;
+    let temp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+    let file = rfs::openat(
+        &dir,
+        temp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )
+    .map_err(|e| error(path, e))?;
     Ok(Prepared {
         path: path.clone(),
-        file,
+        file: File::from(file),
+        dir: Arc::new(dir),
         temp,
-        target,
-        parent,
+        name: name.to_owned(),
         create_new: mode == WriteMode::CreateNew,
         keep,
     })
@@ -214,7 +221,7 @@ fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 fn run(p: Prepared, rx: mpsc::Receiver<Msg>) -> Result<Metadata> {
     let result = write_and_commit(&p, rx);
     if result.is_err() {
-        let _ = fs::remove_file(&p.temp);
+        let _ = rfs::unlinkat(p.dir.as_fd(), &p.temp, AtFlags::empty());
     }
     result
 }
@@ -258,38 +265,40 @@ fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadat
     }
     drop(rx);
     p.file.sync_all().map_err(io_err)?;
-    let meta = p.file.metadata().map_err(io_err)?;
+    let meta = rfs::fstat(&p.file).map_err(|e| error(&p.path, e))?;
+    let dir = p.dir.as_fd();
     if p.create_new {
-        link_new(&p.temp, &p.target).map_err(io_err)?;
-        if let Err(e) = fs::remove_file(&p.temp) {
-            tracing::warn!(temp = %p.temp.display(), error = %e, "cannot remove temporary file after commit");
+        link_new(dir, &p.temp, &p.name).map_err(|e| error(&p.path, e))?;
+        if let Err(e) = rfs::unlinkat(dir, &p.temp, AtFlags::empty()) {
+            tracing::warn!(path = %p.path, temp = %p.temp, error = %e, "cannot remove temporary file after commit");
         }
     } else {
-        fs::rename(&p.temp, &p.target).map_err(io_err)?;
+        rfs::renameat(dir, &p.temp, dir, &p.name).map_err(|e| error(&p.path, e))?;
     }
-    if let Err(e) = File::open(&p.parent).and_then(|d| d.sync_all()) {
-        tracing::warn!(dir = %p.parent.display(), error = %e, "cannot fsync directory after upload");
+    let synced = rfs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(rfs::fsync);
+    if let Err(e) = synced {
+        tracing::warn!(path = %p.path, error = %e, "cannot fsync directory after upload");
     }
     to_meta(&meta).ok_or_else(|| special(&p.path))
 }
 
-/// Publishes `temp` as `target` only if `target` does not exist: a hard link fails
-/// atomically with `AlreadyExists`. File systems without hard links fall back to a
-/// check followed by a rename.
-fn link_new(temp: &Path, target: &Path) -> io::Result<()> {
-    match fs::hard_link(temp, target) {
+/// Publishes `temp` as `target` (both in `dir`) only if `target` does not exist: a
+/// hard link fails atomically with `EEXIST`. File systems without hard links fall back
+/// to a check followed by a rename.
+fn link_new(dir: BorrowedFd<'_>, temp: &str, target: &str) -> rustix::io::Result<()> {
+    use rustix::io::Errno;
+    match rfs::linkat(dir, temp, dir, target, AtFlags::empty()) {
         Ok(()) => Ok(()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
-            ) =>
-        {
-            match fs::symlink_metadata(target) {
-                Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-                Err(missing) if missing.kind() == io::ErrorKind::NotFound => {
-                    fs::rename(temp, target)
-                }
+        Err(e @ (Errno::OPNOTSUPP | Errno::PERM)) => {
+            match rfs::statat(dir, target, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(_) => Err(Errno::EXIST),
+                Err(Errno::NOENT) => rfs::renameat(dir, temp, dir, target),
                 Err(_) => Err(e),
             }
         }
@@ -318,7 +327,8 @@ fn write_all_chunks(file: &mut &File, chunks: &mut Vec<Bytes>) -> io::Result<()>
 /// An upload in progress on a [`LocalBackend`](crate::LocalBackend).
 struct LocalUpload {
     path: VPath,
-    temp: PathBuf,
+    /// The target directory and the temporary file's name in it.
+    temp: (Arc<OwnedFd>, String),
     /// `None` once the upload failed, completed or was aborted.
     tx: Option<mpsc::Sender<Msg>>,
     worker: Option<JoinHandle<Result<Metadata>>>,
@@ -387,11 +397,11 @@ impl Drop for LocalUpload {
         if !self.done {
             // The thread may still be writing; unlinking now leaves nothing behind
             // whatever it does next (a late rename fails on the missing file).
-            match fs::remove_file(&self.temp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            let (dir, temp) = &self.temp;
+            match rfs::unlinkat(dir.as_fd(), temp, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
                 Err(e) => {
-                    tracing::warn!(temp = %self.temp.display(), error = %e, "cannot remove temporary file");
+                    tracing::warn!(path = %self.path, temp = %temp, error = %e, "cannot remove temporary file");
                 }
             }
         }

@@ -13,6 +13,10 @@ use ftpgate_storage::{ErrorKind, StorageBackend, WriteMode};
 use futures::StreamExt;
 use tempfile::TempDir;
 
+#[path = "../../../tests/common/swap.rs"]
+mod swap;
+use swap::Swapper;
+
 /// A root inside a temporary directory, beside an `outside` directory with a secret.
 struct Setup {
     dir: TempDir,
@@ -26,6 +30,15 @@ impl Setup {
         fs::write(dir.path().join("outside/secret"), b"secret").unwrap();
         let store = LocalBackend::new(dir.path().join("root")).unwrap();
         Self { dir, store }
+    }
+
+    /// The same, resolving by the per-component walk (kernels without openat2).
+    fn walking() -> Self {
+        let s = Self::new();
+        Self {
+            store: s.store.without_openat2().unwrap(),
+            dir: s.dir,
+        }
     }
 
     fn root(&self) -> PathBuf {
@@ -63,7 +76,15 @@ async fn new_creates_and_canonicalises_the_root() {
 
 #[tokio::test]
 async fn escaping_symlinks_are_refused() {
-    let s = Setup::new();
+    escaping_symlinks_refused_with(Setup::new()).await;
+}
+
+#[tokio::test]
+async fn escaping_symlinks_are_refused_by_the_walk() {
+    escaping_symlinks_refused_with(Setup::walking()).await;
+}
+
+async fn escaping_symlinks_refused_with(s: Setup) {
     let root = s.root();
     symlink(s.outside(), root.join("esc")).unwrap(); // absolute, to a sibling directory
     symlink("../outside/secret", root.join("escfile")).unwrap(); // relative, to a file
@@ -145,7 +166,15 @@ async fn escaping_symlinks_are_refused() {
 
 #[tokio::test]
 async fn symlinks_inside_the_root_work() {
-    let s = Setup::new();
+    symlinks_inside_work_with(Setup::new()).await;
+}
+
+#[tokio::test]
+async fn symlinks_inside_the_root_work_with_the_walk() {
+    symlinks_inside_work_with(Setup::walking()).await;
+}
+
+async fn symlinks_inside_work_with(s: Setup) {
     let root = s.root();
     let store = &s.store;
     store.mkdir(&p("/real")).await.unwrap();
@@ -171,6 +200,122 @@ async fn symlinks_inside_the_root_work() {
     assert!(listed["dirlink"].is_dir());
     assert!(listed["filelink"].is_file());
     assert_eq!(listed["filelink"].size, 7);
+
+    // An absolute link to the root itself, and `..` that stays inside.
+    symlink(&root, root.join("rootlink")).unwrap();
+    symlink("../real/f", root.join("real/sibling")).unwrap();
+    assert_eq!(get(store, "/rootlink/real/f").await, b"content");
+    assert_eq!(get(store, "/real/sibling").await, b"content");
+    // A loop is an error, not a hang, and listings skip it.
+    symlink("loop-b", root.join("loop-a")).unwrap();
+    symlink("loop-a", root.join("loop-b")).unwrap();
+    assert!(store.stat(&p("/loop-a")).await.is_err());
+    assert!(!names(store, "/").await.contains(&"loop-a".to_owned()));
+    // Metadata changes go to the target; delete and rename act on the link itself.
+    store.set_permissions(&p("/filelink"), 0o600).await.unwrap();
+    assert_eq!(
+        fs::metadata(root.join("real/f")).unwrap().mode() & 0o777,
+        0o600
+    );
+    store.rename(&p("/filelink"), &p("/renamed")).await.unwrap();
+    assert!(fs::symlink_metadata(root.join("renamed"))
+        .unwrap()
+        .is_symlink());
+    store.delete(&p("/renamed")).await.unwrap();
+    assert_eq!(fs::read(root.join("real/f")).unwrap(), b"content");
+    // Uploading over an in-root link replaces the link, not its target.
+    put(store, "/dirlink/new", b"replaced").await;
+    symlink("real/new", root.join("newlink")).unwrap();
+    put(store, "/newlink", b"own file").await;
+    assert!(fs::symlink_metadata(root.join("newlink"))
+        .unwrap()
+        .is_file());
+    assert_eq!(fs::read(root.join("real/new")).unwrap(), b"replaced");
+}
+
+/// In process, for both resolvers: `/d` (a real directory) is swapped with
+/// `/l -> <outside>` by `renameat2(RENAME_EXCHANGE)` in a tight loop while every kind
+/// of operation runs on `/d/...`; nothing outside changes and no read returns the
+/// outside content.
+async fn swap_race_with(s: Setup) {
+    let root = s.root();
+    let store = &s.store;
+    store.mkdir(&p("/d")).await.unwrap();
+    put(store, "/d/f", b"inside").await;
+    symlink(s.outside(), root.join("l")).unwrap();
+    let outside_before = outside_state(&s.outside());
+
+    let swapper = Swapper::start(&root, "d", "l");
+    let mut inside_reads = 0;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for i in 0..400 {
+        if let Ok(data) = read_all(store, &p("/d/f"), 0).await {
+            assert_eq!(data, b"inside", "read returned outside content");
+            inside_reads += 1;
+        }
+        let _ =
+            ftpgate_storage::testkit::upload(store, &p("/d/x"), WriteMode::Truncate, &[b"PWNED"])
+                .await;
+        let _ = ftpgate_storage::testkit::upload(store, &p("/d/x"), WriteMode::Append, &[b"PWNED"])
+            .await;
+        let _ = store.set_permissions(&p("/d/x"), 0o600).await;
+        let _ = store.set_modified(&p("/d/x"), t).await;
+        let _ = store.stat(&p("/d/x")).await;
+        let _ = store.rename(&p("/d/x"), &p(&format!("/d/moved{i}"))).await;
+        let _ = store.delete(&p(&format!("/d/moved{i}"))).await;
+        let _ = store.delete(&p("/d/x")).await;
+        let _ = store.mkdir(&p("/d/sub")).await;
+        let _ = store.rmdir(&p("/d/sub")).await;
+        if let Ok(mut entries) = store.list(&p("/d")).await {
+            while let Some(e) = entries.next().await {
+                if let Ok(e) = e {
+                    assert_ne!(e.name, "secret", "listed the outside directory");
+                }
+            }
+        }
+        assert_eq!(
+            outside_state(&s.outside()),
+            outside_before,
+            "round {i} changed the outside"
+        );
+    }
+    let swaps = swapper.finish();
+    assert!(swaps > 100, "the swapper barely ran: {swaps}");
+    assert!(inside_reads > 0, "no read found the real directory");
+}
+
+/// Name → (content, mode, mtime) of every entry of the outside directory.
+fn outside_state(dir: &Path) -> Vec<(String, Vec<u8>, u32, std::time::SystemTime)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            let data = if m.is_file() {
+                fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                data,
+                m.mode(),
+                m.modified().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_a_directory_with_an_outside_link_never_escapes() {
+    swap_race_with(Setup::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_a_directory_with_an_outside_link_never_escapes_the_walk() {
+    swap_race_with(Setup::walking()).await;
 }
 
 #[tokio::test]
