@@ -69,6 +69,13 @@ pub struct OpLabels {
     pub op: &'static str,
 }
 
+/// `backend` label of `ftpgate_backend_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// `storage` or the `[backends.NAME]` name.
+    pub backend: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn transfer_histogram() -> Histogram {
@@ -104,6 +111,8 @@ pub struct Metrics {
     pub backend_errors: Family<OpLabels, Counter>,
     /// 1 while `/readyz` says ready.
     pub ready: Gauge,
+    /// 1 while a backend passes its background check (`crate::health`).
+    pub backend_up: Family<BackendLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +142,7 @@ impl Metrics {
             backend_duration: Family::new_with_constructor(op_histogram as fn() -> _),
             backend_errors: Family::default(),
             ready: Gauge::default(),
+            backend_up: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,7 +191,21 @@ impl Metrics {
             "1 when listeners are up, backends reachable and no shutdown has begun",
             m.ready.clone(),
         );
+        registry.register(
+            "ftpgate_backend_up",
+            "1 while the backend passes its background reachability check",
+            m.backend_up.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Sets `ftpgate_backend_up{backend}`.
+    pub fn backend_up_set(&self, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendLabel {
+                backend: backend.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
     /// The Prometheus text exposition of every metric.
