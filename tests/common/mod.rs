@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// `rclone mount` of a gate.
 pub mod mount;
 
+/// Replicas behind HAProxy running the shipped `deploy/haproxy/haproxy.cfg`.
+pub mod haproxy;
+
 pub const USER: &str = "tester";
 pub const PASS: &str = "s3cret pass";
 
