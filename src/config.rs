@@ -790,8 +790,7 @@ pub const ENV_PREFIX: &str = "FTPGATE_";
 pub fn is_service_link(name: &str, value: &str) -> bool {
     fn ident(s: &str) -> bool {
         !s.is_empty()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
     }
     fn port(v: &str) -> bool {
@@ -1129,7 +1128,10 @@ mod tests {
         c.server.backend_unready_after_secs = 0;
         assert!(c.validate().is_ok());
         c.server.shutdown_delay_secs = 601;
-        assert!(c.validate().unwrap_err().contains("server.shutdown_delay_secs"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("server.shutdown_delay_secs"));
     }
 
     #[test]

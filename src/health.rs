@@ -160,12 +160,21 @@ mod tests {
         h.record(1, Err("timeout".into()), long, &m);
         assert!(h.ready(long), "one failure must not turn readiness off");
         assert!(!h.ready(Duration::from_nanos(1)));
-        assert!(h.ready(Duration::ZERO), "0: readiness never follows backends");
-        assert!(m.encode().contains("ftpgate_backend_up{backend=\"archive\"} 0"));
-        assert!(m.encode().contains("ftpgate_backend_up{backend=\"storage\"} 1"));
+        assert!(
+            h.ready(Duration::ZERO),
+            "0: readiness never follows backends"
+        );
+        assert!(m
+            .encode()
+            .contains("ftpgate_backend_up{backend=\"archive\"} 0"));
+        assert!(m
+            .encode()
+            .contains("ftpgate_backend_up{backend=\"storage\"} 1"));
         h.record(1, Ok(()), long, &m);
         assert!(h.ready(Duration::from_nanos(1)));
-        assert!(m.encode().contains("ftpgate_backend_up{backend=\"archive\"} 1"));
+        assert!(m
+            .encode()
+            .contains("ftpgate_backend_up{backend=\"archive\"} 1"));
         // Out-of-range indexes are ignored.
         h.record(7, Err("x".into()), long, &m);
         assert!(h.ready(Duration::from_nanos(1)));

@@ -37,6 +37,15 @@ const REPLY_BOUND: Duration = Duration::from_secs(60);
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Sets the flag when dropped: the clients stop also when the test panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A minimal control connection that reports instead of panicking.
 struct Client {
     r: BufReader<TcpStream>,
@@ -370,6 +379,7 @@ fn rolling_restart_behind_haproxy_loses_no_session() {
         let lb = c.lb;
         let stop = &stop;
         let h = s.spawn(move || clients(lb, stop, |_| true));
+        let _stop = StopOnDrop(stop);
         std::thread::sleep(Duration::from_secs(3));
         for (i, server) in ["r1", "r2", "r3"].iter().enumerate() {
             let r = &mut c.replicas[i];
@@ -469,6 +479,7 @@ fn s3_stall_takes_no_replica_out() {
         let stop = &stop;
         // Odd clients transfer files, even ones never touch storage.
         let h = s.spawn(move || clients(lb, stop, |i| i % 2 == 1));
+        let _stop = StopOnDrop(stop);
         std::thread::sleep(Duration::from_secs(3));
         let paused = Paused::new(m.pids());
         let stalled = Instant::now();
