@@ -70,6 +70,7 @@ struct Failure {
 struct Done {
     replica: char,
     started: Instant,
+    took: Duration,
 }
 
 type Step<T> = Result<T, (&'static str, Option<u16>, String)>;
@@ -200,7 +201,11 @@ fn session(
         Ok(who)
     };
     match run() {
-        Ok(replica) => Ok(Done { replica, started }),
+        Ok(replica) => Ok(Done {
+            replica,
+            started,
+            took: started.elapsed(),
+        }),
         Err((step, code, text)) => Err(Failure {
             step,
             code,
@@ -553,11 +558,12 @@ fn s3_stall_takes_no_replica_out() {
         late >= CLIENTS as usize,
         "too few sessions after the stall: {late}"
     );
+    let slowest = record.done.iter().map(|d| d.took).max().unwrap_or_default();
     println!(
-        "S3 stall 9 s: {} sessions ok, {} failed with a reply ({}), {} after +15 s",
+        "S3 stall 9 s: {} sessions ok (slowest {:.1} s), {} failed with a reply, {} after +15 s",
         record.done.len(),
+        slowest.as_secs_f64(),
         record.failures.len(),
-        report(&record.failures).lines().count(),
         late
     );
     // The outage and the recovery were logged.
