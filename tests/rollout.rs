@@ -247,7 +247,13 @@ fn clients(lb: SocketAddr, stop: &AtomicBool, storage: impl Fn(u8) -> bool + Syn
                     );
                     let upload = storage(i).then_some((name.as_str(), data.as_slice()));
                     let mut stored = false;
-                    let r = session(&ip, lb, upload, (n + u64::from(i)) % 2 == 0, &mut stored);
+                    let r = session(
+                        &ip,
+                        lb,
+                        upload,
+                        (n + u64::from(i)).is_multiple_of(2),
+                        &mut stored,
+                    );
                     let mut rec = record.lock().unwrap();
                     if stored {
                         rec.uploads.insert(name.clone(), sha(&data));
@@ -368,14 +374,27 @@ fn report(failures: &[(String, Failure)]) -> String {
         .join("\n")
 }
 
+/// The lock that runs these tests one at a time, the moto server and a fresh
+/// bucket; `None` (skipped) without haproxy or moto outside CI.
+fn prepare() -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    &'static moto::Server,
+    String,
+)> {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !common::require("haproxy") {
+        return None;
+    }
+    let m = moto::moto()?;
+    let bucket = m.bucket();
+    Some((serial, m, bucket))
+}
+
 #[test]
 fn rolling_restart_behind_haproxy_loses_no_session() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    if !common::require("haproxy") {
+    let Some((_serial, m, bucket)) = prepare() else {
         return;
-    }
-    let Some(m) = moto::moto() else { return };
-    let bucket = m.bucket();
+    };
     let mut c = cluster(m, &bucket, "");
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
@@ -470,12 +489,9 @@ impl Drop for Paused {
 
 #[test]
 fn s3_stall_takes_no_replica_out() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    if !common::require("haproxy") {
+    let Some((_serial, m, bucket)) = prepare() else {
         return;
-    }
-    let Some(m) = moto::moto() else { return };
-    let bucket = m.bucket();
+    };
     // Backend checks every second, so the stall surely shows in metric and log.
     let c = cluster(m, &bucket, "backend_check_interval_secs = 1\n");
     let stop = AtomicBool::new(false);
