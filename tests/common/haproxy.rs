@@ -259,7 +259,7 @@ pub fn start(cfg: &str, dir: &Path, stats: &Path) -> Haproxy {
         let log = log.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
+                let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
                 l.push_str(&line);
                 l.push('\n');
             }
