@@ -8,6 +8,9 @@
 #      ftpgate config they carry (mounts, ports, probes, grace period, hardening) and
 #      that the LoadBalancer Service lists exactly the ports `ftpgate service-ports`
 #      prints for that config;
+#   2b. starts the binary as each rendered pod would run (its ConfigMap and the
+#      environment Kubernetes gives it, service links included; S3 on a local moto,
+#      addresses on loopback), checks /healthz, /readyz, the SIGTERM drain, exit 0;
 #   3. runs `ftpgate service-ports` on every ftpgate config TOML under deploy/ (it
 #      loads and validates the config like the server does);
 #   4. checks the Grafana dashboard (JSON, only metric names ftpgate exports);
@@ -94,6 +97,12 @@ done
 # --- 2. schemas and consistency
 if [ ${#rendered[@]} -gt 0 ]; then
     python3 deploy/check_deploy.py manifests "${rendered[@]}" || fail "rendered manifests"
+fi
+
+# --- 2b. each rendered pod starts: its config and environment (service links as
+# rendered and forced on), S3 on a local moto; SIGTERM drains (needs moto_server)
+if [ ${#rendered[@]} -gt 0 ]; then
+    python3 deploy/check_deploy.py start "${rendered[@]}" || fail "pods do not start"
 fi
 
 # --- 3. every ftpgate config under deploy/

@@ -5,6 +5,7 @@
   check_deploy.py configs                      every ftpgate config TOML under deploy/ parses
   check_deploy.py grafana FILE.json            dashboard JSON and metric names
   check_deploy.py dockerfile FILE              static Dockerfile rules
+  check_deploy.py start RENDERED.yaml...       start the binary with each pod's environment
 
 Environment: FTPGATE_BIN (the ftpgate binary; its `service-ports` subcommand parses and
 validates each config and prints the Service port list), SKIP_BINARY=1 (skip every step
@@ -308,11 +309,23 @@ def consistency_check(path, docs):
     if pl and port_of(pl) not in cports.values():
         errors.append(f"passive.proxy_listen {pl} has no containerPort")
 
-    # Shutdown: Kubernetes must not SIGKILL before ftpgate's grace is over.
+    # Shutdown: Kubernetes must not SIGKILL before ftpgate's delay + grace (+ the 5 s
+    # it waits for cut transfers) is over.
     grace = cfg.get("server", {}).get("shutdown_grace_secs", 30)
+    delay = cfg.get("server", {}).get("shutdown_delay_secs", 5)
     tgp = pod.get("terminationGracePeriodSeconds", 30)
-    if tgp <= grace:
-        errors.append(f"terminationGracePeriodSeconds {tgp} <= server.shutdown_grace_secs {grace}")
+    if tgp <= delay + grace + 5:
+        errors.append(f"terminationGracePeriodSeconds {tgp} <= server.shutdown_delay_secs {delay} "
+                      f"+ server.shutdown_grace_secs {grace} + 5")
+    # Readiness must notice a shutdown before the listeners close.
+    rp = ctr.get("readinessProbe") or {}
+    noticed = rp.get("periodSeconds", 10) * rp.get("failureThreshold", 3)
+    if noticed > delay:
+        errors.append(f"readinessProbe notices a shutdown after up to {noticed} s "
+                      f"(periodSeconds x failureThreshold) > server.shutdown_delay_secs {delay}")
+    if pod.get("enableServiceLinks") is not False:
+        errors.append("enableServiceLinks is not false (Services named ftpgate* inject "
+                      "FTPGATE_* variables)")
 
     # Hardening.
     psc, csc = pod.get("securityContext", {}), ctr.get("securityContext", {})
@@ -480,6 +493,251 @@ def cmd_dockerfile(path):
            f"pinned tags, exec-form ENTRYPOINT/CMD")
 
 
+# ------------------------------------------------------------------ start pods
+
+
+def service_links(svc, ip):
+    """The variables kubelet injects for a Service (pkg/kubelet/envvars: service
+    links), given its cluster IP."""
+    name = svc["metadata"]["name"].upper().replace("-", "_")
+    ports = svc["spec"].get("ports", [])
+    env = {f"{name}_SERVICE_HOST": ip}
+    if ports:
+        env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+    for p in ports:
+        if p.get("name"):
+            env[f"{name}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}"] = str(p["port"])
+    for i, p in enumerate(ports):
+        proto = p.get("protocol", "TCP")
+        url = f"{proto.lower()}://{ip}:{p['port']}"
+        if i == 0:
+            env[f"{name}_PORT"] = url
+        pre = f"{name}_PORT_{p['port']}_{proto.upper()}"
+        env[pre] = url
+        env[f"{pre}_PROTO"] = proto.lower()
+        env[f"{pre}_PORT"] = str(p["port"])
+        env[f"{pre}_ADDR"] = ip
+    return env
+
+
+def pod_env(docs, links):
+    """The environment of the ftpgate container: image defaults, HOSTNAME, the
+    `kubernetes` master Service (always injected), the container's literal env and,
+    with `links`, the service links of every Service rendered with it."""
+    dep = one(docs, "Deployment")
+    ctr = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "ftpgate")
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOSTNAME": "ftpgate-5d9c7b8f6-x2x9q"}
+    env.update(service_links({"metadata": {"name": "kubernetes"},
+                              "spec": {"ports": [{"name": "https", "port": 443}]}}, "10.96.0.1"))
+    if links:
+        services = [d for d in docs if d.get("kind") == "Service"
+                    and d["spec"].get("clusterIP") != "None"]
+        for i, svc in enumerate(services):
+            env.update(service_links(svc, f"10.96.0.{10 + i}"))
+    for e in ctr.get("env", []):
+        env[e["name"]] = e.get("value", "placeholder-from-valueFrom")
+    return env
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def cmd_start(paths):
+    """Starts the binary as each rendered pod would run: the ConfigMap's ftpgate.toml
+    and the pod's environment (service links as rendered, and again with service
+    links forced on), then SIGTERM. Only what cannot work outside a cluster is
+    redirected, through documented FTPGATE_SECTION__KEY variables: every address to
+    127.0.0.1, the S3 endpoint to a local moto server (bucket created), credentials
+    and mounted Secret files to test values. Each must answer /healthz and /readyz,
+    turn /readyz 503 at once on SIGTERM while still accepting FTP connections, and
+    exit 0 within its delay + grace."""
+    import shutil
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    print("start the binary with each pod's environment (moto as S3, loopback addresses)")
+    if SKIP_BINARY:
+        ok("SKIP_BINARY=1: not started")
+        return
+    moto = shutil.which("moto_server")
+    if not moto:
+        if os.environ.get("CI") == "true":
+            fail("moto_server not installed (python3 -m pip install 'moto[server]')")
+        else:
+            print("  SKIPPED: moto_server not installed")
+        return
+    mport = free_port()
+    mproc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(mport)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp = tempfile.mkdtemp()
+    runs = []
+    try:
+        deadline = time.time() + 60
+        while http_status(mport, "/") is None:
+            if time.time() > deadline or mproc.poll() is not None:
+                fail("moto_server did not start")
+                return
+            time.sleep(0.2)
+        for full in paths:
+            label = Path(full).stem
+            with open(full) as f:
+                docs = [d for d in yaml.safe_load_all(f) if d]
+            dep = one(docs, "Deployment")
+            cm = one(docs, "ConfigMap", lambda d: d["metadata"]["name"].startswith("ftpgate-config"))
+            if not (dep and cm):
+                fail(f"{label}: no Deployment or ftpgate-config ConfigMap")
+                continue
+            text = cm["data"]["ftpgate.toml"]
+            cfg = tomllib.loads(text)
+            storage = cfg.get("storage", {})
+            bucket = storage.get("bucket")
+            if bucket:
+                req = urllib.request.Request(f"http://127.0.0.1:{mport}/{bucket}", method="PUT")
+                try:
+                    urllib.request.urlopen(req, timeout=10).close()
+                except OSError:
+                    pass  # already there (another render uses the same bucket)
+            links_rendered = dep["spec"]["template"]["spec"].get("enableServiceLinks", True)
+            for links in sorted({bool(links_rendered), True}):
+                name = f"{label} ({'with' if links else 'without'} service links)"
+                cfg_path = Path(tmp) / f"{label}-{links}.toml"
+                cfg_path.write_text(text)
+                env = pod_env(docs, links)
+                http = free_port()
+                env.update({
+                    "FTPGATE_SERVER__LISTEN": "127.0.0.1:0",
+                    "FTPGATE_HTTP__LISTEN": f"127.0.0.1:{http}",
+                    "FTPGATE_PASSIVE__ADVERTISE": "127.0.0.1",
+                    "FTPGATE_LOG__FORMAT": "text",
+                })
+                if "proxy_listen" in cfg.get("passive", {}):
+                    env["FTPGATE_PASSIVE__PROXY_LISTEN"] = "127.0.0.1:0"
+                if cfg.get("server", {}).get("proxy_protocol"):
+                    env["FTPGATE_SERVER__PROXY_TRUSTED"] = '["127.0.0.1/32"]'
+                if "users_file" in cfg:
+                    env["FTPGATE_USERS_FILE"] = str(EXAMPLE_USERS)
+                if storage.get("kind") == "s3":
+                    env.update({
+                        "FTPGATE_STORAGE__ENDPOINT": f"http://127.0.0.1:{mport}",
+                        "FTPGATE_STORAGE__FORCE_PATH_STYLE": "true",
+                        "FTPGATE_STORAGE__ALLOW_HTTP": "true",
+                        "FTPGATE_STORAGE__ACCESS_KEY_ID": "testing",
+                    })
+                    if "secret_access_key_file" in storage:
+                        secret = Path(tmp) / f"{label}-secret"
+                        secret.write_text("testing\n")
+                        env["FTPGATE_STORAGE__SECRET_ACCESS_KEY_FILE"] = str(secret)
+                    else:
+                        env["FTPGATE_STORAGE__SECRET_ACCESS_KEY"] = "testing"
+                n_links = sum(1 for k in env if k.startswith("FTPGATE") and
+                              ("_SERVICE_" in k or k.endswith("_PORT") or "_PORT_" in k))
+                log = open(Path(tmp) / f"{label}-{links}.log", "w+")
+                proc = subprocess.Popen([str(Path(BIN).resolve()), "--config", str(cfg_path)], env=env,
+                                        stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+                server = cfg.get("server", {})
+                limit = server.get("shutdown_delay_secs", 5) + server.get("shutdown_grace_secs", 30) + 15
+                runs.append({"name": name, "proc": proc, "http": http, "log": log,
+                             "limit": limit, "links": n_links, "bad": False,
+                             "proxy": bool(cfg.get("server", {}).get("proxy_protocol"))})
+
+        def logs(r):
+            r["log"].flush()
+            r["log"].seek(0)
+            return r["log"].read()[-3000:]
+
+        def control_port(r):
+            m = re.search(r"listening.*addr=127\.0\.0\.1:(\d+)", logs(r))
+            return int(m.group(1)) if m else None
+
+        def greets(port, proxy):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    if proxy:
+                        s.sendall(f"PROXY TCP4 203.0.113.7 127.0.0.1 40000 {port}\r\n".encode())
+                    return s.recv(64).startswith(b"220")
+            except OSError:
+                return False
+
+        def bad(r, msg):
+            r["bad"] = True
+            fail(f"{r['name']}: {msg}")
+
+        started = []
+        deadline = time.time() + 60
+        for r in runs:
+            while http_status(r["http"], "/healthz") != 200 and r["proc"].poll() is None \
+                    and time.time() < deadline:
+                time.sleep(0.2)
+            if http_status(r["http"], "/healthz") != 200:
+                fail(f"{r['name']}: did not start (exit {r['proc'].poll()}): {logs(r)}")
+                continue
+            if http_status(r["http"], "/readyz") != 200:
+                fail(f"{r['name']}: /readyz is not 200 after start: {logs(r)}")
+                continue
+            started.append(r)
+        for r in started:
+            r["port"] = control_port(r)
+            r["proc"].send_signal(signal.SIGTERM)
+            r["term"] = time.time()
+        for r in started:
+            # The signal arrives asynchronously: 503 within a second.
+            until = time.time() + 1
+            while (st := http_status(r["http"], "/readyz")) != 503 and time.time() < until:
+                time.sleep(0.05)
+            if st != 503:
+                bad(r, f"/readyz answered {st} after SIGTERM, not 503")
+            elif r["port"] is None or not greets(r["port"], r["proxy"]):
+                bad(r, f"stopped accepting at SIGTERM (server.shutdown_delay_secs): {logs(r)}")
+        waiting = list(started)
+        while waiting:
+            time.sleep(0.1)
+            for r in list(waiting):
+                code = r["proc"].poll()
+                took = time.time() - r["term"]
+                if code is None and took < r["limit"]:
+                    continue
+                waiting.remove(r)
+                if code is None:
+                    bad(r, f"still running {r['limit']} s after SIGTERM")
+                elif code != 0:
+                    bad(r, f"exit {code} after SIGTERM: {logs(r)}")
+                elif not r["bad"]:
+                    ok(f"{r['name']}: started with {r['links']} FTPGATE_* service-link "
+                       f"variables, ready; on SIGTERM 503 and still accepting, exit 0 after "
+                       f"{took:.0f} s")
+    finally:
+        for r in runs:
+            if r["proc"].poll() is None:
+                r["proc"].kill()
+                r["proc"].wait()
+            r["log"].close()
+        mproc.terminate()
+        try:
+            mproc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            mproc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -487,6 +745,8 @@ def main(argv):
     cmd, rest = argv[1], argv[2:]
     if cmd == "manifests":
         cmd_manifests(rest)
+    elif cmd == "start":
+        cmd_start(rest)
     elif cmd == "configs":
         cmd_configs()
     elif cmd == "grafana":

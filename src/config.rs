@@ -124,6 +124,20 @@ pub struct ServerConfig {
     pub data_timeout_secs: u64,
     /// Seconds running transfers may take to finish after SIGTERM/SIGINT. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Seconds the listeners keep accepting after SIGTERM/SIGINT while `/readyz`
+    /// already answers 503, so load balancers and Kubernetes endpoints move new
+    /// sessions elsewhere before the port closes. At least twice the balancer's check
+    /// interval. Default 5; 0: close at once.
+    pub shutdown_delay_secs: u64,
+    /// Seconds between background reachability checks of every backend (each check
+    /// times out after this long): `ftpgate_backend_up`, a WARN line when a backend
+    /// degrades and an INFO line when it recovers. 0: no checks. Default 5.
+    pub backend_check_interval_secs: u64,
+    /// `/readyz` answers 503 once a backend has failed every check for this many
+    /// seconds. A backend all replicas share (one bucket) fails on all of them at
+    /// once: keep this long, so a slow backend does not take every replica out of
+    /// the balancer. 0: readiness never follows the backend. Default 60.
+    pub backend_unready_after_secs: u64,
     /// Every connection (control, and passive data) starts with a PROXY protocol
     /// v1 or v2 header from a load balancer; the client address in it is used for
     /// logs, limits and the data-peer check. Default false.
@@ -165,6 +179,9 @@ impl Default for ServerConfig {
             login_failure_delay_ms: 1000,
             data_timeout_secs: 60,
             shutdown_grace_secs: 30,
+            shutdown_delay_secs: 5,
+            backend_check_interval_secs: 5,
+            backend_unready_after_secs: 60,
             proxy_protocol: false,
             proxy_trusted: Vec::new(),
             tls: TlsMode::Off,
@@ -612,7 +629,14 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("FTPGATE_").split("__"));
+        // Kubernetes service links (`FTPGATE_SERVICE_HOST`, `FTPGATE_PORT=tcp://…` for a
+        // Service named `ftpgate`) share the prefix: they are not configuration.
+        let links = service_link_vars();
+        let ignored: Vec<&str> = links
+            .iter()
+            .filter_map(|k| k.get(ENV_PREFIX.len()..))
+            .collect();
+        fig = fig.merge(Env::prefixed(ENV_PREFIX).ignore(&ignored).split("__"));
         let mut overrides = Figment::new();
         if let Some(l) = &cli.listen {
             overrides = overrides.merge(Serialized::default("server.listen", l));
@@ -693,6 +717,20 @@ impl Config {
         }
         if self.server.max_line < 64 {
             return Err("server.max_line must be at least 64".into());
+        }
+        let s = &self.server;
+        if s.shutdown_delay_secs > 600 {
+            return Err("server.shutdown_delay_secs must be at most 600".into());
+        }
+        if s.backend_check_interval_secs > 3600 {
+            return Err("server.backend_check_interval_secs must be at most 3600".into());
+        }
+        if s.backend_unready_after_secs != 0
+            && s.backend_unready_after_secs < s.backend_check_interval_secs
+        {
+            return Err("server.backend_unready_after_secs must be 0 or at least \
+                 server.backend_check_interval_secs"
+                .into());
         }
         self.check_users(&self.all_users()?)
     }
@@ -808,6 +846,99 @@ pub fn home_leaves_root(home: &str) -> bool {
         }
     }
     false
+}
+
+/// The prefix of configuration environment variables (`FTPGATE_SECTION__KEY`).
+pub const ENV_PREFIX: &str = "FTPGATE_";
+
+/// Whether `name=value` is a variable Kubernetes injects for a Service (service
+/// links, on unless the pod sets `enableServiceLinks: false`): for a Service `NAME`
+/// with ports, `NAME_SERVICE_HOST=ip`, `NAME_SERVICE_PORT[_PORTNAME]=n`,
+/// `NAME_PORT=tcp://ip:n`, `NAME_PORT_n_TCP=tcp://ip:n` and
+/// `NAME_PORT_n_TCP_{PROTO,PORT,ADDR}` (TCP, UDP or SCTP). Both the name and the
+/// shape of the value must match, so a mistyped setting is still refused.
+pub fn is_service_link(name: &str, value: &str) -> bool {
+    fn ident(s: &str) -> bool {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    }
+    fn port(v: &str) -> bool {
+        v.parse::<u16>().is_ok_and(|p| p > 0)
+    }
+    fn ip(v: &str) -> bool {
+        v.parse::<IpAddr>().is_ok()
+    }
+    const PROTOS: [&str; 3] = ["TCP", "UDP", "SCTP"];
+    /// `tcp://10.0.0.1:21` or `tcp://[fd00::1]:21`.
+    fn url(v: &str) -> bool {
+        let Some((scheme, rest)) = v.split_once("://") else {
+            return false;
+        };
+        let Some((host, p)) = rest.rsplit_once(':') else {
+            return false;
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        PROTOS.iter().any(|x| x.eq_ignore_ascii_case(scheme)) && ip(host) && port(p)
+    }
+    if !ident(name) {
+        return false;
+    }
+    if let Some(svc) = name.strip_suffix("_SERVICE_HOST") {
+        return ident(svc) && ip(value);
+    }
+    if let Some((svc, rest)) = name.split_once("_SERVICE_PORT") {
+        // `_SERVICE_PORT` or `_SERVICE_PORT_<port name>`.
+        return ident(svc) && (rest.is_empty() || rest.starts_with('_')) && port(value);
+    }
+    if let Some(svc) = name.strip_suffix("_PORT") {
+        if ident(svc) && url(value) {
+            return true;
+        }
+    }
+    // NAME_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]: find `_PORT_<digits>_<PROTO>`.
+    let mut from = 0;
+    while let Some(i) = name[from..].find("_PORT_").map(|i| i + from) {
+        from = i + 1;
+        let svc = &name[..i];
+        let rest = &name[i + "_PORT_".len()..];
+        let Some((n, rest)) = rest.split_once('_') else {
+            continue;
+        };
+        if !ident(svc) || !port(n) {
+            continue;
+        }
+        let (proto, suffix) = match rest.split_once('_') {
+            Some((p, s)) => (p, Some(s)),
+            None => (rest, None),
+        };
+        if !PROTOS.contains(&proto) {
+            continue;
+        }
+        return match suffix {
+            None => url(value),
+            Some("PROTO") => PROTOS.iter().any(|x| x.eq_ignore_ascii_case(value)),
+            Some("PORT") => port(value),
+            Some("ADDR") => ip(value),
+            Some(_) => false,
+        };
+    }
+    false
+}
+
+/// The `FTPGATE_*` variables of this process that are Kubernetes service links
+/// ([`is_service_link`]); [`Config::load`] ignores them. Sorted.
+pub fn service_link_vars() -> Vec<String> {
+    let mut v: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, v)| k.starts_with(ENV_PREFIX) && is_service_link(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    v.sort();
+    v
 }
 
 /// The `[[users]]` of a users file: TOML, or JSON when the name ends in `.json`
@@ -1003,6 +1134,104 @@ mod tests {
         let e = load_users_file(&t).unwrap_err();
         assert!(e.contains("users_file"), "{e}");
         assert!(load_users_file(&dir.path().join("missing.toml")).is_err());
+    }
+
+    #[test]
+    fn service_link_patterns() {
+        // What Kubernetes injects for the shipped Services `ftpgate` (ftp 21, pasv-…)
+        // and `ftpgate-metrics` (http-metrics 9100).
+        for (k, v) in [
+            ("FTPGATE_SERVICE_HOST", "10.96.0.10"),
+            ("FTPGATE_SERVICE_PORT", "21"),
+            ("FTPGATE_SERVICE_PORT_FTP", "21"),
+            ("FTPGATE_SERVICE_PORT_PASV_30000", "30000"),
+            ("FTPGATE_PORT", "tcp://10.96.0.10:21"),
+            ("FTPGATE_PORT_21_TCP", "tcp://10.96.0.10:21"),
+            ("FTPGATE_PORT_21_TCP_PROTO", "tcp"),
+            ("FTPGATE_PORT_21_TCP_PORT", "21"),
+            ("FTPGATE_PORT_21_TCP_ADDR", "10.96.0.10"),
+            ("FTPGATE_PORT_30009_TCP_ADDR", "10.96.0.10"),
+            ("FTPGATE_METRICS_SERVICE_HOST", "10.96.0.11"),
+            ("FTPGATE_METRICS_SERVICE_PORT_HTTP_METRICS", "9100"),
+            ("FTPGATE_METRICS_PORT", "tcp://10.96.0.11:9100"),
+            ("FTPGATE_METRICS_PORT_9100_TCP_ADDR", "10.96.0.11"),
+            ("FTPGATE_V6_PORT", "tcp://[fd00::1]:21"),
+            ("FTPGATE_DNS_PORT_53_UDP_PROTO", "udp"),
+        ] {
+            assert!(is_service_link(k, v), "{k}={v} is a service link");
+        }
+        for (k, v) in [
+            ("FTPGATE_SERVER__LISTEN", "0.0.0.0:2121"),
+            ("FTPGATE_USERS_FILE", "/etc/u.toml"),
+            ("FTPGATE_GRACE", "30"),
+            ("FTPGATE_PORT", "2121"),
+            ("FTPGATE_SERVICE_HOST", "ftp.example.com"),
+            ("FTPGATE_SERVICE_PORT", "0"),
+            ("FTPGATE_PORT_21_TCP", "21"),
+            ("FTPGATE_PORT_21_TCP_ADDR", "somewhere"),
+            ("FTPGATE_PORT_21_XTP_ADDR", "10.0.0.1"),
+            ("FTPGATE_PORT_21_TCP_HOST", "10.0.0.1"),
+            ("FTPGATE_PORT", "http://10.0.0.1:21"),
+            ("ftpgate_service_host", "10.0.0.1"),
+        ] {
+            assert!(!is_service_link(k, v), "{k}={v} is not a service link");
+        }
+    }
+
+    #[test]
+    fn service_links_are_ignored_and_settings_still_apply() {
+        Jail::expect_with(|jail| {
+            for (k, v) in [
+                ("FTPGATE_SERVICE_HOST", "10.96.0.10"),
+                ("FTPGATE_SERVICE_PORT", "21"),
+                ("FTPGATE_SERVICE_PORT_FTP", "21"),
+                ("FTPGATE_PORT", "tcp://10.96.0.10:21"),
+                ("FTPGATE_PORT_21_TCP", "tcp://10.96.0.10:21"),
+                ("FTPGATE_PORT_21_TCP_PROTO", "tcp"),
+                ("FTPGATE_PORT_21_TCP_PORT", "21"),
+                ("FTPGATE_PORT_21_TCP_ADDR", "10.96.0.10"),
+                ("FTPGATE_METRICS_SERVICE_HOST", "10.96.0.11"),
+                ("FTPGATE_METRICS_PORT_9100_TCP_ADDR", "10.96.0.11"),
+            ] {
+                jail.set_env(k, v);
+            }
+            jail.create_file("f.toml", "[server]\nmax_sessions = 7\n")?;
+            jail.set_env("FTPGATE_SERVER__SHUTDOWN_DELAY_SECS", "9");
+            let c = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap();
+            assert_eq!(c.server.max_sessions, 7);
+            assert_eq!(c.server.shutdown_delay_secs, 9);
+            let links = service_link_vars();
+            assert!(links.contains(&"FTPGATE_PORT".to_owned()), "{links:?}");
+            assert!(links.contains(&"FTPGATE_METRICS_PORT_9100_TCP_ADDR".to_owned()));
+            assert!(!links.contains(&"FTPGATE_SERVER__SHUTDOWN_DELAY_SECS".to_owned()));
+            // Anything else under the prefix is still an error that names it.
+            jail.set_env("FTPGATE_GRACE", "30");
+            let e = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("grace"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("FTPGATE_PORT", "2121");
+            let e = Config::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(e.contains("port"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn readiness_and_drain_keys_are_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.server.shutdown_delay_secs, 5);
+        c.server.backend_unready_after_secs = 2;
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("server.backend_unready_after_secs"), "{e}");
+        c.server.backend_unready_after_secs = 0;
+        assert!(c.validate().is_ok());
+        c.server.shutdown_delay_secs = 601;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("server.shutdown_delay_secs"));
     }
 
     #[test]

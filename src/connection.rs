@@ -234,7 +234,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
                 let _ = send(&mut wr, &Reply::new(421, "Idle timeout, closing control connection")).await;
                 break;
             }
-            _ = shared.shutdown.cancelled(), if running.is_none() => {
+            _ = crate::server::drained(&shared), if running.is_none() => {
                 let _ = send(&mut wr, &Reply::new(421, "Server shutting down")).await;
                 break;
             }

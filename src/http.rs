@@ -1,8 +1,10 @@
 //! The plain-HTTP operations endpoint (`http.listen`), served with hyper:
-//! `GET /healthz` (200 while the process runs), `GET /readyz` (200 when the
-//! control listener is up and every backend answers; 503 from the moment shutdown
-//! begins) and `GET /metrics` (OpenMetrics 1.0 when the `Accept` header asks for
-//! `application/openmetrics-text`, else the Prometheus text format 0.0.4).
+//! `GET /healthz` (200 while the process runs, never depends on storage),
+//! `GET /readyz` (200 when the control listener is up and no backend has failed its
+//! background checks for `server.backend_unready_after_secs`; 503 from the moment
+//! shutdown begins; answered from memory, see [`crate::health`]) and `GET /metrics`
+//! (OpenMetrics 1.0 when the `Accept` header asks for `application/openmetrics-text`,
+//! else the Prometheus text format 0.0.4).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -86,7 +88,7 @@ async fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Byte
             }
         }
         "/metrics" => {
-            // Refreshes `ftpgate_ready` (cached two seconds) so a scrape alone sees it.
+            // Refreshes `ftpgate_ready` (memory only) so a scrape alone sees it.
             shared.is_ready().await;
             scrape_gauges(shared);
             let accept = req

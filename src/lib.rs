@@ -20,6 +20,7 @@
 //! - [`config`]: figment layering and validation.
 //! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
 //! - [`server`]: listeners, session limits, graceful shutdown, users reload.
+//! - [`health`]: background backend checks behind `/readyz` and `ftpgate_backend_up`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/readyz`,
 //!   `/metrics` endpoint; [`process`]: CPU, memory and descriptors of the process.
 //!
@@ -37,6 +38,7 @@ pub mod control;
 pub mod datachan;
 pub mod errors;
 pub mod handlers;
+pub mod health;
 pub mod http;
 pub mod listing;
 pub mod metrics;

@@ -84,6 +84,9 @@ fn main() -> ExitCode {
         };
     }
     init_logging(&config);
+    for name in ftpgate::config::service_link_vars() {
+        tracing::debug!(%name, "ignoring a Kubernetes service-link variable (not configuration)");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

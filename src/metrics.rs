@@ -80,6 +80,13 @@ pub struct OpLabels {
     pub op: &'static str,
 }
 
+/// `backend` label of `ftpgate_backend_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// `storage` or the `[backends.NAME]` name.
+    pub backend: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn transfer_histogram() -> Histogram {
@@ -122,6 +129,8 @@ pub struct Metrics {
     /// Unix time after which the loaded TLS certificate is invalid (set at scrape;
     /// no sample without TLS).
     pub tls_not_after: Family<CertLabel, Gauge>,
+    /// 1 while a backend passes its background check (`crate::health`).
+    pub backend_up: Family<BackendLabel, Gauge>,
 }
 
 /// Label of `ftpgate_tls_certificate_not_after_timestamp_seconds`.
@@ -169,6 +178,7 @@ impl Metrics {
             passive_pending: Gauge::default(),
             bans_active: Gauge::default(),
             tls_not_after: Family::default(),
+            backend_up: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -241,8 +251,22 @@ impl Metrics {
             "Unix time at which the loaded TLS certificate expires",
             m.tls_not_after.clone(),
         );
+        registry.register(
+            "ftpgate_backend_up",
+            "1 while the backend passes its background reachability check",
+            m.backend_up.clone(),
+        );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
+    }
+
+    /// Sets `ftpgate_backend_up{backend}`.
+    pub fn backend_up_set(&self, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendLabel {
+                backend: backend.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
     /// The OpenMetrics 1.0 text exposition of every metric (ends in `# EOF`).

@@ -1,8 +1,10 @@
 //! The server: builds the backend, binds the control listener, enforces the
 //! session limits (global and per client IP, 421 beyond them — RFC 959 §4.2 "421
 //! Service not available, closing control connection") and shuts down gracefully:
-//! on the shutdown signal it stops accepting, closes idle sessions with 421, and lets
-//! running transfers finish within `server.shutdown_grace_secs`.
+//! on the shutdown signal `/readyz` turns 503 at once, the listeners keep accepting
+//! for `server.shutdown_delay_secs` (so the load balancer moves new sessions away
+//! first), then close; quiet sessions get 421 and running transfers may finish
+//! within `server.shutdown_grace_secs`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,12 +54,17 @@ pub struct Shared {
     pub bans: crate::bans::Bans,
     /// `passive.max_pending` places for pending passive listeners.
     pub passive_slots: Arc<tokio::sync::Semaphore>,
-    /// Cancelled when shutdown begins: no new sessions, idle ones get 421.
+    /// Cancelled on SIGTERM/SIGINT: `/readyz` answers 503 while the listeners
+    /// still accept for `server.shutdown_delay_secs`.
+    pub draining: CancellationToken,
+    /// Cancelled when the listeners close (after the delay): no new sessions,
+    /// sessions quiet for [`DRAIN_QUIET`] get 421.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace period ends: running transfers are cut.
     pub hard_stop: CancellationToken,
     listening: std::sync::atomic::AtomicBool,
-    ready_cache: Mutex<Option<(std::time::Instant, bool)>>,
+    /// Background backend checks (`crate::health`).
+    pub health: crate::health::Health,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Mutex<usize>,
     next_id: AtomicU64,
@@ -123,34 +130,16 @@ impl Shared {
         }
     }
 
-    /// `/readyz`: listening, no shutdown begun, and every backend answers its
-    /// `check` (cached for two seconds, five seconds at most per check).
+    /// `/readyz`: listening, no shutdown begun (SIGTERM turns it false at once),
+    /// and no backend failing its background checks for
+    /// `server.backend_unready_after_secs`. Reads memory only: answers at once,
+    /// never waits on storage. Also sets `ftpgate_ready`.
     pub async fn is_ready(&self) -> bool {
-        if self.shutdown.is_cancelled() || !self.listening.load(Ordering::SeqCst) {
-            self.metrics.ready.set(0);
-            return false;
-        }
-        if let Some((at, ok)) = *self.ready_cache.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < Duration::from_secs(2) {
-                return ok;
-            }
-        }
-        let mut ok = true;
-        for b in std::iter::once(&self.storage).chain(self.backends.values()) {
-            match tokio::time::timeout(Duration::from_secs(5), b.check()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "readiness: backend check failed");
-                    ok = false;
-                }
-                Err(_) => {
-                    tracing::warn!("readiness: backend check timed out");
-                    ok = false;
-                }
-            }
-        }
-        *self.ready_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), ok));
+        let after = Duration::from_secs(self.config.server.backend_unready_after_secs);
+        let ok = self.listening.load(Ordering::SeqCst)
+            && !self.draining.is_cancelled()
+            && !self.shutdown.is_cancelled()
+            && self.health.ready(after);
         self.metrics.ready.set(i64::from(ok));
         ok
     }
@@ -312,6 +301,12 @@ impl Server {
             .map(|c| crate::config::parse_net(c))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
+        // Every backend passed its check above: all up. Order: storage, then the
+        // named backends sorted (the order `run` starts their probes in).
+        let health = crate::health::Health::new(
+            std::iter::once("storage").chain(config.backends.keys().map(String::as_str)),
+            &metrics,
+        );
         let shared = Arc::new(Shared {
             passive_ports,
             config,
@@ -325,10 +320,11 @@ impl Server {
             tls,
             bans,
             passive_slots,
+            draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
-            ready_cache: Mutex::new(None),
+            health,
             per_ip: Mutex::new(HashMap::new()),
             total: Mutex::new(0),
             next_id: AtomicU64::new(1),
@@ -358,9 +354,12 @@ impl Server {
     }
 
     /// Accepts sessions until `shutdown` resolves, then drains them: readiness
-    /// turns false at once, idle sessions get 421, running transfers may finish
-    /// within `server.shutdown_grace_secs`, after which they are cut (426) and
-    /// their sessions closed with 421.
+    /// turns false at once while the listeners keep accepting for
+    /// `server.shutdown_delay_secs` (the load balancer's checks notice and move new
+    /// sessions elsewhere), then the listeners close, sessions quiet for
+    /// [`DRAIN_QUIET`] get 421, running transfers may finish within
+    /// `server.shutdown_grace_secs`, after which they are cut (426) and their
+    /// sessions closed with 421.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let addr = self.local_addr()?;
@@ -375,16 +374,48 @@ impl Server {
         tokio::spawn(refresh_advertise(self.shared.clone()));
         tokio::spawn(reload_on_sighup(self.shared.clone()));
         tokio::spawn(watch_certificate(self.shared.clone()));
+        let every = Duration::from_secs(self.shared.config.server.backend_check_interval_secs);
+        if !every.is_zero() {
+            // The order of `Health::new` in `bind`: storage, then the named backends.
+            let named = self.shared.config.backends.keys();
+            let all = std::iter::once(Some(self.shared.storage.clone()))
+                .chain(named.map(|n| self.shared.backends.get(n).cloned()));
+            for (i, b) in all.enumerate() {
+                if let Some(b) = b {
+                    tokio::spawn(crate::health::probe(i, b, self.shared.clone(), every));
+                }
+            }
+        }
         if let Some(l) = &self.implicit {
             tracing::info!(addr = %l.local_addr()?, "implicit FTPS bound");
         }
         self.shared.listening.store(true, Ordering::SeqCst);
+        self.shared.is_ready().await;
         tracing::info!(%addr, storage = self.shared.storage.kind(), "listening");
         tokio::pin!(shutdown);
         let implicit = self.implicit.take();
+        let delay = Duration::from_secs(self.shared.config.server.shutdown_delay_secs);
+        // Set when the shutdown signal arrives: the listeners close then.
+        let mut close_at: Option<tokio::time::Instant> = None;
         loop {
+            let accept_until = async {
+                match close_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             let (accepted, is_implicit) = tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if close_at.is_none() => {
+                    self.shared.draining.cancel();
+                    self.shared.is_ready().await;
+                    tracing::info!(
+                        delay_secs = delay.as_secs(),
+                        "shutdown requested: /readyz answers 503, still accepting until the delay ends"
+                    );
+                    close_at = Some(tokio::time::Instant::now() + delay);
+                    continue;
+                }
+                _ = accept_until => break,
                 a = self.listener.accept() => (a, false),
                 a = accept_opt(implicit.as_ref()) => (a, true),
             };
@@ -401,7 +432,7 @@ impl Server {
             tracker.spawn(async move { admit(stream, peer, shared, is_implicit).await });
         }
         tracing::info!(
-            "shutting down: no new sessions, idle sessions closed, transfers may finish"
+            "shutting down: listeners closed, quiet sessions closed, transfers may finish"
         );
         drop(self.listener);
         drop(implicit);
@@ -415,6 +446,24 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
         Ok(())
+    }
+}
+
+/// How long a session must stay silent after the listeners closed before it is
+/// closed with 421: a client in the middle of a command sequence (PASV, then STOR)
+/// is not cut between two commands; one that stays busy is closed when the grace
+/// period ends.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(2);
+
+/// Resolves when a session waiting for its next command must be closed (RFC 959
+/// §4.2 "421 Service not available, closing control connection"): the listeners
+/// have closed and the session has been silent for [`DRAIN_QUIET`] (the control
+/// loop re-creates this future after every command), or the grace period is over.
+pub async fn drained(shared: &Shared) {
+    shared.shutdown.cancelled().await;
+    tokio::select! {
+        _ = tokio::time::sleep(DRAIN_QUIET) => {}
+        _ = shared.hard_stop.cancelled() => {}
     }
 }
 

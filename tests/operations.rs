@@ -112,7 +112,7 @@ fn health_ready_and_metrics_move_by_the_right_amounts() {
 
 #[test]
 fn sigterm_lets_a_running_upload_finish_and_turns_unready() {
-    let mut g = with_http("shutdown_grace_secs = 30\n");
+    let mut g = with_http("shutdown_grace_secs = 30\nshutdown_delay_secs = 3\n");
     let http = g.logged_addr("http endpoint bound");
     let mut c = g.login();
     let mut idle = g.login();
@@ -120,18 +120,37 @@ fn sigterm_lets_a_running_upload_finish_and_turns_unready() {
     let mut d = c.epsv();
     assert_eq!(c.cmd("STOR graceful.bin").code, 150);
     d.write_all(&data[..1 << 20]).unwrap();
+    let t = Instant::now();
     g.signal("TERM");
-    // Not ready at once; idle sessions told 421; no new sessions.
+    // Not ready at once, but new sessions are still served during
+    // server.shutdown_delay_secs (the balancer has not noticed yet).
     let deadline = Instant::now() + Duration::from_secs(5);
     while http_get(http, "/readyz").0 != 503 {
         assert!(Instant::now() < deadline, "still ready after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(idle.read().code, 421);
+    let mut late = g.login();
     assert!(
-        TcpStream::connect(g.addr).is_err(),
-        "new session accepted during shutdown"
+        t.elapsed() < Duration::from_secs(3),
+        "too slow to test the delay"
     );
+    let (_, fin) = late.store("STOR late.bin", b"accepted during the delay");
+    assert_eq!(fin.code, 226);
+    // Then the listener closes; quiet sessions are told 421.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(g.addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting long after the delay"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "closed before the delay"
+    );
+    assert_eq!(idle.read().code, 421);
+    assert_eq!(late.read().code, 421);
     // The upload goes on and completes.
     std::thread::sleep(Duration::from_millis(300));
     d.write_all(&data[1 << 20..]).unwrap();
@@ -146,7 +165,7 @@ fn sigterm_lets_a_running_upload_finish_and_turns_unready() {
 #[test]
 fn grace_expiry_cuts_an_upload_without_committing_it() {
     let mut g = Gate::start_with(Opts {
-        server: "shutdown_grace_secs = 1\n".into(),
+        server: "shutdown_grace_secs = 1\nshutdown_delay_secs = 0\n".into(),
         ..Default::default()
     });
     let mut c = g.login();

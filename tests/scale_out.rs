@@ -21,160 +21,23 @@ mod moto;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{connect_from, http_get, metric, payload, sha, Ctl, Gate, PASS, USER};
+use common::haproxy::{self, Replica, LB};
+use common::{connect_from, http_get, metric, payload, sha, Ctl, PASS, USER};
 
-const LB: &str = "127.0.0.10";
 const PASSIVE_PORTS: u16 = 20;
 
-struct Replica {
-    name: char,
-    gate: Gate,
-    ctl: SocketAddr,
-    data: SocketAddr,
-    http: SocketAddr,
-}
-
 fn replica(name: char, ip: &str, m: &moto::Server, bucket: &str, ports: (u16, u16)) -> Replica {
-    let endpoint = m.endpoint();
-    let bucket = bucket.to_owned();
-    let ip = ip.to_owned();
-    let gate = Gate::start_toml(move |_| {
-        format!(
-            "[server]\nlisten = \"{ip}:0\"\ngreeting = \"ftpgate replica {name}\"\n\
-             login_failure_delay_ms = 10\nshutdown_grace_secs = 20\n\
-             proxy_protocol = true\nproxy_trusted = [\"{LB}/32\"]\n\
-             [passive]\nports = \"{}-{}\"\nproxy_listen = \"{ip}:0\"\n\
-             [active]\nenabled = false\n\
-             [http]\nlisten = \"{ip}:0\"\n\
-             [storage]\nkind = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\n\
-             force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
-             secret_access_key = \"testing\"\npart_size_mib = 5\n\
-             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
-            ports.0,
-            ports.1,
-            common::hash(PASS)
-        )
-    });
-    let ctl = gate.addr;
-    let data = gate.logged_addr("shared data port bound");
-    let http = gate.logged_addr("http endpoint bound");
-    Replica {
+    let spec = haproxy::Spec {
         name,
-        gate,
-        ctl,
-        data,
-        http,
-    }
-}
-
-/// `count` consecutive ports free on the balancer address.
-fn free_ports(count: u16) -> u16 {
-    for _ in 0..50 {
-        let base = 20000 + (rand_u16() % 30000);
-        let held: Vec<_> = (base..base + count)
-            .map_while(|p| std::net::TcpListener::bind((LB, p)).ok())
-            .collect();
-        if held.len() == count as usize {
-            return base;
-        }
-    }
-    panic!("no free port range on {LB}");
-}
-
-fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    (t ^ std::process::id()) as u16
-}
-
-/// The shipped example with this test's addresses; every substitution must hit.
-fn haproxy_cfg(a: &Replica, b: &Replica, ctl: u16, pasv: u16) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
-    let mut cfg = std::fs::read_to_string(path).unwrap();
-    let mut sub = |from: &str, to: String| {
-        assert!(
-            cfg.contains(from),
-            "deploy/haproxy/haproxy.cfg lost `{from}`"
-        );
-        cfg = cfg.replace(from, &to);
+        ip: ip.to_owned(),
+        ports: (0, 0, 0),
     };
-    sub("bind :21\n", format!("bind {LB}:{ctl}\n"));
-    sub(
-        "bind :30000-30009\n",
-        format!("bind {LB}:{pasv}-{}\n", pasv + PASSIVE_PORTS - 1),
-    );
-    sub("    mode tcp\n", format!("    mode tcp\n    source {LB}\n"));
-    sub(
-        "inter 2s fall 2 rise 2",
-        "inter 200ms fall 1 rise 1".to_owned(),
-    );
-    for (r, ip) in [(a, "10.0.0.11"), (b, "10.0.0.12")] {
-        sub(
-            &format!("{ip}:2121 send-proxy-v2 check port 9100"),
-            format!("{} send-proxy-v2 check port {}", r.ctl, r.http.port()),
-        );
-        sub(&format!("{ip}:2120 "), format!("{} ", r.data));
-    }
-    cfg
-}
-
-struct Haproxy {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_haproxy(cfg: &str, dir: &std::path::Path) -> Haproxy {
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    let check = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "haproxy -c: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let mut child = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    for out in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    Haproxy { child, log }
+    haproxy::start_replica(
+        name,
+        haproxy::replica_toml(&spec, &m.endpoint(), bucket, ports, ""),
+    )
 }
 
 /// Opens a passive data connection through the balancer from `ip` (PASV or EPSV).
@@ -255,13 +118,15 @@ fn two_replicas_behind_haproxy_with_proxy_v2() {
     }
     let Some(m) = moto::moto() else { return };
     let bucket = m.bucket();
-    let lb_ctl = free_ports(1);
-    let pasv = free_ports(PASSIVE_PORTS);
+    let lb_ctl = haproxy::free_ports(1);
+    let pasv = haproxy::free_ports(PASSIVE_PORTS);
     let range = (pasv, pasv + PASSIVE_PORTS - 1);
     let mut a = replica('A', "127.0.0.11", m, &bucket, range);
     let b = replica('B', "127.0.0.12", m, &bucket, range);
     let dir = tempfile::tempdir().unwrap();
-    let hap = start_haproxy(&haproxy_cfg(&a, &b, lb_ctl, pasv), dir.path());
+    let stats = dir.path().join("stats.sock");
+    let cfg = haproxy::shipped_cfg(&[&a, &b], lb_ctl, pasv, PASSIVE_PORTS, &stats, true);
+    let hap = haproxy::start(&cfg, dir.path(), &stats);
     let lb: SocketAddr = format!("{LB}:{lb_ctl}").parse().unwrap();
 
     // Wait until HAProxy routes (both servers checked up).

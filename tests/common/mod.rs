@@ -15,6 +15,9 @@ pub mod mount;
 /// A thread racing path resolution with `renameat2(RENAME_EXCHANGE)`.
 pub mod swap;
 
+/// Replicas behind HAProxy running the shipped `deploy/haproxy/haproxy.cfg`.
+pub mod haproxy;
+
 pub const USER: &str = "tester";
 pub const PASS: &str = "s3cret pass";
 
@@ -83,13 +86,15 @@ impl Gate {
     }
 
     /// Starts on an S3 bucket at `endpoint` (key prefix `ftp`, 5 MiB parts, test
-    /// credentials, the default user); `storage` adds keys to `[storage]`.
+    /// credentials, the default user); `storage` adds keys to `[storage]`. No
+    /// background backend checks: tests count the S3 requests of each command.
     pub fn start_s3(endpoint: &str, bucket: &str, storage: &str) -> Gate {
         let (endpoint, bucket, storage) =
             (endpoint.to_owned(), bucket.to_owned(), storage.to_owned());
         Self::start_toml(move |_| {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
+                 backend_check_interval_secs = 0\n\
                  [storage]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"ftp\"\nendpoint = \"{endpoint}\"\n\
                  force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
                  secret_access_key = \"testing\"\npart_size_mib = 5\n{storage}\n\

@@ -281,6 +281,29 @@ impl Server {
         (out, all[before.min(all.len())..].to_vec())
     }
 
+    /// The server's processes (every descendant of its guard), e.g. to pause the
+    /// server with SIGSTOP in a stall test.
+    pub fn pids(&self) -> Vec<u32> {
+        fn children(pid: u32, out: &mut Vec<u32>) {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten();
+            for t in tasks.flatten() {
+                let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for c in list.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    out.push(c);
+                    children(c, out);
+                }
+            }
+        }
+        let guard = self._guard.lock().map(|g| g.id()).unwrap_or(0);
+        let mut out = Vec::new();
+        if guard != 0 {
+            children(guard, &mut out);
+        }
+        out
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
