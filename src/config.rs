@@ -162,12 +162,13 @@ pub struct ServerConfig {
     /// bytes; larger files get 504 (a digest stored at upload is still answered).
     /// 0: no limit. Default 4 GiB.
     pub max_hash_bytes: u64,
-    /// Milliseconds after an upload's data connection ends cleanly before the
-    /// server looks whether the control connection closed too (a killed client:
-    /// the upload is then discarded, not committed). Every upload waits this long
-    /// before its commit; a killed client whose control connection closes later
-    /// (a loaded client host) is not caught. Default 2.
-    pub upload_close_wait_ms: u64,
+    /// Microseconds after an upload's data connection ends cleanly during which
+    /// the server watches whether the control connection closes too (a killed
+    /// client: the upload is then discarded, not committed). A live client's
+    /// upload waits this long before its commit; a killed client whose control
+    /// connection closes later (a loaded client host) is not caught. Rounded up to
+    /// whole milliseconds by the timer. Default 1000.
+    pub upload_close_wait_us: u64,
 }
 
 impl Default for ServerConfig {
@@ -195,7 +196,7 @@ impl Default for ServerConfig {
             login_timeout_secs: 30,
             ipv6_prefix_len: 64,
             max_hash_bytes: 4 * 1024 * 1024 * 1024,
-            upload_close_wait_ms: 2,
+            upload_close_wait_us: 1000,
         }
     }
 }
@@ -662,10 +663,10 @@ impl Config {
                     .into(),
             );
         }
-        if self.server.upload_close_wait_ms > 5000 {
+        if self.server.upload_close_wait_us > 5_000_000 {
             return Err(format!(
-                "server.upload_close_wait_ms = {} is above 5000: every upload waits this long",
-                self.server.upload_close_wait_ms
+                "server.upload_close_wait_us = {} is above 5000000 (5 s): every upload waits this long",
+                self.server.upload_close_wait_us
             ));
         }
         if !(1..=128).contains(&self.server.ipv6_prefix_len) {

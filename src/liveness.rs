@@ -18,8 +18,9 @@
 //! first), microseconds apart on an idle client host, up to ~45 ms apart on a
 //! host with a load of 12 on 2 cores (measured on loopback). No server can tell a
 //! live client waiting for 226 from a dead one whose control socket is not yet
-//! released, so the look happens `server.upload_close_wait_ms` after the data
-//! connection's end: the price every upload pays for the check.
+//! released, so the upload watches for `server.upload_close_wait_us` after the
+//! data connection's end (a close seen earlier ends the wait): the price every
+//! live client's upload pays for the check.
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -107,9 +108,18 @@ impl ControlWatch {
         // command, so the descriptor is valid for this borrow.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let owned = fd.try_clone_to_owned().ok()?;
+        // SAFETY: the `socket2::Socket` owns the duplicated descriptor and keeps it
+        // open, unchanged, for as long as the `AsyncFd` holding it lives.
+        let socket = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                socket2::Socket::from(owned),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .ok()?;
         Some(ControlProbe {
             state: self.state.clone(),
-            socket: socket2::Socket::from(owned),
+            socket,
         })
     }
 }
@@ -118,14 +128,15 @@ impl ControlWatch {
 #[derive(Debug)]
 pub struct ControlProbe {
     state: watch::Receiver<ControlState>,
-    socket: socket2::Socket,
+    /// A duplicate of the control socket, registered for readiness.
+    socket: tokio::io::unix::AsyncFd<socket2::Socket>,
 }
 
 impl ControlProbe {
     fn peek(&self) -> Peek {
         let mut buf = [MaybeUninit::<u8>::uninit(); 1];
         // The socket is non-blocking (tokio's): an empty queue is WouldBlock.
-        match self.socket.peek(&mut buf) {
+        match self.socket.get_ref().peek(&mut buf) {
             Ok(0) => Peek::Gone,
             Ok(_) => Peek::Pending,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peek::Idle,
@@ -140,13 +151,31 @@ impl ControlProbe {
     /// left for the control loop to read first (they may be a QUIT, or the end),
     /// for at most a few seconds.
     /// `data_end`: when the data connection ended; `wait`: how long after it to
-    /// look (`server.upload_close_wait_ms`).
+    /// watch for a close (`server.upload_close_wait_us`).
     pub async fn client_still_there(
         &mut self,
         data_end: tokio::time::Instant,
         wait: Duration,
     ) -> bool {
-        tokio::time::sleep_until(data_end + wait).await;
+        // Watch until `wait` after the data's end (tokio's timer rounds up to the
+        // next millisecond): the control socket turning readable (a FIN, a reset,
+        // a command) or a QUIT/close read by the loop decides at once, without
+        // spinning.
+        let until = data_end + wait;
+        while *self.state.borrow() == ControlState::Open && self.peek() == Peek::Idle {
+            let ready = tokio::select! {
+                r = self.socket.readable() => r,
+                r = self.state.changed() => match r {
+                    Ok(()) => continue,
+                    Err(_) => break, // the control loop is gone
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            };
+            match ready {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(_) => break,
+            }
+        }
         let deadline = tokio::time::Instant::now() + SETTLE;
         loop {
             match *self.state.borrow_and_update() {

@@ -199,7 +199,7 @@ while True:
 /// The killed client's kernel may release its control socket tens of
 /// milliseconds after its data socket on this loaded test machine (measured: up
 /// to ~45 ms at load 12 on 2 cores); the tests give the server that long to look.
-const KILL_WAIT: &str = "upload_close_wait_ms = 250\n";
+const KILL_WAIT: &str = "upload_close_wait_us = 250000\n";
 
 /// A gate on `storage` with [`KILL_WAIT`].
 fn kill_gate(storage: &'static str) -> Gate {

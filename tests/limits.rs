@@ -117,7 +117,7 @@ fn sessions_that_never_log_in_are_closed() {
             let _ = sq.w.write_all(b"NOOP\r\n");
             match std::io::BufRead::fill_buf(&mut sq.r) {
                 Ok(b) if b.starts_with(b"421") => closed += 1,
-                Ok(b) if b.is_empty() => closed += 1,
+                Ok([]) => closed += 1,
                 _ => {
                     let _ = sq.read();
                 }

@@ -381,8 +381,8 @@ async fn begin_upload(
         }
     };
     let probe = ctx.control.probe().map(|p| {
-        let wait = ctx.server.config.server.upload_close_wait_ms;
-        (p, Duration::from_millis(wait))
+        let wait = ctx.server.config.server.upload_close_wait_us;
+        (p, Duration::from_micros(wait))
     });
     let pre = match &unique {
         Some(name) => Reply::new(150, format!("FILE: {name}")),
