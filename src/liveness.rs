@@ -223,7 +223,7 @@ mod tests {
             watch
                 .probe()
                 .unwrap()
-                .client_still_there(tokio::time::Instant::now())
+                .client_still_there(tokio::time::Instant::now(), Duration::ZERO)
                 .await
         );
         // QUIT read by the loop, then the close: commit.
@@ -233,7 +233,7 @@ mod tests {
             watch
                 .probe()
                 .unwrap()
-                .client_still_there(tokio::time::Instant::now())
+                .client_still_there(tokio::time::Instant::now(), Duration::ZERO)
                 .await
         );
         // Closed (EOF in the socket) without QUIT: not committed.
