@@ -361,3 +361,11 @@ fn data_close_then_quit_stores_the_file_memory() {
     });
     run_data_close_then_quit(&gate);
 }
+
+#[test]
+fn data_close_then_quit_stores_the_file_s3() {
+    let Some(m) = moto::moto() else { return };
+    let bucket = m.bucket();
+    let gate = Gate::start_s3(&m.endpoint(), &bucket, "");
+    run_data_close_then_quit(&gate);
+}
