@@ -120,7 +120,8 @@ pub struct ServerConfig {
     pub max_login_failures: u32,
     /// Delay before answering a failed login, in milliseconds. Default 1000.
     pub login_failure_delay_ms: u64,
-    /// Seconds to wait for a data connection (accept or connect). Default 60.
+    /// Seconds to wait for a data connection (accept or connect); a PASV/EPSV
+    /// listener or PORT target no transfer used is dropped after as long. Default 60.
     pub data_timeout_secs: u64,
     /// Seconds running transfers may take to finish after SIGTERM/SIGINT. Default 30.
     pub shutdown_grace_secs: u64,
