@@ -2,11 +2,29 @@
 //! IP within a window; too many ban the IP, each further ban twice as long up to a
 //! maximum (RFC 2577 §"Protecting passwords" asks servers to limit attempts; a
 //! per-connection limit alone lets an attacker simply reconnect).
+//!
+//! A client is an IPv4 address or an IPv6 network ([`client_key`]): one IPv6 host
+//! usually owns a whole /64 and could otherwise take a fresh address per guess.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The address a client is counted under for bans and per-IP session caps: IPv4
+/// (and IPv4-mapped IPv6, `::ffff:a.b.c.d`) as the address itself, IPv6 as its
+/// network of `v6_prefix` bits (`server.ipv6_prefix_len`, /64 by default, the
+/// smallest network RFC 4291 §2.5.4 gives one link).
+pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match crate::datachan::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
+}
 
 /// Entries kept at most; beyond it expired ones are dropped first.
 const MAX_ENTRIES: usize = 100_000;
@@ -28,6 +46,8 @@ pub struct Bans {
     window: Duration,
     first: Duration,
     max: Duration,
+    /// `server.ipv6_prefix_len`: IPv6 clients are keyed by this network.
+    v6_prefix: u8,
     table: Mutex<HashMap<IpAddr, Entry>>,
 }
 
@@ -40,12 +60,21 @@ impl Bans {
             window,
             first,
             max,
+            v6_prefix: 128,
             table: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Counts IPv6 clients per network of `len` bits ([`client_key`]); default 128
+    /// (per address) until set.
+    pub fn with_ipv6_prefix(mut self, len: u8) -> Self {
+        self.v6_prefix = len;
+        self
+    }
+
     /// The remaining ban of `ip`, if it is banned now.
     pub fn banned(&self, ip: IpAddr) -> Option<Duration> {
+        let ip = client_key(ip, self.v6_prefix);
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let until = table.get(&ip)?.banned_until?;
         until.checked_duration_since(Instant::now())
@@ -66,6 +95,7 @@ impl Bans {
         if self.after == 0 {
             return None;
         }
+        let ip = client_key(ip, self.v6_prefix);
         let now = Instant::now();
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if table.len() >= MAX_ENTRIES && !table.contains_key(&ip) {
@@ -141,5 +171,46 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(off.failure(a), None);
         }
+    }
+
+    #[test]
+    fn client_keys() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(client_key(ip("2001:db8:1:2::9"), 48), ip("2001:db8:1::"));
+        assert_eq!(client_key(ip("2001:db8::9"), 128), ip("2001:db8::9"));
+        assert_eq!(client_key(ip("2001:db8::9"), 1), ip("::"));
+        assert_eq!(client_key(ip("::1"), 64), ip("::"));
+    }
+
+    #[test]
+    fn one_ipv6_network_is_one_client() {
+        let b = Bans::new(
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .with_ipv6_prefix(64);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(b.failure(ip("2001:db8:0:1::1")), None);
+        assert!(b.failure(ip("2001:db8:0:1::2")).is_some());
+        assert!(b.banned(ip("2001:db8:0:1:ffff::3")).is_some());
+        assert!(b.banned(ip("2001:db8:0:2::1")).is_none());
+        let v4 = Bans::new(
+            1,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .with_ipv6_prefix(64);
+        v4.failure(ip("::ffff:192.0.2.1"));
+        assert!(v4.banned(ip("192.0.2.1")).is_some());
+        assert!(v4.banned(ip("192.0.2.2")).is_none());
     }
 }

@@ -120,7 +120,8 @@ pub struct ServerConfig {
     pub max_login_failures: u32,
     /// Delay before answering a failed login, in milliseconds. Default 1000.
     pub login_failure_delay_ms: u64,
-    /// Seconds to wait for a data connection (accept or connect). Default 60.
+    /// Seconds to wait for a data connection (accept or connect); a PASV/EPSV
+    /// listener or PORT target no transfer used is dropped after as long. Default 60.
     pub data_timeout_secs: u64,
     /// Seconds running transfers may take to finish after SIGTERM/SIGINT. Default 30.
     pub shutdown_grace_secs: u64,
@@ -143,7 +144,8 @@ pub struct ServerConfig {
     /// logs, limits and the data-peer check. Default false.
     pub proxy_protocol: bool,
     /// Networks (CIDR) allowed to send PROXY headers; other peers are refused.
-    /// Empty: any peer. Only with `proxy_protocol`.
+    /// Required with `proxy_protocol` (an empty list refuses to start: write
+    /// `["0.0.0.0/0", "::/0"]` to trust every peer explicitly).
     pub proxy_trusted: Vec<String>,
     /// FTPS on `listen`: `off`, `optional` or `required` (RFC 4217 `AUTH TLS`).
     pub tls: TlsMode,
@@ -164,6 +166,24 @@ pub struct ServerConfig {
     /// copying small files sends ~250 a second per connection on loopback (~900
     /// against vsftpd's speed); 200 throttled it to a quarter of vsftpd's speed.
     pub max_commands_per_sec: u32,
+    /// Seconds a connection may stay without logging in, whatever it sends
+    /// (NOOP does not extend it); then 421 and close. 0: no limit. Default 30.
+    pub login_timeout_secs: u64,
+    /// IPv6 clients are counted per network of this prefix length for
+    /// `max_sessions_per_ip` and bans (one host usually owns a whole /64).
+    /// IPv4 counts per address; IPv4-mapped IPv6 as IPv4. 1–128. Default 64.
+    pub ipv6_prefix_len: u8,
+    /// Largest file HASH/XSHA256/XSHA1/XMD5/XCRC read to compute a digest, in
+    /// bytes; larger files get 504 (a digest stored at upload is still answered).
+    /// 0: no limit. Default 4 GiB.
+    pub max_hash_bytes: u64,
+    /// Microseconds after an upload's data connection ends cleanly during which
+    /// the server watches whether the control connection closes too (a killed
+    /// client: the upload is then discarded, not committed). A live client's
+    /// upload waits this long before its commit; a killed client whose control
+    /// connection closes later (a loaded client host) is not caught. Rounded up to
+    /// whole milliseconds by the timer. Default 1000.
+    pub upload_close_wait_us: u64,
 }
 
 impl Default for ServerConfig {
@@ -191,6 +211,10 @@ impl Default for ServerConfig {
             ban_max_secs: 3600,
             command_line_timeout_secs: 30,
             max_commands_per_sec: 2000,
+            login_timeout_secs: 30,
+            ipv6_prefix_len: 64,
+            max_hash_bytes: 4 * 1024 * 1024 * 1024,
+            upload_close_wait_us: 1000,
         }
     }
 }
@@ -688,6 +712,29 @@ impl Config {
         }
         for c in &self.server.proxy_trusted {
             parse_net(c).map_err(|e| format!("server.proxy_trusted: {e}"))?;
+        }
+        if self.server.proxy_protocol && self.server.proxy_trusted.is_empty() {
+            // Any peer could otherwise claim any client address: on the control
+            // port to dodge bans and caps, on a passive port to take another
+            // client's data connection.
+            return Err(
+                "server.proxy_protocol = true needs server.proxy_trusted: list the \
+                        load balancer's networks (e.g. [\"10.0.0.0/16\"]), or write \
+                        [\"0.0.0.0/0\", \"::/0\"] to trust every peer explicitly"
+                    .into(),
+            );
+        }
+        if self.server.upload_close_wait_us > 5_000_000 {
+            return Err(format!(
+                "server.upload_close_wait_us = {} is above 5000000 (5 s): every upload waits this long",
+                self.server.upload_close_wait_us
+            ));
+        }
+        if !(1..=128).contains(&self.server.ipv6_prefix_len) {
+            return Err(format!(
+                "server.ipv6_prefix_len = {} must be between 1 and 128",
+                self.server.ipv6_prefix_len
+            ));
         }
         if let Some(l) = &self.passive.proxy_listen {
             l.parse::<SocketAddr>().map_err(|_| {

@@ -4,7 +4,13 @@
 //! While a transfer runs, the control channel is still read: ABOR cancels it (426
 //! for the transfer, then 226 for ABOR — RFC 959 §4.1.3), STAT answers at once, and
 //! every other command waits in a short queue until the transfer's final reply has
-//! been sent, as RFC 959 §5.4 sequencing requires.
+//! been sent, as RFC 959 §5.4 sequencing requires. A HASH that reads a file runs
+//! the same way (one transfer or digest at a time per session).
+//!
+//! Limits no command can extend: a session that has not logged in is closed after
+//! `server.login_timeout_secs` whatever it sends, and a pending passive listener
+//! (or PORT target) unused for `server.data_timeout_secs` is dropped, freeing its
+//! port and its `passive.max_pending` place.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use tracing::Instrument;
 
 use crate::control::{self, ControlWrite};
 use crate::handlers::{self, Ctx, Outcome, TransferEnd};
+use crate::liveness::ControlWatch;
 use crate::protocol::codec::{LineEvent, LineReader};
 use crate::protocol::{command, Command, Reply};
 use crate::server::Shared;
@@ -36,6 +43,9 @@ struct Running {
     backend: String,
     /// The session's totals, for the `session ended` event.
     totals: Arc<crate::session::Totals>,
+    /// A data transfer (false: a HASH job, which is not a transfer in the log and
+    /// metrics).
+    transfer: bool,
 }
 
 /// Per-session command rate limit: a token bucket holding `2 × rate` tokens,
@@ -86,6 +96,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
     let cfg = &shared.config.server;
+    let (signal, control) = crate::liveness::channel(&stream);
     let (rd, mut wr) = if implicit {
         let Some(tls) = shared.tls.as_ref() else {
             return;
@@ -122,11 +133,38 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     let mut commands_seen = 0u64;
     let begun = Instant::now();
     let totals = session.totals.clone();
+    // A pending data endpoint expires `data_timeout_secs` after PASV/EPSV/PORT/EPRT
+    // set it up, whatever else the client sends meanwhile.
+    let data_timeout = Duration::from_secs(cfg.data_timeout_secs);
+    let mut data_expires: Option<Instant> = None;
+    // Until a login succeeds (again after REIN), `login_timeout_secs` from the
+    // greeting; NOOP and failed logins do not extend it.
+    let login_limit =
+        (cfg.login_timeout_secs > 0).then(|| Duration::from_secs(cfg.login_timeout_secs));
+    let mut login_deadline = login_limit.map(|d| Instant::now() + d);
+    // QUIT was read while a transfer ran (RFC 959 §4.1.1: it may finish).
+    let mut quit_seen = false;
 
     loop {
         if running.is_none() {
             if let Some(cmd) = queued.pop_front() {
-                match run_command(cmd, &mut session, &shared, &mut data, &mut wr).await {
+                let sets_data = matches!(
+                    cmd,
+                    Command::Pasv | Command::Epsv(_) | Command::Port(_) | Command::Eprt(_)
+                );
+                let step =
+                    run_command(cmd, &mut session, &shared, &mut data, &control, &mut wr).await;
+                if data.is_none() {
+                    data_expires = None;
+                } else if sets_data {
+                    data_expires = Some(Instant::now() + data_timeout);
+                }
+                if session.user().is_some() {
+                    login_deadline = None;
+                } else if login_deadline.is_none() {
+                    login_deadline = login_limit.map(|d| Instant::now() + d);
+                }
+                match step {
                     Step::Continue => {}
                     Step::Started(r) => running = Some(r),
                     Step::Close => break,
@@ -199,6 +237,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
                             if send(&mut wr, &reply).await.is_err() { break; }
                         }
                         other => {
+                            if matches!(other, Command::Quit) {
+                                quit_seen = true;
+                                signal.quit();
+                            }
                             if queued.len() >= MAX_QUEUED {
                                 if send(&mut wr, &Reply::new(421, "Too many commands during a transfer")).await.is_err() { break; }
                                 break;
@@ -216,7 +258,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
             res = async { (&mut running.as_mut().expect("guarded by is_some").handle).await }, if running.is_some() => {
                 let r = running.take().expect("guarded by is_some");
                 let end = res.unwrap_or_else(|_| TransferEnd { reply: Reply::new(451, "Transfer failed"), bytes: 0, sha256: None });
-                log_transfer(&shared, &r, &end);
+                log_end(&shared, &r, &end);
                 if send(&mut wr, &end.reply).await.is_err() { break; }
             }
             _ = shared.hard_stop.cancelled(), if running.is_some() => {
@@ -227,6 +269,17 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
                 let end = finish(&shared, r).await;
                 let _ = send(&mut wr, &end.reply).await;
                 let _ = send(&mut wr, &Reply::new(421, "Server shutting down")).await;
+                break;
+            }
+            _ = until(data_expires), if data.is_some() && data_expires.is_some() => {
+                // Closes the listener: its port and max_pending place are free again.
+                tracing::info!("pending data connection unused for server.data_timeout_secs, closed");
+                data = None;
+                data_expires = None;
+            }
+            _ = until(login_deadline), if login_deadline.is_some() && session.user().is_none() => {
+                tracing::info!("no login within server.login_timeout_secs, closing");
+                let _ = send(&mut wr, &Reply::new(421, "Login timeout, closing control connection")).await;
                 break;
             }
             _ = tokio::time::sleep(idle), if running.is_none() => {
@@ -240,14 +293,35 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
             }
         }
     }
+    // Uploads ending now are not committed unless QUIT came first (`liveness`).
+    signal.closed();
     if let Some(r) = running.take() {
-        // The control connection is gone: stop the transfer (aborting any upload).
-        r.cancel.cancel();
-        let end = finish(&shared, r).await;
-        tracing::info!(
-            code = end.reply.code,
-            "transfer ended with the control connection"
-        );
+        if quit_seen {
+            // RFC 959 §4.1.1 QUIT: "If file transfer is in progress, the connection
+            // will remain open for result response and the server will then close
+            // it" — unless the shutdown grace period ends first.
+            let (cancel, stop) = (r.cancel.clone(), shared.hard_stop.clone());
+            let done = finish(&shared, r);
+            tokio::pin!(done);
+            let end = tokio::select! {
+                end = &mut done => end,
+                _ = stop.cancelled() => {
+                    cancel.cancel();
+                    done.await
+                }
+            };
+            if send(&mut wr, &end.reply).await.is_ok() {
+                let _ = send(&mut wr, &Reply::new(221, "Goodbye")).await;
+            }
+        } else {
+            // The control connection is gone: stop the transfer (aborting any upload).
+            r.cancel.cancel();
+            let end = finish(&shared, r).await;
+            tracing::info!(
+                code = end.reply.code,
+                "transfer ended with the control connection"
+            );
+        }
     }
     let _ = wr.shutdown().await;
     let (bytes_in, bytes_out, files_in, files_out) = totals.get();
@@ -269,6 +343,14 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         session_ended!(debug);
     } else {
         session_ended!(info);
+    }
+}
+
+/// Sleeps until `deadline`; pending forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -308,6 +390,7 @@ async fn run_command(
     session: &mut Session,
     shared: &Arc<Shared>,
     data: &mut Option<crate::datachan::DataEndpoint>,
+    control: &ControlWatch,
     wr: &mut ControlWrite,
 ) -> Step {
     let verb = cmd.verb().to_owned();
@@ -321,6 +404,7 @@ async fn run_command(
         session,
         server: shared,
         data,
+        control,
     };
     let outcome = handlers::dispatch(cmd, &mut ctx).await;
     let backend = shared
@@ -359,6 +443,20 @@ async fn run_command(
                 path: t.path,
                 backend,
                 totals: session.totals.clone(),
+                transfer: true,
+            })
+        }
+        Outcome::Job(j) => {
+            let handle = tokio::spawn(j.job.instrument(tracing::Span::current()));
+            Step::Started(Running {
+                handle,
+                cancel: j.cancel,
+                started: Instant::now(),
+                verb,
+                path: j.path,
+                backend,
+                transfer: false,
+                totals: session.totals.clone(),
             })
         }
     }
@@ -379,8 +477,25 @@ async fn finish(shared: &Shared, mut r: Running) -> TransferEnd {
         bytes: 0,
         sha256: None,
     });
-    log_transfer(shared, &r, &end);
+    log_end(shared, &r, &end);
     end
+}
+
+/// Logs the end of a transfer ([`log_transfer`]) or of a HASH job (its reply code
+/// in the command metrics and a debug event).
+fn log_end(shared: &Shared, r: &Running, end: &TransferEnd) {
+    if r.transfer {
+        log_transfer(shared, r, end);
+    } else {
+        shared.metrics.command(&r.verb, end.reply.code);
+        tracing::debug!(
+            verb = r.verb.as_str(),
+            path = r.path.as_str(),
+            bytes = end.bytes,
+            code = end.reply.code,
+            "digest job ended"
+        );
+    }
 }
 
 /// One log event and the metrics per transfer: path, bytes, duration, result.

@@ -7,6 +7,8 @@
 //! - [`session`]: per-connection state (login, cwd, TYPE, REST, RNFR), no sockets.
 //! - [`connection`]: the control loop: login gate, dispatch, replies, ABOR/STAT
 //!   during a transfer, idle timeout.
+//! - [`liveness`]: whether the client of an ending upload is still there (a
+//!   killed client's upload is never committed).
 //! - [`handlers`]: one module per verb family (login, navigation, files, data
 //!   set-up, transfers, information).
 //! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
@@ -41,6 +43,7 @@ pub mod handlers;
 pub mod health;
 pub mod http;
 pub mod listing;
+pub mod liveness;
 pub mod metrics;
 pub mod process;
 pub mod protocol;

@@ -279,7 +279,8 @@ impl Server {
             Duration::from_secs(config.server.ban_window_secs),
             Duration::from_secs(config.server.ban_secs),
             Duration::from_secs(config.server.ban_max_secs),
-        );
+        )
+        .with_ipv6_prefix(config.server.ipv6_prefix_len);
         let passive_slots = Arc::new(tokio::sync::Semaphore::new(config.passive.max_pending));
         let data = match &config.passive.proxy_listen {
             Some(a) => Some(
@@ -671,7 +672,9 @@ async fn admit(
         }
         return;
     }
-    let Some(_slot) = SessionSlot::take(&shared, ip) else {
+    // Caps count an IPv6 network (`server.ipv6_prefix_len`) as one client.
+    let key = crate::bans::client_key(ip, shared.config.server.ipv6_prefix_len);
+    let Some(_slot) = SessionSlot::take(&shared, key) else {
         tracing::info!(%peer, "session limit reached");
         let _ = stream
             .write_all(b"421 Too many connections, try again later\r\n")

@@ -433,6 +433,7 @@ fn service_ports_lists_every_port_for_the_service() {
     std::fs::write(
         &cfg,
         "[server]\nlisten = \"127.0.0.1:2121\"\nproxy_protocol = true\n\
+         proxy_trusted = [\"10.0.0.0/8\"]\n\
          [passive]\nports = \"30000-30001\"\nproxy_listen = \"127.0.0.1:2120\"\n",
     )
     .unwrap();

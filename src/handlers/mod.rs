@@ -38,6 +38,8 @@ pub struct Ctx<'a> {
     pub server: &'a Arc<Shared>,
     /// The endpoint set up by PASV/EPSV/PORT/EPRT, taken by the next transfer.
     pub data: &'a mut Option<DataEndpoint>,
+    /// The control connection, as an upload checks it before committing.
+    pub control: &'a crate::liveness::ControlWatch,
 }
 
 impl Ctx<'_> {
@@ -84,8 +86,23 @@ pub struct Transfer {
     pub path: String,
 }
 
+/// A command that runs beside the control channel without a data connection
+/// (HASH of a file that must be read): like a transfer it holds the session's one
+/// transfer slot, ABOR cancels it (426, then 226) and so does the end of the
+/// control connection; its result is the command's only reply.
+pub struct Job {
+    /// The work; its `reply` is sent when it ends.
+    pub job: BoxFuture<'static, TransferEnd>,
+    /// Cancelled by ABOR or when the control connection ends.
+    pub cancel: CancellationToken,
+    /// Path, for STAT and the log.
+    pub path: String,
+}
+
 /// What the connection does after a command.
 pub enum Outcome {
+    /// Run a [`Job`] beside the control channel.
+    Job(Job),
     /// Send a reply.
     Reply(Reply),
     /// Start a data transfer.

@@ -22,6 +22,7 @@ use crate::checksum::{hex, UploadDigest};
 use crate::datachan::{self, DataEndpoint, DataStream};
 use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
+use crate::liveness::ControlProbe;
 use crate::protocol::{Reply, TransferType};
 
 /// Bytes gathered from the data socket before each backend write on upload. With
@@ -379,6 +380,10 @@ async fn begin_upload(
             return r.into();
         }
     };
+    let probe = ctx.control.probe().map(|p| {
+        let wait = ctx.server.config.server.upload_close_wait_us;
+        (p, Duration::from_micros(wait))
+    });
     let pre = match &unique {
         Some(name) => Reply::new(150, format!("FILE: {name}")),
         None => Reply::new(
@@ -396,7 +401,7 @@ async fn begin_upload(
                 return e;
             }
         };
-        let mut r = receive_file(sock, upload, ascii, limit, digest, c).await;
+        let mut r = receive_file(sock, upload, ascii, limit, digest, probe, c).await;
         if let (Some(name), 226) = (unique, r.reply.code) {
             r.reply = Reply::new(226, format!("Transfer complete; unique file name {name}"));
         }
@@ -413,12 +418,14 @@ async fn receive_file(
     ascii: bool,
     limit: Option<u64>,
     mut digest: Option<UploadDigest>,
+    probe: Option<(ControlProbe, Duration)>,
     cancel: CancellationToken,
 ) -> TransferEnd {
     let mut received = 0u64;
     let mut pending_cr = false;
     let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
     let mut eof = false;
+    let mut data_end = tokio::time::Instant::now();
     while !eof {
         // Fill one chunk from as many socket reads as it takes, so the backend gets
         // few large writes instead of one per (often 64 KiB) read.
@@ -435,6 +442,7 @@ async fn receive_file(
             };
             match read {
                 Ok(0) => {
+                    data_end = tokio::time::Instant::now();
                     // Answer the client's close_notify with ours (RFC 4217 §10) so
                     // TLS clients that wait for it (Python's unwrap) finish cleanly.
                     let _ =
@@ -487,6 +495,30 @@ async fn receive_file(
         if let Err(e) = upload.write(Bytes::from_static(b"\r")).await {
             let _ = upload.abort().await;
             return upload_failed(&e, received);
+        }
+    }
+    // The data connection ended cleanly, but a killed client closes both of its
+    // connections: commit only if the control connection is still open or was
+    // closed after QUIT (see `liveness`).
+    if let Some((mut probe, wait)) = probe {
+        let there = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => false,
+            t = probe.client_still_there(data_end, wait) => t,
+        };
+        if !there {
+            // Resume hook (issue 12 §2): keep the upload as pending here instead
+            // of discarding it.
+            tracing::info!(
+                received,
+                "control connection closed before the upload ended: upload discarded"
+            );
+            let _ = upload.abort().await;
+            return end(
+                426,
+                "Control connection closed; upload discarded, nothing stored",
+                received,
+            );
         }
     }
     let sha256 = digest.map(|d| d.finish());

@@ -89,12 +89,18 @@ impl Gate {
     /// credentials, the default user); `storage` adds keys to `[storage]`. No
     /// background backend checks: tests count the S3 requests of each command.
     pub fn start_s3(endpoint: &str, bucket: &str, storage: &str) -> Gate {
+        Self::start_s3_server(endpoint, bucket, storage, "")
+    }
+
+    /// [`Gate::start_s3`] with `server` lines added to `[server]`.
+    pub fn start_s3_server(endpoint: &str, bucket: &str, storage: &str, server: &str) -> Gate {
         let (endpoint, bucket, storage) =
             (endpoint.to_owned(), bucket.to_owned(), storage.to_owned());
+        let server = server.to_owned();
         Self::start_toml(move |_| {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
-                 backend_check_interval_secs = 0\n\
+                 backend_check_interval_secs = 0\n{server}\n\
                  [storage]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"ftp\"\nendpoint = \"{endpoint}\"\n\
                  force_path_style = true\nallow_http = true\naccess_key_id = \"testing\"\n\
                  secret_access_key = \"testing\"\npart_size_mib = 5\n{storage}\n\

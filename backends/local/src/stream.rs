@@ -19,10 +19,13 @@ use rustix::fs::{self as rfs, AtFlags, FileType, OFlags};
 use crate::confine::{error, special, to_meta, Root, TEMP_PREFIX};
 use crate::join_error;
 
-/// Bytes per read chunk.
-const READ_CHUNK: u64 = 512 * 1024;
+/// Bytes per read chunk. With [`READ_QUEUE`], a download whose client stops
+/// reading holds at most (queue + 2) chunks = 512 KiB: the queued ones, the one
+/// the thread waits to send and the one being written to the socket (issue 11 §3;
+/// 512 KiB × 6 = 3 MiB before).
+const READ_CHUNK: u64 = 128 * 1024;
 /// Chunks buffered between the reading thread and the consumer.
-const READ_QUEUE: usize = 4;
+const READ_QUEUE: usize = 2;
 /// Entries buffered between the listing thread and the consumer.
 const LIST_QUEUE: usize = 64;
 
