@@ -277,6 +277,41 @@ fn data_connections_must_resume_the_tls_session() {
     });
 }
 
+/// Session theft across control connections (issue 11 §1): an attacker that did
+/// its own AUTH TLS (explicit) or implicit handshake, never logged in, connects to
+/// a victim's passive port from the same IP and resumes *its own* session. Before
+/// the fix any session of the server was accepted and the attacker received the
+/// victim's RETR or injected its STOR (victim: 226). Now: 425 "TLS session of the
+/// control connection not resumed", nothing sent or stored; TLS 1.2 (session ids)
+/// and 1.3 (tickets), explicit and implicit; the victim's own resumption works.
+#[test]
+fn data_connections_resume_only_their_control_session() {
+    for version in ["1.2", "1.3"] {
+        let t = tls_gate("required", "", "");
+        suite(
+            &t,
+            &["test_foreign_session"],
+            &[
+                ("FTPS_MODE", "required".into()),
+                ("FTPS_REUSE", "1".into()),
+                ("FTPS_TLS", version.into()),
+            ],
+        );
+        assert!(!t.gate.root().join("upload.bin").exists());
+        let (t, addr) = implicit_gate("required");
+        suite(
+            &t,
+            &["test_foreign_session"],
+            &[
+                ("FTPS_MODE", "required".into()),
+                ("FTPS_REUSE", "1".into()),
+                ("FTPS_TLS", version.into()),
+                ("FTPS_IMPLICIT_PORT", addr.port().to_string()),
+            ],
+        );
+    }
+}
+
 /// Reuse switched off for devices that cannot resume: plain FTP_TLS works.
 #[test]
 fn session_reuse_can_be_switched_off() {
