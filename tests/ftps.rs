@@ -298,6 +298,10 @@ fn data_connections_resume_only_their_control_session() {
             ],
         );
         assert!(!t.gate.root().join("upload.bin").exists());
+        if version == "1.2" {
+            // Real clients over TLS 1.2 (session ids) resume their own session.
+            tls12_clients(&t);
+        }
         let (t, addr) = implicit_gate("required");
         suite(
             &t,
@@ -309,6 +313,32 @@ fn data_connections_resume_only_their_control_session() {
                 ("FTPS_IMPLICIT_PORT", addr.port().to_string()),
             ],
         );
+    }
+}
+
+/// curl (`--tls-max 1.2`, OpenSSL) and lftp (GnuTLS without TLS 1.3) upload and
+/// download through a required-mode gate: their data connections resume the
+/// control connection's TLS 1.2 session.
+fn tls12_clients(t: &Tls) {
+    if require("curl") {
+        let g = &t.gate;
+        let tmp = tempfile::tempdir().unwrap();
+        let data = payload(1024 * 1024 + 5, 23);
+        let src = tmp.path().join("src.bin");
+        std::fs::write(&src, &data).unwrap();
+        let (ca, user) = (t.cert.cert.to_str().unwrap(), format!("{USER}:{PASS}"));
+        let url = format!("ftp://{}/curl12.bin", g.addr);
+        let tls = ["--ssl-reqd", "--tls-max", "1.2", "--cacert", ca, "--user", &user];
+        let mut up = tls.to_vec();
+        up.extend(["-T", src.to_str().unwrap(), &url]);
+        curl_ok(g, &up);
+        assert_eq!(sha_file(&g.root().join("curl12.bin")), sha(&data));
+        let mut down = tls.to_vec();
+        down.push(&url);
+        assert_eq!(sha(&curl_ok(g, &down)), sha(&data));
+    }
+    if require("lftp") {
+        lftp_put_get(t, "set ssl:priority NORMAL:-VERS-TLS1.3;");
     }
 }
 
@@ -507,6 +537,12 @@ fn lftp_ftps() {
         return;
     }
     let t = tls_gate("required", "", "");
+    lftp_put_get(&t, "");
+}
+
+/// lftp put, get and cls against a required-mode gate, with `settings` (lftp
+/// `set` commands) first; hash checks.
+fn lftp_put_get(t: &Tls, settings: &str) {
     let g = &t.gate;
     let tmp = tempfile::tempdir().unwrap();
     let data = payload(3 * 1024 * 1024 + 1, 12);
@@ -514,7 +550,7 @@ fn lftp_ftps() {
     std::fs::write(&src, &data).unwrap();
     let down = tmp.path().join("down.bin");
     let script = format!(
-        "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ftp:ssl-protect-list true; \
+        "{settings} set ftp:ssl-force true; set ftp:ssl-protect-data true; set ftp:ssl-protect-list true; \
          set ssl:ca-file {ca}; set ssl:verify-certificate yes; set ftp:ssl-auth TLS; \
          set net:max-retries 1; set net:timeout 15; set cmd:fail-exit yes; set xfer:clobber on; \
          put {src} -o 'lftp up.bin'; get 'lftp up.bin' -o {down}; cls -1; quit",
