@@ -129,7 +129,10 @@ impl Drop for LoginTurn<'_> {
         self.guard = None;
         // Waiters clone the lock under `turns`, so with only the table's reference
         // left nobody waits for this address.
-        if turns.get(&self.ip).is_some_and(|l| Arc::strong_count(l) == 1) {
+        if turns
+            .get(&self.ip)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
             turns.remove(&self.ip);
         }
     }
@@ -436,8 +439,9 @@ mod tests {
         assert_eq!(t.dummies.len(), 1);
         assert!(t.dummies[0].1.starts_with("$2b$05$"));
         // Kept across a reload.
-        let again = Authenticator::table(&[user_with("q", bcrypt::hash("e", 5).unwrap())], &t.dummies)
-            .unwrap();
+        let again =
+            Authenticator::table(&[user_with("q", bcrypt::hash("e", 5).unwrap())], &t.dummies)
+                .unwrap();
         assert_eq!(again.dummies, t.dummies);
         // No users at all: the argon2id default.
         let t = Authenticator::table(&[], &[]).unwrap();
@@ -454,7 +458,8 @@ mod tests {
         let t2 = auth.turn(b).await;
         drop(t2);
         // The same address waits.
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), auth.turn(a)).await;
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), auth.turn(a)).await;
         assert!(waiting.is_err());
         drop(t1);
         let t3 = auth.turn(a).await;

@@ -237,10 +237,7 @@ impl Tls {
     /// TLS handshake on a control connection (AUTH TLS, implicit FTPS), within
     /// [`HANDSHAKE_TIMEOUT`]; returns the stream and the connection's TLS context
     /// for its data connections.
-    pub async fn accept(
-        &self,
-        tcp: TcpStream,
-    ) -> std::io::Result<(TlsStream<TcpStream>, ConnTls)> {
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<(TlsStream<TcpStream>, ConnTls)> {
         let (acceptor, conn) = self.for_connection();
         Ok((handshake(&acceptor, tcp).await?, conn))
     }
@@ -279,7 +276,10 @@ impl ConnTls {
     }
 }
 
-async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+) -> std::io::Result<TlsStream<TcpStream>> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(

@@ -328,7 +328,15 @@ fn tls12_clients(t: &Tls) {
         std::fs::write(&src, &data).unwrap();
         let (ca, user) = (t.cert.cert.to_str().unwrap(), format!("{USER}:{PASS}"));
         let url = format!("ftp://{}/curl12.bin", g.addr);
-        let tls = ["--ssl-reqd", "--tls-max", "1.2", "--cacert", ca, "--user", &user];
+        let tls = [
+            "--ssl-reqd",
+            "--tls-max",
+            "1.2",
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+        ];
         let mut up = tls.to_vec();
         up.extend(["-T", src.to_str().unwrap(), &url]);
         curl_ok(g, &up);

@@ -145,7 +145,10 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
             // PROT P needs AUTH TLS, which sets the context; never fall back to
             // a clear data connection.
             Some(ctx.session.tls.clone().ok_or_else(|| {
-                Reply::new(425, "Cannot open data connection: no TLS on the control connection")
+                Reply::new(
+                    425,
+                    "Cannot open data connection: no TLS on the control connection",
+                )
             })?)
         } else {
             None
