@@ -30,15 +30,7 @@ const RSS_GROWTH_LIMIT_KIB: u64 = 64 * MIB;
 /// A gate with `server` lines in `[server]` (the harness's own
 /// `login_failure_delay_ms` is not set here, so tests may set it).
 fn gate(server: &str) -> Gate {
-    Gate::start_toml(|dir| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\
-             [storage]\nkind = \"local\"\nroot = \"{}\"\n\n\
-             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
-            dir.join("data").display(),
-            hash(PASS)
-        )
-    })
+    gate_with_hash(server, USER, &hash(PASS))
 }
 
 /// EPSV, with the data connection made from the same source address as the
@@ -1471,9 +1463,11 @@ fn wrong_password_flood_does_not_starve_other_logins() {
         let from = format!("127.0.0.{}", 2 + i % 5);
         let (addr, stop, guesses) = (g.addr, stop.clone(), guesses.clone());
         flood.push(std::thread::spawn(move || {
-            let s = connect_from(&from, addr);
-            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            let mut c = ctl_over_greeted(s);
+            let mut c = ctl_over_greeted(connect_from(&from, addr));
+            // Each guess waits behind its own address's earlier ones (40 each).
+            c.r.get_ref()
+                .set_read_timeout(Some(Duration::from_secs(300)))
+                .unwrap();
             if c.try_read().map(|r| r.0) != Some(220) {
                 return;
             }
@@ -1491,7 +1485,12 @@ fn wrong_password_flood_does_not_starve_other_logins() {
     // The flood is on when every connection has had a guess answered, or enough.
     let deadline = Instant::now() + Duration::from_secs(120);
     while guesses.load(Ordering::Relaxed) < 200 {
-        assert!(Instant::now() < deadline, "flood never got going");
+        assert!(
+            Instant::now() < deadline,
+            "flood never got going: {} guesses answered\n{}",
+            guesses.load(Ordering::Relaxed),
+            tail(&g.logs(), 30)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let during: Vec<Duration> = (0..3)
@@ -1658,17 +1657,9 @@ fn drop_box_cannot_probe_or_change_other_uploads() {
     assert_eq!(dropbox.store("STOR mine.txt", b"mine").1.code, 226);
     let r = dropbox.cmd("MFMT 20200102030405 mine.txt");
     assert_eq!(r.code, 213, "{r:?}");
-    let mtime = std::fs::metadata(g.root().join("mine.txt"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    assert_eq!(
-        mtime
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        1_577_934_245
-    );
+    let mtime = std::fs::metadata(g.root().join("mine.txt")).map(|m| m.modified());
+    let want = std::time::UNIX_EPOCH + Duration::from_secs(1_577_934_245);
+    assert_eq!(mtime.unwrap().unwrap(), want);
     assert_eq!(dropbox.cmd("SITE CHMOD 640 mine.txt").code, 200);
     assert_eq!(
         dropbox

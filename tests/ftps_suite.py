@@ -105,6 +105,16 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
+def recv_all(conn):
+    """Everything `conn` sends until it closes."""
+    buf = bytearray()
+    while True:
+        b = conn.recv(65536)
+        if not b:
+            return bytes(buf)
+        buf += b
+
+
 def code_of(fn, *args):
     """Runs an ftplib call; the 3-digit code of its reply or error."""
     try:
@@ -295,12 +305,7 @@ def test_session_reuse_required():
     assert good.sendcmd("RETR reuse.bin")[:3] in ("150", "125")
     conn = good.context.wrap_socket(raw, server_hostname=HOST, session=good.sock.session)
     assert conn.session_reused, "client could not resume the control session"
-    buf = bytearray()
-    while True:
-        b = conn.recv(65536)
-        if not b:
-            break
-        buf += b
+    buf = recv_all(conn)
     conn.close()
     assert good.voidresp().startswith("226")
     assert sha(bytes(buf)) == sha(data)
@@ -375,11 +380,7 @@ def steal(victim, ctx, verb, session):
             conn.sendall(b"attacker content\n" * 5000)
             conn.unwrap()
         else:
-            while True:
-                b = conn.recv(65536)
-                if not b:
-                    break
-                got += b
+            got = recv_all(conn)
         conn.close()
     except (ssl.SSLError, OSError) as e:
         print("  attacker's data connection ended:", e)
