@@ -100,6 +100,90 @@ struct Table {
 /// Client addresses with a password check running or queued.
 const MAX_TURN_ENTRIES: usize = 4096;
 
+/// How long an address that failed a login waits behind addresses that did not.
+const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Addresses remembered with their last failed login.
+const MAX_SUSPECTS: usize = 100_000;
+
+/// The hashing pool: `free` permits (one per CPU), handed out in FIFO order, first
+/// to waiters from addresses without a recent failure, then to the others. With one
+/// waiter per address ([`Authenticator::turn`]) the second queue is round-robin
+/// over guessing addresses, and a clean login waits for at most the checks
+/// already running.
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    free: usize,
+    clean: std::collections::VecDeque<tokio::sync::oneshot::Sender<Permit>>,
+    suspect: std::collections::VecDeque<tokio::sync::oneshot::Sender<Permit>>,
+}
+
+/// One running password check; dropping it (also unreceived, inside a channel
+/// whose waiter went away) passes the slot on.
+struct Permit(Option<Arc<Pool>>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            Pool::release(&pool);
+        }
+    }
+}
+
+impl Pool {
+    fn with(permits: usize) -> Arc<Self> {
+        let pool = Self::default();
+        pool.state.lock().unwrap_or_else(|p| p.into_inner()).free = permits;
+        Arc::new(pool)
+    }
+
+    async fn acquire(self: &Arc<Self>, suspect: bool) -> Option<Permit> {
+        let rx = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.free > 0 {
+                s.free -= 1;
+                return Some(Permit(Some(self.clone())));
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if suspect {
+                s.suspect.push_back(tx);
+            } else {
+                s.clean.push_back(tx);
+            }
+            rx
+        };
+        rx.await.ok()
+    }
+
+    fn release(pool: &Arc<Self>) {
+        loop {
+            let next = {
+                let mut s = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+                match s.clean.pop_front().or_else(|| s.suspect.pop_front()) {
+                    Some(tx) => tx,
+                    None => {
+                        s.free += 1;
+                        return;
+                    }
+                }
+            };
+            match next.send(Permit(Some(pool.clone()))) {
+                Ok(()) => return,
+                // That waiter is gone: the slot goes to the next one, without
+                // the permit's own drop handing it on a second time.
+                Err(mut unsent) => {
+                    unsent.0 = None;
+                }
+            }
+        }
+    }
+}
+
 /// Checks logins against the configured users.
 pub struct Authenticator {
     /// Replaced whole by [`Authenticator::replace`] (users file re-read on SIGHUP).
@@ -109,10 +193,13 @@ pub struct Authenticator {
     /// Password checks running at once. argon2id with the default parameters takes
     /// 19 MiB and a few ms of CPU per check: unbounded, 20 simultaneous logins cost
     /// 400 MiB, and a login flood could starve the machine. Bounded by the CPU count.
-    /// FIFO, and each address has at most one waiter in it ([`Self::turn`]).
-    verifying: tokio::sync::Semaphore,
+    /// Each address has at most one waiter in it ([`Self::turn`]); addresses with
+    /// a recent failure wait behind the others.
+    verifying: Arc<Pool>,
     /// One lock per client address with a check running or queued.
     turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// Last failed login per address (within [`SUSPECT_FOR`]).
+    suspects: Mutex<HashMap<IpAddr, std::time::Instant>>,
 }
 
 /// One client address's turn to have a password checked: while it is held, no
@@ -121,6 +208,29 @@ pub struct LoginTurn<'a> {
     auth: &'a Authenticator,
     ip: IpAddr,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl LoginTurn<'_> {
+    /// Verifies a login from this turn's address ([`Authenticator::verify`]); an
+    /// address whose last failure is recent queues behind clean ones, and a
+    /// failure here makes it so.
+    pub async fn verify(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        let auth = self.auth;
+        let suspect = {
+            let s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            s.get(&self.ip).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+        };
+        let user = auth.verify_as(name, password, suspect).await;
+        if user.is_none() {
+            let now = std::time::Instant::now();
+            let mut s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            if s.len() >= MAX_SUSPECTS {
+                s.retain(|_, t| now.duration_since(*t) < SUSPECT_FOR);
+            }
+            s.insert(self.ip, now);
+        }
+        user
+    }
 }
 
 impl Drop for LoginTurn<'_> {
@@ -146,8 +256,9 @@ impl Authenticator {
         Ok(Self {
             table: std::sync::RwLock::new(table),
             pick: std::collections::hash_map::RandomState::new(),
-            verifying: tokio::sync::Semaphore::new(parallel),
+            verifying: Pool::with(parallel),
             turns: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
         })
     }
 
@@ -235,9 +346,13 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a login; `None` for a wrong user or password alike. Callers
-    /// facing the network hold the client's [`Self::turn`].
+    /// Verifies a login; `None` for a wrong user or password alike. Logins from
+    /// the network go through [`LoginTurn::verify`].
     pub async fn verify(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        self.verify_as(name, password, false).await
+    }
+
+    async fn verify_as(&self, name: &str, password: &str, suspect: bool) -> Option<Arc<User>> {
         let (hash, user) = {
             let table = self.table.read().unwrap_or_else(|p| p.into_inner());
             match table.accounts.get(name) {
@@ -249,10 +364,9 @@ impl Authenticator {
             }
         };
         let password = password.to_owned();
-        // The semaphore is never closed, so acquiring only waits.
-        let Ok(_permit) = self.verifying.acquire().await else {
-            return None;
-        };
+        // A permit is only ever dropped into a channel whose waiter is gone, so
+        // a waiting check always gets one.
+        let _permit = self.verifying.acquire(suspect).await?;
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
@@ -465,6 +579,33 @@ mod tests {
         let t3 = auth.turn(a).await;
         drop(t3);
         assert!(auth.turns.lock().unwrap().is_empty(), "entries left behind");
+    }
+
+    #[tokio::test]
+    async fn clean_addresses_go_first() {
+        let pool = Pool::with(1);
+        let running = pool.acquire(false).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (i, suspect) in [(0, true), (1, true), (2, false)] {
+            let (pool, order) = (pool.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let p = pool.acquire(suspect).await.unwrap();
+                order.lock().unwrap().push(i);
+                drop(p);
+            }));
+            tokio::task::yield_now().await;
+        }
+        // A waiter that gives up does not swallow the slot.
+        let gone =
+            tokio::time::timeout(std::time::Duration::from_millis(10), pool.acquire(false)).await;
+        assert!(gone.is_err());
+        drop(running);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [2, 0, 1]);
+        assert_eq!(pool.state.lock().unwrap().free, 1);
     }
 
     #[test]

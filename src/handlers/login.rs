@@ -62,7 +62,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
         }
         return Reply::new(530, "Login incorrect").into();
     }
-    let verified = ctx.server.auth.verify(&name, &pw.0).await;
+    let verified = turn.verify(&name, &pw.0).await;
     // Counted before the turn ends, so the next check from this address sees a ban.
     let ban = match verified {
         Some(_) => None,
