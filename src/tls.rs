@@ -288,3 +288,42 @@ async fn handshake(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_handshakes_read_but_never_store_sessions() {
+        let store = Arc::new(ConnSessions::default());
+        let control = SessionView {
+            store: store.clone(),
+            control: true,
+        };
+        let data = SessionView {
+            store,
+            control: false,
+        };
+        assert!(control.can_cache() && !data.can_cache());
+        assert!(control.put(b"id".to_vec(), b"secret".to_vec()));
+        // Every data connection may resume the control connection's session.
+        for _ in 0..3 {
+            assert_eq!(data.take(b"id").as_deref(), Some(&b"secret"[..]));
+        }
+        // A full handshake on a data connection leaves nothing to resume later.
+        assert!(!data.put(b"attacker".to_vec(), b"x".to_vec()));
+        assert_eq!(data.get(b"attacker"), None);
+        // Bounded: the oldest sessions go first.
+        for i in 0..SESSIONS_PER_CONNECTION {
+            control.put(vec![i as u8], vec![]);
+        }
+        assert_eq!(data.get(b"id"), None);
+        assert!(data.get(&[SESSIONS_PER_CONNECTION as u8 - 1]).is_some());
+        // Another connection's store is empty.
+        let other = SessionView {
+            store: Arc::new(ConnSessions::default()),
+            control: false,
+        };
+        assert_eq!(other.get(&[0]), None);
+    }
+}
