@@ -2,12 +2,21 @@
 //!
 //! Passwords are stored only as hashes: argon2 PHC strings, or bcrypt
 //! (`$2a$`/`$2b$`/`$2y$`, from `htpasswd -B` and friends). Verification runs on the
-//! blocking pool. An unknown user is verified against a dummy hash, so the time
-//! and the reply (331 then 530) are the same whatever part of the login was wrong.
+//! blocking pool. An unknown user is verified against a dummy hash of the same
+//! scheme and cost as the configured users' (one per distinct scheme and cost; a
+//! name always maps to the same one), so the time and the reply (331 then 530) are
+//! the same whatever part of the login was wrong.
+//!
+//! Checks are queued fairly per client address: at most one runs or waits for the
+//! hashing pool per address ([`Authenticator::turn`]), so a flood of wrong
+//! passwords from a few addresses waits behind its own earlier attempts instead
+//! of in front of everyone else's login (RFC 2577 §"Protecting passwords").
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -80,35 +89,214 @@ struct Account {
     hash: String,
 }
 
+/// The user table and the dummy hashes for unknown names.
+struct Table {
+    accounts: HashMap<String, Account>,
+    /// (scheme and cost, dummy hash of that scheme and cost), one per distinct
+    /// scheme and cost among the users; never empty.
+    dummies: Vec<(String, String)>,
+}
+
+/// Client addresses with a password check running or queued.
+const MAX_TURN_ENTRIES: usize = 4096;
+
+/// How long an address that failed a login waits behind addresses that did not.
+const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Addresses remembered with their last failed login.
+const MAX_SUSPECTS: usize = 100_000;
+
+/// The hashing pool: `free` permits (one per CPU), handed out in FIFO order, first
+/// to waiters from addresses without a recent failure, then to the others. With one
+/// waiter per address ([`Authenticator::turn`]) the second queue is round-robin
+/// over guessing addresses, and a clean login waits for at most the checks
+/// already running.
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    free: usize,
+    clean: std::collections::VecDeque<tokio::sync::oneshot::Sender<Permit>>,
+    suspect: std::collections::VecDeque<tokio::sync::oneshot::Sender<Permit>>,
+}
+
+/// One running password check; dropping it (also unreceived, inside a channel
+/// whose waiter went away) passes the slot on.
+struct Permit(Option<Arc<Pool>>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            Pool::release(&pool);
+        }
+    }
+}
+
+impl Pool {
+    fn with(permits: usize) -> Arc<Self> {
+        let pool = Self::default();
+        pool.state.lock().unwrap_or_else(|p| p.into_inner()).free = permits;
+        Arc::new(pool)
+    }
+
+    async fn acquire(self: &Arc<Self>, suspect: bool) -> Option<Permit> {
+        let rx = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.free > 0 {
+                s.free -= 1;
+                return Some(Permit(Some(self.clone())));
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if suspect {
+                s.suspect.push_back(tx);
+            } else {
+                s.clean.push_back(tx);
+            }
+            rx
+        };
+        rx.await.ok()
+    }
+
+    fn release(pool: &Arc<Self>) {
+        loop {
+            let next = {
+                let mut s = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+                match s.clean.pop_front().or_else(|| s.suspect.pop_front()) {
+                    Some(tx) => tx,
+                    None => {
+                        s.free += 1;
+                        return;
+                    }
+                }
+            };
+            match next.send(Permit(Some(pool.clone()))) {
+                Ok(()) => return,
+                // That waiter is gone: the slot goes to the next one, without
+                // the permit's own drop handing it on a second time.
+                Err(mut unsent) => {
+                    unsent.0 = None;
+                }
+            }
+        }
+    }
+}
+
 /// Checks logins against the configured users.
 pub struct Authenticator {
     /// Replaced whole by [`Authenticator::replace`] (users file re-read on SIGHUP).
-    accounts: std::sync::RwLock<HashMap<String, Account>>,
-    dummy_hash: String,
+    table: std::sync::RwLock<Table>,
+    /// Picks an unknown name's dummy (keyed per process, stable per name).
+    pick: std::collections::hash_map::RandomState,
     /// Password checks running at once. argon2id with the default parameters takes
     /// 19 MiB and a few ms of CPU per check: unbounded, 20 simultaneous logins cost
     /// 400 MiB, and a login flood could starve the machine. Bounded by the CPU count.
-    verifying: tokio::sync::Semaphore,
+    /// Each address has at most one waiter in it ([`Self::turn`]); addresses with
+    /// a recent failure wait behind the others.
+    verifying: Arc<Pool>,
+    /// One lock per client address with a check running or queued.
+    turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// Last failed login per address (within [`SUSPECT_FOR`]).
+    suspects: Mutex<HashMap<IpAddr, std::time::Instant>>,
+}
+
+/// One client address's turn to have a password checked: while it is held, no
+/// other login from that address is verified. Dropping it lets the next one go.
+pub struct LoginTurn<'a> {
+    auth: &'a Authenticator,
+    ip: IpAddr,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl LoginTurn<'_> {
+    /// Verifies a login from this turn's address ([`Authenticator::verify`]); an
+    /// address whose last failure is recent queues behind clean ones, and a
+    /// failure here makes it so.
+    pub async fn verify(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        let auth = self.auth;
+        let suspect = {
+            let s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            s.get(&self.ip).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+        };
+        let user = auth.verify_as(name, password, suspect).await;
+        if user.is_none() {
+            let now = std::time::Instant::now();
+            let mut s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            if s.len() >= MAX_SUSPECTS {
+                s.retain(|_, t| now.duration_since(*t) < SUSPECT_FOR);
+            }
+            s.insert(self.ip, now);
+        }
+        user
+    }
+}
+
+impl Drop for LoginTurn<'_> {
+    fn drop(&mut self) {
+        let mut turns = self.auth.turns.lock().unwrap_or_else(|p| p.into_inner());
+        self.guard = None;
+        // Waiters clone the lock under `turns`, so with only the table's reference
+        // left nobody waits for this address.
+        if turns
+            .get(&self.ip)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            turns.remove(&self.ip);
+        }
+    }
 }
 
 impl Authenticator {
     /// Builds the user table. Hashes were validated by `Config::validate`.
     pub fn new(users: &[UserConfig]) -> Result<Self, String> {
-        let accounts = Self::accounts(users)?;
-        let dummy_hash = hash_password("ftpgate-dummy-password").map_err(|e| e.to_string())?;
+        let table = Self::table(users, &[])?;
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            accounts: std::sync::RwLock::new(accounts),
-            dummy_hash,
-            verifying: tokio::sync::Semaphore::new(parallel),
+            table: std::sync::RwLock::new(table),
+            pick: std::collections::hash_map::RandomState::new(),
+            verifying: Pool::with(parallel),
+            turns: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
         })
     }
 
     /// Swaps in a new user table; sessions already logged in keep their user.
+    /// Dummy hashes of a scheme and cost already in use are kept.
     pub fn replace(&self, users: &[UserConfig]) -> Result<(), String> {
-        let accounts = Self::accounts(users)?;
-        *self.accounts.write().unwrap_or_else(|p| p.into_inner()) = accounts;
+        let old = self
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .dummies
+            .clone();
+        let table = Self::table(users, &old)?;
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
         Ok(())
+    }
+
+    fn table(users: &[UserConfig], old: &[(String, String)]) -> Result<Table, String> {
+        let accounts = Self::accounts(users)?;
+        let mut dummies: Vec<(String, String)> = Vec::new();
+        let mut hashes: Vec<&str> = users.iter().map(|u| u.password_hash.as_str()).collect();
+        hashes.sort_unstable();
+        for h in hashes {
+            let class = cost_class(h);
+            if dummies.iter().any(|(c, _)| *c == class) {
+                continue;
+            }
+            let dummy = match old.iter().find(|(c, _)| *c == class) {
+                Some((_, d)) => d.clone(),
+                None => dummy_like(h)?,
+            };
+            dummies.push((class, dummy));
+        }
+        if dummies.is_empty() {
+            let d = hash_password("ftpgate-dummy-password").map_err(|e| e.to_string())?;
+            dummies.push((cost_class(&d), d));
+        }
+        Ok(Table { accounts, dummies })
     }
 
     fn accounts(users: &[UserConfig]) -> Result<HashMap<String, Account>, String> {
@@ -134,24 +322,51 @@ impl Authenticator {
 
     /// The configured users (for creating homes).
     pub fn users(&self) -> Vec<Arc<User>> {
-        let accounts = self.accounts.read().unwrap_or_else(|p| p.into_inner());
-        accounts.values().map(|a| a.user.clone()).collect()
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table.accounts.values().map(|a| a.user.clone()).collect()
     }
 
-    /// Verifies a login; `None` for a wrong user or password alike.
+    /// Waits until no other password check from `ip` runs or waits: each client
+    /// address gets one check at a time, so the FIFO hashing pool holds at most
+    /// one waiter per address and serves addresses round-robin.
+    pub async fn turn(&self, ip: IpAddr) -> LoginTurn<'_> {
+        let lock = {
+            let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+            if turns.len() >= MAX_TURN_ENTRIES {
+                // Entries of abandoned waits (a connection closed while queued).
+                turns.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            turns.entry(ip).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        LoginTurn {
+            auth: self,
+            ip,
+            guard: Some(guard),
+        }
+    }
+
+    /// Verifies a login; `None` for a wrong user or password alike. Logins from
+    /// the network go through [`LoginTurn::verify`].
     pub async fn verify(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        self.verify_as(name, password, false).await
+    }
+
+    async fn verify_as(&self, name: &str, password: &str, suspect: bool) -> Option<Arc<User>> {
         let (hash, user) = {
-            let accounts = self.accounts.read().unwrap_or_else(|p| p.into_inner());
-            match accounts.get(name) {
+            let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+            match table.accounts.get(name) {
                 Some(a) => (a.hash.clone(), Some(a.user.clone())),
-                None => (self.dummy_hash.clone(), None),
+                None => {
+                    let i = self.pick.hash_one(name) as usize % table.dummies.len();
+                    (table.dummies[i].1.clone(), None)
+                }
             }
         };
         let password = password.to_owned();
-        // The semaphore is never closed, so acquiring only waits.
-        let Ok(_permit) = self.verifying.acquire().await else {
-            return None;
-        };
+        // A permit is only ever dropped into a channel whose waiter is gone, so
+        // a waiting check always gets one.
+        let _permit = self.verifying.acquire(suspect).await?;
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
@@ -161,6 +376,51 @@ impl Authenticator {
             None
         }
     }
+}
+
+/// What decides a hash's verification time: the scheme and its cost parameters
+/// (`bcrypt$12`, `argon2id$v=19$m=19456,t=2,p=1$32`).
+fn cost_class(h: &str) -> String {
+    if is_bcrypt(h) {
+        return match h.parse::<bcrypt::HashParts>() {
+            Ok(p) => format!("bcrypt${}", p.get_cost()),
+            Err(_) => "bcrypt$?".into(),
+        };
+    }
+    match PasswordHash::new(h) {
+        Ok(p) => format!(
+            "{}$v={}${}${}",
+            p.algorithm,
+            p.version.unwrap_or(0),
+            p.params,
+            p.hash.map_or(0, |o| o.len())
+        ),
+        Err(_) => "?".into(),
+    }
+}
+
+/// A hash of a random password with the scheme and cost of `h`, for unknown users.
+fn dummy_like(h: &str) -> Result<String, String> {
+    let password = format!("ftpgate-dummy-{}", rand::random::<u64>());
+    if is_bcrypt(h) {
+        let cost = h
+            .parse::<bcrypt::HashParts>()
+            .map_err(|e| format!("not a bcrypt hash ({e})"))?
+            .get_cost();
+        return bcrypt::hash(password, cost).map_err(|e| format!("dummy bcrypt hash: {e}"));
+    }
+    let parsed = PasswordHash::new(h).map_err(|e| format!("not a PHC string ({e})"))?;
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).map_err(|e| e.to_string())?;
+    let version = match parsed.version {
+        Some(v) => argon2::Version::try_from(v).map_err(|e| e.to_string())?,
+        None => argon2::Version::default(),
+    };
+    let params = argon2::Params::try_from(&parsed).map_err(|e| e.to_string())?;
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::new(algorithm, version, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("dummy argon2 hash: {e}"))
 }
 
 /// True for a bcrypt hash (`$2a$`, `$2b$`, `$2x$`, `$2y$`).
@@ -246,6 +506,106 @@ mod tests {
         assert!(u.may(Permission::Write) && !u.may(Permission::Read));
         assert!(auth.verify("bob", "nope").await.is_none());
         assert!(auth.verify("alice", "s3cret").await.is_none());
+    }
+
+    fn user_with(name: &str, hash: String) -> UserConfig {
+        UserConfig {
+            name: name.into(),
+            password_hash: hash,
+            home: "/".into(),
+            permissions: vec![Permission::Write],
+            backend: None,
+            max_upload_bytes: None,
+        }
+    }
+
+    #[test]
+    fn dummies_match_scheme_and_cost() {
+        let b5 = bcrypt::hash("a", 5).unwrap();
+        let b6 = bcrypt::hash("b", 6).unwrap();
+        let argon_cheap = Argon2::new(
+            argon2::Algorithm::Argon2i,
+            argon2::Version::V0x13,
+            argon2::Params::new(1024, 1, 1, Some(24)).unwrap(),
+        )
+        .hash_password(b"c", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        let users = [
+            user_with("x", b5.clone()),
+            user_with("y", b6),
+            user_with("z", argon_cheap.clone()),
+            user_with("w", bcrypt::hash("d", 5).unwrap()),
+        ];
+        let t = Authenticator::table(&users, &[]).unwrap();
+        let mut classes: Vec<&str> = t.dummies.iter().map(|(c, _)| c.as_str()).collect();
+        classes.sort_unstable();
+        assert_eq!(
+            classes,
+            ["argon2i$v=19$m=1024,t=1,p=1$24", "bcrypt$5", "bcrypt$6"]
+        );
+        for (class, dummy) in &t.dummies {
+            assert_eq!(&cost_class(dummy), class);
+            assert!(check_phc(dummy).is_ok() || is_bcrypt(dummy));
+        }
+        // Only bcrypt users: no argon2 dummy a timing probe could tell apart.
+        let t = Authenticator::table(&[user_with("x", b5)], &[]).unwrap();
+        assert_eq!(t.dummies.len(), 1);
+        assert!(t.dummies[0].1.starts_with("$2b$05$"));
+        // Kept across a reload.
+        let again =
+            Authenticator::table(&[user_with("q", bcrypt::hash("e", 5).unwrap())], &t.dummies)
+                .unwrap();
+        assert_eq!(again.dummies, t.dummies);
+        // No users at all: the argon2id default.
+        let t = Authenticator::table(&[], &[]).unwrap();
+        assert!(t.dummies[0].1.starts_with("$argon2id$"));
+    }
+
+    #[tokio::test]
+    async fn turns_are_per_address() {
+        let auth = Authenticator::new(&[]).unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t1 = auth.turn(a).await;
+        // Another address is not held up.
+        let t2 = auth.turn(b).await;
+        drop(t2);
+        // The same address waits.
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), auth.turn(a)).await;
+        assert!(waiting.is_err());
+        drop(t1);
+        let t3 = auth.turn(a).await;
+        drop(t3);
+        assert!(auth.turns.lock().unwrap().is_empty(), "entries left behind");
+    }
+
+    #[tokio::test]
+    async fn clean_addresses_go_first() {
+        let pool = Pool::with(1);
+        let running = pool.acquire(false).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (i, suspect) in [(0, true), (1, true), (2, false)] {
+            let (pool, order) = (pool.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let p = pool.acquire(suspect).await.unwrap();
+                order.lock().unwrap().push(i);
+                drop(p);
+            }));
+            tokio::task::yield_now().await;
+        }
+        // A waiter that gives up does not swallow the slot.
+        let gone =
+            tokio::time::timeout(std::time::Duration::from_millis(10), pool.acquire(false)).await;
+        assert!(gone.is_err());
+        drop(running);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [2, 0, 1]);
+        assert_eq!(pool.state.lock().unwrap().free, 1);
     }
 
     #[test]

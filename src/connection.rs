@@ -102,8 +102,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
             return;
         };
         match tls.accept(stream).await {
-            Ok(s) => {
+            Ok((s, conn)) => {
                 session.tls_control = true;
+                session.tls = Some(conn);
                 control::tls(s)
             }
             Err(e) => {
@@ -373,8 +374,9 @@ async fn upgrade(
         return false;
     };
     match control::start_tls(reader, wr, tls).await {
-        Ok(()) => {
+        Ok(conn) => {
             session.tls_control = true;
+            session.tls = Some(conn);
             tracing::debug!("control channel now TLS");
             true
         }

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::protocol::codec::{LineReader, ReadSome};
-use crate::tls::Tls;
+use crate::tls::{ConnTls, Tls};
 
 /// The reading side of the control channel.
 #[derive(Debug)]
@@ -96,12 +96,12 @@ pub fn tls(stream: TlsStream<TcpStream>) -> (ControlRead, ControlWrite) {
 /// connection and swaps both halves for TLS ones. Bytes the client sent after
 /// AUTH but before the handshake are a protocol violation (RFC 4217 §4: the client
 /// waits for 234), and any failure leaves the connection unusable: `Err` means
-/// close it.
+/// close it. `Ok`: the connection's TLS context for its data connections.
 pub async fn start_tls(
     reader: &mut LineReader<ControlRead>,
     wr: &mut ControlWrite,
     tls: &Tls,
-) -> io::Result<()> {
+) -> io::Result<ConnTls> {
     if reader.buffered() > 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -115,9 +115,9 @@ pub async fn start_tls(
         return Err(io::Error::other("control channel is not plain TCP"));
     };
     let tcp = r.reunite(w).map_err(|e| io::Error::other(e.to_string()))?;
-    let stream = tls.accept(tcp).await?;
+    let (stream, conn) = tls.accept(tcp).await?;
     let (r, w) = self::tls(stream);
     reader.replace_inner(r);
     *wr = w;
-    Ok(())
+    Ok(conn)
 }

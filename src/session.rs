@@ -61,6 +61,9 @@ pub struct Session {
     pub tls_mode: TlsMode,
     /// The control channel runs over TLS (after `AUTH TLS`, or implicit FTPS).
     pub tls_control: bool,
+    /// This control connection's TLS context (its own TLS sessions, which its
+    /// PROT P data connections must resume); set with `tls_control`.
+    pub tls: Option<crate::tls::ConnTls>,
     /// `PBSZ` was given (RFC 4217 §9: required before `PROT`).
     pub pbsz: bool,
     /// `PROT P`: data connections use TLS (RFC 4217 §9).
@@ -70,6 +73,9 @@ pub struct Session {
     /// What this connection's transfers moved, for the `session ended` event
     /// (shared with the running transfer's bookkeeping; kept across REIN).
     pub totals: Arc<Totals>,
+    /// Backend paths this login uploaded (committed), newest last: a user
+    /// without `list` (a drop box) may change the times and modes of these only.
+    pub own_uploads: Arc<std::sync::Mutex<std::collections::VecDeque<VPath>>>,
 }
 
 /// Data moved by one session's transfers: bytes in both directions (every
@@ -112,6 +118,19 @@ impl Totals {
     }
 }
 
+/// Uploads remembered per session for [`Session::uploaded`].
+const OWN_UPLOADS: usize = 1024;
+
+/// Remembers a committed upload of a session (see [`Session::own_uploads`]).
+pub fn remember_upload(own: &std::sync::Mutex<std::collections::VecDeque<VPath>>, path: VPath) {
+    let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
+    own.retain(|p| *p != path);
+    if own.len() >= OWN_UPLOADS {
+        own.pop_front();
+    }
+    own.push_back(path);
+}
+
 impl Session {
     /// A fresh session for a new connection.
     pub fn new(id: u64, peer: SocketAddr, local: SocketAddr) -> Self {
@@ -122,6 +141,7 @@ impl Session {
             socket_local: local,
             tls_mode: TlsMode::Off,
             tls_control: false,
+            tls: None,
             pbsz: false,
             prot_private: false,
             login: LoginState::AwaitUser,
@@ -134,7 +154,14 @@ impl Session {
             facts: Facts::default(),
             hash_algorithm: crate::checksum::Algorithm::default(),
             totals: Arc::default(),
+            own_uploads: Arc::default(),
         }
+    }
+
+    /// True if this login uploaded the backend path `p` (and it was committed).
+    pub fn uploaded(&self, p: &VPath) -> bool {
+        let own = self.own_uploads.lock().unwrap_or_else(|e| e.into_inner());
+        own.iter().any(|o| o == p)
     }
 
     /// REIN: back to the state right after the greeting (RFC 959 §4.1.1).
@@ -142,6 +169,7 @@ impl Session {
     /// failures); PBSZ/PROT return to their defaults.
     pub fn reinitialize(&mut self) {
         let (id, peer, local, failures) = (self.id, self.peer, self.local, self.login_failures);
+        let conn_tls = self.tls.take();
         let (socket_local, tls_mode, tls_control) =
             (self.socket_local, self.tls_mode, self.tls_control);
         let totals = self.totals.clone();
@@ -151,6 +179,7 @@ impl Session {
         self.tls_mode = tls_mode;
         self.tls_control = tls_control;
         self.totals = totals;
+        self.tls = conn_tls;
     }
 
     /// USER/PASS and transfers need TLS first (`server.tls = "required"`).

@@ -30,15 +30,7 @@ const RSS_GROWTH_LIMIT_KIB: u64 = 64 * MIB;
 /// A gate with `server` lines in `[server]` (the harness's own
 /// `login_failure_delay_ms` is not set here, so tests may set it).
 fn gate(server: &str) -> Gate {
-    Gate::start_toml(|dir| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\
-             [storage]\nkind = \"local\"\nroot = \"{}\"\n\n\
-             [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n",
-            dir.join("data").display(),
-            hash(PASS)
-        )
-    })
+    gate_with_hash(server, USER, &hash(PASS))
 }
 
 /// EPSV, with the data connection made from the same source address as the
@@ -1377,4 +1369,304 @@ fn bcrypt_password_hashes_are_accepted() {
         let (_, fin) = c.store(&format!("STOR {user}.txt"), b"hello");
         assert_eq!(fin.code, 226);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Logins that reveal nothing and do not starve (issue 11 §3–4)
+// ---------------------------------------------------------------------------
+
+/// A gate whose only user is `name` with `password_hash`, and `server` lines.
+fn gate_with_hash(server: &str, name: &str, password_hash: &str) -> Gate {
+    Gate::start_toml(|dir| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\
+             [storage]\nkind = \"local\"\nroot = \"{}\"\n\n\
+             [[users]]\nname = \"{name}\"\npassword_hash = \"{password_hash}\"\n",
+            dir.join("data").display(),
+        )
+    })
+}
+
+/// Time of `USER name` + a wrong `PASS` on `c` (always 530).
+fn wrong_login_time(c: &mut Ctl, name: &str) -> Duration {
+    assert_eq!(c.cmd(&format!("USER {name}")).code, 331);
+    let t = Instant::now();
+    let r = c.cmd("PASS not-the-password");
+    let took = t.elapsed();
+    assert_eq!(r.code, 530, "{r:?}");
+    took
+}
+
+/// With only bcrypt users (cost 11, `htpasswd -B` style), an unknown name is
+/// checked against a bcrypt dummy of the same cost: the fastest of several wrong
+/// logins takes as long for an unknown user as for the real one. Before: the
+/// argon2 dummy answered unknown names faster (77 vs 130 ms against a cost-10
+/// user here; 1,048 vs 1,297 ms with the default delay in the report), naming
+/// the valid users.
+#[test]
+fn unknown_users_cost_the_same_as_bcrypt_users() {
+    let real = bcrypt::hash("the real password", 11).expect("bcrypt");
+    let g = gate_with_hash(
+        "login_failure_delay_ms = 1\nmax_login_failures = 100\nban_after_failures = 0\n",
+        "scanner",
+        &real,
+    );
+    let mut c = g.ctl();
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    for i in 0..4 {
+        known = known.min(wrong_login_time(&mut c, "scanner"));
+        unknown = unknown.min(wrong_login_time(&mut c, &format!("no-such-user-{i}")));
+    }
+    println!("fastest wrong login: bcrypt user {known:?}, unknown user {unknown:?}");
+    // The minimum is the hashing cost itself (load only adds); allow 40 % slack.
+    assert!(
+        unknown * 10 >= known * 6,
+        "unknown users answer faster ({unknown:?}) than the bcrypt user ({known:?})"
+    );
+    c.login("scanner", "the real password");
+}
+
+/// Logs in as the default user on a fresh connection from `from`; the time
+/// from USER to the 230.
+fn good_login_time(g: &Gate, from: &str) -> Duration {
+    let mut c = Ctl::connect_from(from, g.addr, b"");
+    let t = Instant::now();
+    c.login(USER, PASS);
+    let took = t.elapsed();
+    assert_eq!(c.cmd("QUIT").code, 221);
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// 200 connections from five addresses (127.0.0.2–6) guess passwords as fast as
+/// they are answered. Another client's correct login (127.0.0.1, 127.0.0.7) must
+/// not queue behind them: password checks are taken in turn per address. Before:
+/// every guess joined one FIFO queue and a good login took 6.5–8 s instead of
+/// ~50 ms. Bound: max(10 × idle, 1.5 s), generous for a loaded 2-core machine.
+#[test]
+fn wrong_password_flood_does_not_starve_other_logins() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let g = gate(
+        "login_failure_delay_ms = 1\nmax_login_failures = 1000000\nban_after_failures = 0\n\
+         max_sessions = 1000\nmax_sessions_per_ip = 100\nmax_commands_per_sec = 0\n",
+    );
+    let idle = median((0..5).map(|_| good_login_time(&g, "127.0.0.1")).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let guesses = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for i in 0..200 {
+        let from = format!("127.0.0.{}", 2 + i % 5);
+        let (addr, stop, guesses) = (g.addr, stop.clone(), guesses.clone());
+        flood.push(std::thread::spawn(move || {
+            let mut c = ctl_over_greeted(connect_from(&from, addr));
+            // Each guess waits behind its own address's earlier ones (40 each).
+            c.r.get_ref()
+                .set_read_timeout(Some(Duration::from_secs(300)))
+                .unwrap();
+            if c.try_read().map(|r| r.0) != Some(220) {
+                return;
+            }
+            while !stop.load(Ordering::Relaxed) {
+                if c.try_cmd(&format!("USER {USER}")) != Some(331) {
+                    return;
+                }
+                match c.try_cmd("PASS wrong guess") {
+                    Some(530) => guesses.fetch_add(1, Ordering::Relaxed),
+                    _ => return,
+                };
+            }
+        }));
+    }
+    // The flood is on when every connection has had a guess answered, or enough.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while guesses.load(Ordering::Relaxed) < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "flood never got going: {} guesses answered\n{}",
+            guesses.load(Ordering::Relaxed),
+            tail(&g.logs(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let during: Vec<Duration> = (0..3)
+        .flat_map(|_| {
+            [
+                good_login_time(&g, "127.0.0.1"),
+                good_login_time(&g, "127.0.0.7"),
+            ]
+        })
+        .collect();
+    let guessed = guesses.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.join().unwrap();
+    }
+    let worst = *during.iter().max().unwrap();
+    let bound = (idle * 10).max(Duration::from_millis(1500));
+    println!(
+        "good login: idle {idle:?}; during a 200-connection flood ({guessed}+ guesses) {:?}",
+        during.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
+    assert!(
+        median(during) < bound,
+        "good logins starved by the flood: worst {worst:?}, bound {bound:?}"
+    );
+}
+
+/// Issue 11 §3: connections opened before a ban keep guessing. Thirty connections
+/// from 127.0.0.8 send USER first, then all guess at once, three times each: with
+/// `ban_after_failures = 5` at most 5 passwords are checked (one per address at a
+/// time, the ban checked within the turn), the rest get 530 unchecked — even the
+/// right password. Before: every guess was checked (134 instead of 10 in the
+/// report) and the right password from an open connection logged in.
+#[test]
+fn ban_covers_sessions_opened_before_it() {
+    let g = gate(
+        "login_failure_delay_ms = 1\nmax_login_failures = 100\nban_after_failures = 5\n\
+         ban_window_secs = 600\nban_secs = 600\nban_max_secs = 600\nmax_sessions_per_ip = 100\n",
+    );
+    let mut conns: Vec<Raw> = (0..30)
+        .map(|_| {
+            let mut c = ctl_over_greeted(connect_from("127.0.0.8", g.addr));
+            assert_eq!(c.try_read().map(|r| r.0), Some(220));
+            assert_eq!(c.try_cmd(&format!("USER {USER}")), Some(331));
+            c
+        })
+        .collect();
+    let mut last = conns.pop().unwrap();
+    // Each connection guesses until closed or three times; the guess that starts
+    // the ban gets 421 and its connection is closed.
+    let codes: Vec<Vec<u16>> = std::thread::scope(|s| {
+        let handles: Vec<_> = conns
+            .iter_mut()
+            .map(|c| {
+                s.spawn(move || {
+                    let mut codes = Vec::new();
+                    for round in 0..3 {
+                        if round > 0 && c.try_cmd(&format!("USER {USER}")) != Some(331) {
+                            break;
+                        }
+                        match c.try_cmd("PASS wrong guess") {
+                            Some(code) => codes.push(code),
+                            None => break,
+                        }
+                    }
+                    codes
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        codes.iter().flatten().all(|&c| c == 530 || c == 421),
+        "{codes:?}"
+    );
+    // The right password on a connection opened before the ban: refused.
+    let r = last.try_cmd(&format!("PASS {PASS}"));
+    assert_eq!(r, Some(530), "a banned address logged in");
+    let attempts = codes.iter().flatten().count() + 1;
+    let logs = g.wait_logs("a log line per attempt", |l| {
+        l.matches("login failed").count() + l.matches("password not checked").count() >= attempts
+            || l.matches("login ok").count() > 0
+    });
+    let checked = logs.matches("login failed").count();
+    println!("{attempts} attempts from open connections, {checked} passwords checked");
+    assert!(
+        checked <= 5,
+        "{checked} passwords checked, ban_after_failures = 5:\n{}",
+        tail(&logs, 20)
+    );
+    // Another address is unaffected.
+    let mut c = Ctl::connect_from("127.0.0.9", g.addr, b"");
+    c.login(USER, PASS);
+}
+
+/// A drop box (`permissions = ["write"]`) cannot probe names with MFMT, SITE
+/// CHMOD, SITE UTIME or STOU, nor change another user's upload: 550 whether the
+/// name exists or not, and STOU always answers a random suffix. Its own uploads
+/// keep working with MFMT and SITE CHMOD (rclone, lftp set times after upload).
+/// Before: MFMT/SITE answered 213/200 on the existing file (changing it) and 550
+/// on a missing one, and `STOU taken.txt` answered `taken.txt.1`.
+#[test]
+fn drop_box_cannot_probe_or_change_other_uploads() {
+    use std::os::unix::fs::PermissionsExt;
+    let g = Gate::start_with(Opts {
+        users: vec![(
+            "box".into(),
+            "box pass".into(),
+            "/".into(),
+            "[\"write\"]".into(),
+        )],
+        ..Default::default()
+    });
+    let mut owner = g.login();
+    let theirs = payload(10_000, 31);
+    assert_eq!(owner.store("STOR taken.txt", &theirs).1.code, 226);
+    assert_eq!(owner.cmd("MFMT 20100101000000 taken.txt").code, 213);
+    let file = g.root().join("taken.txt");
+    let before = std::fs::metadata(&file).unwrap();
+
+    let mut dropbox = g.ctl();
+    dropbox.login("box", "box pass");
+    for (cmd, what) in [
+        ("MFMT 20000101000000 taken.txt", "MFMT"),
+        ("SITE CHMOD 600 taken.txt", "SITE CHMOD"),
+        ("SITE UTIME 20000101000000 taken.txt", "SITE UTIME"),
+    ] {
+        let existing = dropbox.cmd(cmd);
+        let missing = dropbox.cmd(&cmd.replace("taken.txt", "no-such.txt"));
+        assert_eq!(existing.code, 550, "{what} on another upload: {existing:?}");
+        assert_eq!(
+            existing.text.replace("taken.txt", "X"),
+            missing.text.replace("no-such.txt", "X"),
+            "{what} tells an existing name from a missing one"
+        );
+    }
+    let after = std::fs::metadata(&file).unwrap();
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    assert_eq!(after.permissions().mode(), before.permissions().mode());
+    assert_eq!(sha(&std::fs::read(&file).unwrap()), sha(&theirs));
+
+    // STOU: the same shape of answer whether the plain name exists or not.
+    let mut unique = Vec::new();
+    for base in ["taken.txt", "fresh.txt"] {
+        let data = payload(5_000, 32);
+        let (pre, fin) = dropbox.store(&format!("STOU {base}"), &data);
+        assert_eq!((pre.code, fin.code), (150, 226), "{pre:?} {fin:?}");
+        let name = pre.text.trim().rsplit(' ').next().unwrap().to_owned();
+        let suffix = name.strip_prefix(&format!("{base}.")).unwrap_or("");
+        assert!(
+            suffix.len() == 16 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+            "STOU {base} answered {name:?}: reveals whether {base} exists"
+        );
+        assert_eq!(
+            sha(&std::fs::read(g.root().join(&name)).unwrap()),
+            sha(&data)
+        );
+        unique.push(name);
+    }
+    assert!(!g.root().join("fresh.txt").exists());
+    assert_eq!(sha(&std::fs::read(&file).unwrap()), sha(&theirs));
+
+    // Its own upload: times and modes may be set.
+    assert_eq!(dropbox.store("STOR mine.txt", b"mine").1.code, 226);
+    let r = dropbox.cmd("MFMT 20200102030405 mine.txt");
+    assert_eq!(r.code, 213, "{r:?}");
+    let mtime = std::fs::metadata(g.root().join("mine.txt")).map(|m| m.modified());
+    let want = std::time::UNIX_EPOCH + Duration::from_secs(1_577_934_245);
+    assert_eq!(mtime.unwrap().unwrap(), want);
+    assert_eq!(dropbox.cmd("SITE CHMOD 640 mine.txt").code, 200);
+    assert_eq!(
+        dropbox
+            .cmd(&format!("MFMT 20200102030405 {}", unique[0]))
+            .code,
+        213
+    );
+    // A user with `list` still may.
+    assert_eq!(owner.cmd("SITE CHMOD 600 mine.txt").code, 200);
 }

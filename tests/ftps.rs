@@ -277,6 +277,73 @@ fn data_connections_must_resume_the_tls_session() {
     });
 }
 
+/// Session theft across control connections (issue 11 §1): an attacker that did
+/// its own AUTH TLS (explicit) or implicit handshake, never logged in, connects to
+/// a victim's passive port from the same IP and resumes *its own* session. Before
+/// the fix any session of the server was accepted and the attacker received the
+/// victim's RETR or injected its STOR (victim: 226). Now: 425 "TLS session of the
+/// control connection not resumed", nothing sent or stored; TLS 1.2 (session ids)
+/// and 1.3 (tickets), explicit and implicit; the victim's own resumption works.
+#[test]
+fn data_connections_resume_only_their_control_session() {
+    for version in ["1.2", "1.3"] {
+        for implicit in [false, true] {
+            let mut env = vec![
+                ("FTPS_MODE", "required".into()),
+                ("FTPS_REUSE", "1".into()),
+                ("FTPS_TLS", version.into()),
+            ];
+            let t = if implicit {
+                let (t, addr) = implicit_gate("required");
+                env.push(("FTPS_IMPLICIT_PORT", addr.port().to_string()));
+                t
+            } else {
+                tls_gate("required", "", "")
+            };
+            suite(&t, &["test_foreign_session"], &env);
+            assert!(!t.gate.root().join("upload.bin").exists());
+            if version == "1.2" && !implicit {
+                // Real clients over TLS 1.2 (session ids) resume their own session.
+                tls12_clients(&t);
+            }
+        }
+    }
+}
+
+/// curl (`--tls-max 1.2`, OpenSSL) and lftp (GnuTLS without TLS 1.3) upload and
+/// download through a required-mode gate: their data connections resume the
+/// control connection's TLS 1.2 session.
+fn tls12_clients(t: &Tls) {
+    if require("curl") {
+        let g = &t.gate;
+        let tmp = tempfile::tempdir().unwrap();
+        let data = payload(1024 * 1024 + 5, 23);
+        let src = tmp.path().join("src.bin");
+        std::fs::write(&src, &data).unwrap();
+        let (ca, user) = (t.cert.cert.to_str().unwrap(), format!("{USER}:{PASS}"));
+        let url = format!("ftp://{}/curl12.bin", g.addr);
+        let tls = [
+            "--ssl-reqd",
+            "--tls-max",
+            "1.2",
+            "--cacert",
+            ca,
+            "--user",
+            &user,
+        ];
+        let mut up = tls.to_vec();
+        up.extend(["-T", src.to_str().unwrap(), &url]);
+        curl_ok(g, &up);
+        assert_eq!(sha_file(&g.root().join("curl12.bin")), sha(&data));
+        let mut down = tls.to_vec();
+        down.push(&url);
+        assert_eq!(sha(&curl_ok(g, &down)), sha(&data));
+    }
+    if require("lftp") {
+        lftp_put_get(t, "set ssl:priority NORMAL:-VERS-TLS1.3;");
+    }
+}
+
 /// Reuse switched off for devices that cannot resume: plain FTP_TLS works.
 #[test]
 fn session_reuse_can_be_switched_off() {
@@ -472,6 +539,12 @@ fn lftp_ftps() {
         return;
     }
     let t = tls_gate("required", "", "");
+    lftp_put_get(&t, "");
+}
+
+/// lftp put, get and cls against a required-mode gate, with `settings` (lftp
+/// `set` commands) first; hash checks.
+fn lftp_put_get(t: &Tls, settings: &str) {
     let g = &t.gate;
     let tmp = tempfile::tempdir().unwrap();
     let data = payload(3 * 1024 * 1024 + 1, 12);
@@ -479,7 +552,7 @@ fn lftp_ftps() {
     std::fs::write(&src, &data).unwrap();
     let down = tmp.path().join("down.bin");
     let script = format!(
-        "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ftp:ssl-protect-list true; \
+        "{settings} set ftp:ssl-force true; set ftp:ssl-protect-data true; set ftp:ssl-protect-list true; \
          set ssl:ca-file {ca}; set ssl:verify-certificate yes; set ftp:ssl-auth TLS; \
          set net:max-retries 1; set net:timeout 15; set cmd:fail-exit yes; set xfer:clobber on; \
          put {src} -o 'lftp up.bin'; get 'lftp up.bin' -o {down}; cls -1; quit",

@@ -6,7 +6,8 @@ Environment: FTP_HOST, FTP_PORT, FTP_USER, FTP_PASS, FTP_ROOT (local root or
 empty), FTPS_CA (PEM file(s) to trust, `:`-separated), FTPS_MODE (optional |
 required), FTPS_REUSE (1 when the server requires TLS session reuse),
 FTPS_IMPLICIT_PORT, and for the reload tests GATE_PID, FTPS_CERT_FILE,
-FTPS_KEY_FILE, FTPS_NEW_CERT, FTPS_NEW_KEY, FTPS_RELOAD (sighup | poll).
+FTPS_KEY_FILE, FTPS_NEW_CERT, FTPS_NEW_KEY, FTPS_RELOAD (sighup | poll),
+FTPS_TLS (1.2 | 1.3: the only TLS version the clients offer).
 Exits 1 when any check fails; prints `all ftps tests passed` otherwise.
 """
 
@@ -31,6 +32,7 @@ ROOT = os.environ.get("FTP_ROOT") or None
 MODE = os.environ.get("FTPS_MODE", "optional")
 REUSE = os.environ.get("FTPS_REUSE", "0") == "1"
 CA = [p for p in os.environ.get("FTPS_CA", "").split(":") if p]
+TLS = os.environ.get("FTPS_TLS", "")
 TIMEOUT = 15
 
 
@@ -42,6 +44,10 @@ def context(verify=True):
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    if TLS:
+        v = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[TLS]
+        ctx.minimum_version = v
+        ctx.maximum_version = v
     return ctx
 
 
@@ -97,6 +103,16 @@ def payload(n, seed):
 
 def sha(b):
     return hashlib.sha256(b).hexdigest()
+
+
+def recv_all(conn):
+    """Everything `conn` sends until it closes."""
+    buf = bytearray()
+    while True:
+        b = conn.recv(65536)
+        if not b:
+            return bytes(buf)
+        buf += b
 
 
 def code_of(fn, *args):
@@ -289,16 +305,126 @@ def test_session_reuse_required():
     assert good.sendcmd("RETR reuse.bin")[:3] in ("150", "125")
     conn = good.context.wrap_socket(raw, server_hostname=HOST, session=good.sock.session)
     assert conn.session_reused, "client could not resume the control session"
-    buf = bytearray()
-    while True:
-        b = conn.recv(65536)
-        if not b:
-            break
-        buf += b
+    buf = recv_all(conn)
     conn.close()
     assert good.voidresp().startswith("226")
     assert sha(bytes(buf)) == sha(data)
     good.quit()
+
+
+def reply_of(fn, *args):
+    """Runs an ftplib call; its reply or error text."""
+    try:
+        return fn(*args)
+    except ftplib.all_errors as e:
+        return str(e)
+
+
+NOT_RESUMED = "TLS session of the control connection not resumed"
+
+
+def connect_victim():
+    """A logged-in, session-reusing PROT P client (implicit when
+    FTPS_IMPLICIT_PORT is set)."""
+    port = os.environ.get("FTPS_IMPLICIT_PORT")
+    if not port:
+        return client(cls=ReusingFTP_TLS)
+    ftp = ImplicitFTP_TLS(context=context())
+    ftp.encoding = "utf-8"
+    ftp.connect(HOST, int(port), timeout=TIMEOUT)
+    assert ftp.login(USER, PASS).startswith("230")
+    assert ftp.voidcmd("PBSZ 0").startswith("200")
+    assert ftp.voidcmd("PROT P").startswith("200")
+    ftp._prot_p = True
+    return ftp
+
+
+def attacker_session():
+    """The attacker's own control connection, never logged in: TLS (AUTH TLS or
+    implicit) and a NOOP, so TLS 1.3 tickets have arrived; returns (ftp, session)."""
+    port = os.environ.get("FTPS_IMPLICIT_PORT")
+    if port:
+        att = ImplicitFTP_TLS(context=context())
+        att.connect(HOST, int(port), timeout=TIMEOUT)
+    else:
+        att = ftplib.FTP_TLS(context=context())
+        att.connect(HOST, PORT, timeout=TIMEOUT)
+        assert att.auth().startswith("234")
+    assert att.voidcmd("NOOP").startswith("200")
+    session = att.sock.session
+    assert session is not None
+    if att.sock.version() == "TLSv1.3":
+        assert session.has_ticket, "no TLS 1.3 ticket on the attacker's control connection"
+    return att, session
+
+
+def steal(victim, ctx, verb, session):
+    """Connects to the victim's passive port first (same IP: NAT) and hands
+    `session` to the data handshake while the victim runs `verb`; returns
+    (victim's final reply, bytes the attacker received, the attacker's session
+    after the handshake or None, whether it resumed)."""
+    host, port = victim.makepasv()
+    raw = socket.create_connection((host, port), TIMEOUT)
+    resp = victim.sendcmd(verb)
+    assert resp[:3] in ("150", "125"), resp
+    got = b""
+    after = None
+    reused = False
+    try:
+        kw = {"session": session} if session is not None else {}
+        conn = ctx.wrap_socket(raw, server_hostname=HOST, **kw)
+        reused = conn.session_reused
+        after = conn.session
+        conn.settimeout(TIMEOUT)
+        if verb.startswith("STOR"):
+            conn.sendall(b"attacker content\n" * 5000)
+            conn.unwrap()
+        else:
+            got = recv_all(conn)
+        conn.close()
+    except (ssl.SSLError, OSError) as e:
+        print("  attacker's data connection ended:", e)
+    final = reply_of(victim.getresp)
+    print("  %s with attacker session: reused=%s, final %r, %d bytes" % (verb, reused, final.strip(), len(got)))
+    return final, got, after, reused
+
+
+def test_foreign_session():
+    """A data connection that resumes another control connection's TLS session
+    (the attacker's own, from AUTH TLS without login, same source IP) gets
+    nothing and injects nothing: 425 with the reason, for RETR and STOR; nor
+    does a session the attacker obtained on a refused data connection work
+    later. The victim's own resumption keeps working."""
+    victim = connect_victim()
+    if TLS:
+        assert victim.sock.version() == "TLSv1." + TLS[-1], victim.sock.version()
+    secret = payload(300_000, 21)
+    put(victim, "secret.bin", secret)
+    att, session = attacker_session()
+    final, got, _, reused = steal(victim, att.context, "RETR secret.bin", session)
+    assert not reused, "the victim's data connection resumed the attacker's session"
+    assert got == b"", "attacker received %d bytes of the victim's download" % len(got)
+    assert final.startswith("425") and NOT_RESUMED in final, final
+    final, _, _, reused = steal(victim, att.context, "STOR upload.bin", session)
+    assert not reused
+    assert final.startswith("425") and NOT_RESUMED in final, final
+    assert size_missing(victim, "upload.bin"), "attacker's upload was stored"
+    if ROOT:
+        assert not os.path.exists(on_disk("upload.bin"))
+    # A full handshake on the victim's data port (refused), then resuming
+    # whatever session it produced on the next one.
+    final, got, after, _ = steal(victim, att.context, "RETR secret.bin", None)
+    assert final.startswith("425") and got == b"", (final, len(got))
+    final, got, _, reused = steal(victim, att.context, "RETR secret.bin", after)
+    assert not reused and got == b"", "a session from a refused data connection resumed"
+    assert final.startswith("425"), final
+    # The victim's own session: uploads and downloads still work, resumed.
+    mine = payload(200_000, 22)
+    put(victim, "mine.bin", mine)
+    assert sha(get(victim, "mine.bin")) == sha(mine)
+    assert sha(get(victim, "secret.bin")) == sha(secret)
+    att.close()
+    victim.quit()
 
 
 def test_plaintext_refused():

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ftpgate_storage::{DirEntry, ErrorKind};
 use futures::StreamExt;
 
-use super::{target, tri, user, Ctx, Outcome};
+use super::{target, target_to_change, tri, user, Ctx, Outcome};
 use crate::auth::Permission;
 use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, time_val};
@@ -85,7 +85,7 @@ pub(super) async fn mdtm(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 
 /// MFMT: `213 Modify=YYYYMMDDHHMMSS; path`; 502 where the backend cannot.
 pub(super) async fn mfmt(ctx: &mut Ctx<'_>, time: i64, arg: &str) -> Outcome {
-    let t = tri!(target(ctx, arg, Some(Permission::Write)));
+    let t = tri!(target_to_change(ctx, arg));
     if !ctx.storage().capabilities().set_modified {
         return Reply::new(502, "MFMT not supported by this storage").into();
     }

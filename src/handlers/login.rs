@@ -1,6 +1,11 @@
 //! USER, PASS, REIN (RFC 959 §4.1.1). "The server may reply 331 to any USER": the
 //! reply never tells whether a name exists, and a failed PASS is answered 530 after
 //! a delay whatever was wrong (RFC 2577 §"Protecting passwords").
+//!
+//! A PASS waits for its client address's turn ([`crate::auth::Authenticator::turn`]);
+//! within it the ban is checked (a ban covers sessions opened before it: PASS
+//! from a banned address gets 530 without any password check) and a failure is
+//! counted, so no more passwords are checked per address than the ban allows.
 
 use std::time::Duration;
 
@@ -11,6 +16,7 @@ use crate::session::LoginState;
 
 const LOGIN_OK: ResultLabel = ResultLabel { result: "ok" };
 const LOGIN_FAILED: ResultLabel = ResultLabel { result: "failed" };
+const LOGIN_BANNED: ResultLabel = ResultLabel { result: "banned" };
 
 /// The 530 for a login attempted before `AUTH TLS` when TLS is required (RFC
 /// 4217 §4: the server may refuse USER on an unprotected channel).
@@ -38,7 +44,35 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
         LoginState::LoggedIn(_) => return Reply::new(230, "Already logged in").into(),
         LoginState::AwaitUser => return Reply::new(503, "Login with USER first").into(),
     };
-    match ctx.server.auth.verify(&name, &pw.0).await {
+    let ip = crate::datachan::canonical(ctx.session.peer.ip());
+    // One turn per client as the bans and session caps count it (an IPv6 network
+    // of `server.ipv6_prefix_len` bits is one client).
+    let client = crate::bans::client_key(ip, ctx.server.config.server.ipv6_prefix_len);
+    let turn = ctx.server.auth.turn(client).await;
+    if ctx.server.bans.banned(ip).is_some() {
+        drop(turn);
+        ctx.server.metrics.logins.get_or_create(&LOGIN_BANNED).inc();
+        ctx.session.login_failures += 1;
+        ctx.session.login = LoginState::AwaitUser;
+        tracing::warn!(user = %name, peer = %ip, "login refused: address banned, password not checked");
+        let cfg = &ctx.server.config.server;
+        tokio::time::sleep(Duration::from_millis(cfg.login_failure_delay_ms)).await;
+        if ctx.session.login_failures >= cfg.max_login_failures {
+            return Outcome::Close(Reply::new(
+                421,
+                "Too many failed logins from your address, try again later",
+            ));
+        }
+        return Reply::new(530, "Login incorrect").into();
+    }
+    let verified = turn.verify(&name, &pw.0).await;
+    // Counted before the turn ends, so the next check from this address sees a ban.
+    let ban = match verified {
+        Some(_) => None,
+        None => ctx.server.bans.failure(ip),
+    };
+    drop(turn);
+    match verified {
         Some(user) => {
             ctx.server.metrics.logins.get_or_create(&LOGIN_OK).inc();
             tracing::Span::current().record("user", user.name.as_str());
@@ -59,8 +93,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
             );
             let cfg = &ctx.server.config.server;
             tokio::time::sleep(Duration::from_millis(cfg.login_failure_delay_ms)).await;
-            let ip = crate::datachan::canonical(ctx.session.peer.ip());
-            if let Some(length) = ctx.server.bans.failure(ip) {
+            if let Some(length) = ban {
                 tracing::warn!(peer = %ip, ban_secs = length.as_secs(), "client banned after repeated failed logins");
                 return Outcome::Close(Reply::new(
                     421,

@@ -222,6 +222,20 @@ fn target(ctx: &Ctx<'_>, arg: &str, perm: Option<Permission>) -> Result<Target, 
     Ok(Target { shown, storage })
 }
 
+/// The target of a command that changes an existing entry's time or mode (MFMT,
+/// SITE CHMOD, SITE UTIME): `write` and `list`, or an upload of this very login.
+/// A write-only drop box must neither learn that a name exists (550 whether it
+/// exists or not) nor change what others uploaded.
+fn target_to_change(ctx: &Ctx<'_>, arg: &str) -> Result<Target, Reply> {
+    let t = target(ctx, arg, Some(Permission::Write))?;
+    let u = user(ctx)?;
+    if u.may(Permission::List) || ctx.session.uploaded(&t.storage) {
+        Ok(t)
+    } else {
+        Err(errors::permission_denied())
+    }
+}
+
 /// Unwraps a handler step or returns its reply.
 macro_rules! tri {
     ($e:expr) => {

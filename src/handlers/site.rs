@@ -6,8 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ftpgate_storage::ErrorKind;
 
-use super::{target, tri, Ctx, Outcome};
-use crate::auth::Permission;
+use super::{target_to_change, tri, Ctx, Outcome};
 use crate::errors::storage_reply;
 use crate::protocol::command::parse_timeval;
 use crate::protocol::Reply;
@@ -45,7 +44,7 @@ async fn chmod(ctx: &mut Ctx<'_>, rest: &str) -> Outcome {
     if mode > 0o7777 || path.trim().is_empty() {
         return Reply::new(501, "SITE CHMOD needs an octal mode and a path").into();
     }
-    let t = tri!(target(ctx, path, Some(Permission::Write)));
+    let t = tri!(target_to_change(ctx, path));
     let storage = ctx.storage();
     match storage.set_permissions(&t.storage, mode).await {
         Ok(()) => Reply::new(200, format!("SITE CHMOD {:o} applied", mode & 0o777)).into(),
@@ -75,7 +74,7 @@ async fn utime(ctx: &mut Ctx<'_>, rest: &str) -> Outcome {
         )
         .into();
     };
-    let t = tri!(target(ctx, &path, Some(Permission::Write)));
+    let t = tri!(target_to_change(ctx, &path));
     let storage = ctx.storage();
     if !storage.capabilities().set_modified {
         return Reply::new(502, "SITE UTIME not supported by this storage").into();

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use ftpgate_storage::{ByteStream, EntryStream, ErrorKind, StorageError, Upload, VPath, WriteMode};
 use futures::{FutureExt, StreamExt};
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio_util::sync::CancellationToken;
 
@@ -54,8 +53,8 @@ struct DataLink {
     endpoint: DataEndpoint,
     policy: datachan::DataPolicy,
     stall: Duration,
-    /// `PROT P`: TLS on the data connection.
-    tls: Option<Arc<crate::tls::Tls>>,
+    /// `PROT P`: TLS on the data connection, bound to this control connection.
+    tls: Option<crate::tls::ConnTls>,
 }
 
 impl DataLink {
@@ -71,6 +70,10 @@ impl DataLink {
             None => DataStream::Plain(tcp),
             Some(tls) => match tls.accept_data(tcp).await {
                 Ok(s) => DataStream::Tls(Box::new(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(error = %e, "data connection refused");
+                    return Err(end(425, crate::tls::NOT_RESUMED, 0));
+                }
                 Err(e) => {
                     tracing::info!(error = %e, "TLS on the data connection failed");
                     return Err(end(
@@ -140,7 +143,14 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
         policy: ctx.server.data_policy(ctx.session),
         stall: Duration::from_secs(ctx.server.config.server.idle_timeout_secs),
         tls: if ctx.session.prot_private {
-            ctx.server.tls.clone()
+            // PROT P needs AUTH TLS, which sets the context; never fall back to
+            // a clear data connection.
+            Some(ctx.session.tls.clone().ok_or_else(|| {
+                Reply::new(
+                    425,
+                    "Cannot open data connection: no TLS on the control connection",
+                )
+            })?)
         } else {
             None
         },
@@ -317,9 +327,12 @@ fn hashes_uploads(ctx: &Ctx<'_>, mode: WriteMode) -> bool {
 }
 
 /// STOU: store under a name that does not exist yet; the 150 reply carries
-/// `FILE: name` (RFC 1123 §4.1.2.9).
+/// `FILE: name` (RFC 1123 §4.1.2.9). A user without `list` (a drop box) always
+/// gets the proposed name with a random suffix, so the reply never tells whether
+/// the plain name exists.
 pub(super) async fn stou(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
     ctx.session.rest = None;
+    let blind = !tri!(user(ctx)).may(Permission::List);
     let base = match arg {
         Some(a) => a.to_owned(),
         None => format!(
@@ -331,7 +344,9 @@ pub(super) async fn stou(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
         ),
     };
     for i in 0..1000u32 {
-        let candidate = if i == 0 {
+        let candidate = if blind {
+            format!("{base}.{:016x}", rand::random::<u64>())
+        } else if i == 0 {
             base.clone()
         } else {
             format!("{base}.{i}")
@@ -393,6 +408,8 @@ async fn begin_upload(
     };
     let cancel = CancellationToken::new();
     let c = cancel.clone();
+    let own = ctx.session.own_uploads.clone();
+    let stored = path.clone();
     transfer(pre, &path, cancel, async move {
         let sock = match link.open().await {
             Ok(s) => s,
@@ -402,6 +419,9 @@ async fn begin_upload(
             }
         };
         let mut r = receive_file(sock, upload, ascii, limit, digest, probe, c).await;
+        if r.reply.code == 226 {
+            crate::session::remember_upload(&own, stored);
+        }
         if let (Some(name), 226) = (unique, r.reply.code) {
             r.reply = Reply::new(226, format!("Transfer complete; unique file name {name}"));
         }
