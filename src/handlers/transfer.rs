@@ -10,7 +10,9 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use ftpgate_storage::{ByteStream, EntryStream, ErrorKind, StorageError, Upload, VPath, WriteMode};
+use ftpgate_storage::{
+    ByteStream, EntryStream, ErrorKind, Resumed, StorageError, Upload, VPath, WriteMode,
+};
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -23,6 +25,7 @@ use crate::datachan::{self, DataEndpoint, DataStream};
 use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
 use crate::protocol::{Reply, TransferType};
+use crate::resume::{self, Park};
 
 /// Bytes gathered from the data socket before each backend write on upload. With
 /// the local backend's queue of 4 chunks, one upload holds at most ~5 MiB.
@@ -304,7 +307,67 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
         (StoreKind::Stor, Some(n)) if n > 0 => WriteMode::Offset(n),
         (StoreKind::Stor, _) => WriteMode::Truncate,
     };
-    begin_upload(ctx, t.storage, t.shown.to_string(), mode, None).await
+    let park = park_plan(ctx, &t.storage);
+    if let (Some(p), Some(window)) = (&park, ctx.storage_config().resume_window()) {
+        let storage = ctx.storage();
+        let metrics = &ctx.server.metrics;
+        match resume::live_pending(&*storage, window, &p.key, metrics).await {
+            // APPE, or REST n with n = the size SIZE reported: continue it.
+            Some(pending)
+                if mode == WriteMode::Append || mode == WriteMode::Offset(pending.size) =>
+            {
+                match storage.resume_upload(&p.key, pending.size).await {
+                    Ok(r) => {
+                        let p = Park {
+                            resumed_from: pending.size,
+                            ..p.clone()
+                        };
+                        tracing::info!(user = %p.key.owner, path = %p.key.path, offset = pending.size, "resuming a pending upload");
+                        metrics
+                            .pending_events
+                            .get_or_create(&crate::metrics::PendingLabel { event: "resumed" })
+                            .inc();
+                        let shown = t.shown.to_string();
+                        return begin_upload_with(
+                            ctx,
+                            t.storage,
+                            shown,
+                            mode,
+                            None,
+                            Some(p),
+                            Some(r),
+                        )
+                        .await;
+                    }
+                    // Taken meanwhile by another session: the upload is a plain one.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return storage_reply(&e).into(),
+                }
+            }
+            // A plain STOR, or another offset: start over.
+            _ => resume::discard(&*storage, &p.key).await,
+        }
+    }
+    begin_upload_with(ctx, t.storage, t.shown.to_string(), mode, None, park, None).await
+}
+
+/// How an interrupted upload to `path` would be kept for resuming: `None` when
+/// `storage.resume_window_secs` is 0, before login, or under TYPE A conversion (its
+/// byte counts are not the file's).
+fn park_plan(ctx: &Ctx<'_>, path: &VPath) -> Option<Park> {
+    let config = ctx.storage_config();
+    config.resume_window()?;
+    let user = ctx.session.user()?;
+    if ascii(ctx) {
+        return None;
+    }
+    Some(Park {
+        storage: ctx.storage(),
+        key: resume::key(&user.name, path),
+        bounds: config.resume_bounds(),
+        metrics: ctx.server.metrics.clone(),
+        resumed_from: 0,
+    })
 }
 
 /// Whether uploads to the user's backend are hashed (`storage.upload_sha256`). An
@@ -362,20 +425,51 @@ async fn begin_upload(
     mode: WriteMode,
     unique: Option<String>,
 ) -> Outcome {
+    begin_upload_with(ctx, path, shown, mode, unique, None, None).await
+}
+
+/// [`begin_upload`] that keeps an interrupted upload per `park`, and continues the
+/// pending upload `resumed` (whose kept bytes are hashed first) instead of creating one.
+async fn begin_upload_with(
+    ctx: &mut Ctx<'_>,
+    path: VPath,
+    shown: String,
+    mode: WriteMode,
+    unique: Option<String>,
+    park: Option<Park>,
+    resumed: Option<Resumed>,
+) -> Outcome {
     if ctx.data.is_none() {
+        if let Some(r) = resumed {
+            resume::park(r.upload, park.as_ref(), 0).await;
+        }
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
-    let upload = match ctx.storage().create(&path, mode).await {
-        Ok(u) => u,
-        Err(e) => return storage_reply(&e).into(),
+    let kept = park.as_ref().map_or(0, |p| p.resumed_from);
+    let (upload, prefix, digest) = match resumed {
+        Some(r) => {
+            let hash = ctx.storage_config().upload_sha256.unwrap_or(true) && r.prefix.is_some();
+            (r.upload, r.prefix, hash.then(UploadDigest::default))
+        }
+        None => match ctx.storage().create(&path, mode).await {
+            Ok(u) => (
+                u,
+                None,
+                hashes_uploads(ctx, mode).then(UploadDigest::default),
+            ),
+            Err(e) => return storage_reply(&e).into(),
+        },
     };
     let ascii = ascii(ctx);
-    let limit = ctx.session.user().and_then(|u| u.max_upload_bytes);
-    let digest = hashes_uploads(ctx, mode).then(UploadDigest::default);
+    let limit = ctx
+        .session
+        .user()
+        .and_then(|u| u.max_upload_bytes)
+        .map(|l| l.saturating_sub(kept));
     let link = match data_link(ctx) {
         Ok(l) => l,
         Err(r) => {
-            let _ = upload.abort().await;
+            resume::park(upload, park.as_ref(), 0).await;
             return r.into();
         }
     };
@@ -392,16 +486,44 @@ async fn begin_upload(
         let sock = match link.open().await {
             Ok(s) => s,
             Err(e) => {
-                let _ = upload.abort().await;
+                resume::park(upload, park.as_ref(), 0).await;
                 return e;
             }
         };
-        let mut r = receive_file(sock, upload, ascii, limit, digest, c).await;
+        let digest = match prefix {
+            Some(prefix) => hash_prefix(digest, prefix, kept).await,
+            None => digest,
+        };
+        let mut r = receive_file(sock, upload, ascii, limit, digest, c, park).await;
         if let (Some(name), 226) = (unique, r.reply.code) {
             r.reply = Reply::new(226, format!("Transfer complete; unique file name {name}"));
         }
         r
     })
+}
+
+/// Feeds the kept bytes of a resumed upload into its digest; `None` (no digest) when
+/// they cannot be read in full.
+async fn hash_prefix(
+    digest: Option<UploadDigest>,
+    mut prefix: ByteStream,
+    kept: u64,
+) -> Option<UploadDigest> {
+    let mut d = digest?;
+    let mut read = 0u64;
+    while let Some(chunk) = prefix.next().await {
+        match chunk {
+            Ok(b) => {
+                read += b.len() as u64;
+                d.update(&b);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kept bytes of a resumed upload: no digest");
+                return None;
+            }
+        }
+    }
+    (read == kept).then_some(d)
 }
 
 /// Receives until EOF into `upload`; more than `limit` bytes (the user's
@@ -414,6 +536,7 @@ async fn receive_file(
     limit: Option<u64>,
     mut digest: Option<UploadDigest>,
     cancel: CancellationToken,
+    park: Option<Park>,
 ) -> TransferEnd {
     let mut received = 0u64;
     let mut pending_cr = false;
@@ -428,7 +551,7 @@ async fn receive_file(
                 biased;
                 _ = cancel.cancelled() => {
                     received += drain_ready(&mut sock.sock, &mut buf).await;
-                    let _ = upload.abort().await;
+                    resume::park(upload, park.as_ref(), received).await;
                     return aborted(received);
                 }
                 r = sock.read_buf(&mut buf) => r,
@@ -458,7 +581,7 @@ async fn receive_file(
                     // A reset (not a clean FIN) means the client did not finish:
                     // never commit.
                     tracing::info!(error = %e, "data connection broken during upload");
-                    let _ = upload.abort().await;
+                    resume::park(upload, park.as_ref(), received).await;
                     return aborted(received);
                 }
             }

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod confine;
+mod pending;
 mod stream;
 mod upload;
 
@@ -41,8 +42,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ftpgate_storage::{
-    ByteStream, Capabilities, EntryStream, ErrorKind, Metadata, Result, StorageBackend,
-    StorageError, Upload, VPath, WriteMode,
+    ByteStream, Capabilities, EntryStream, ErrorKind, Metadata, PendingKey, PendingUpload,
+    PendingUsage, Result, Resumed, StorageBackend, StorageError, Upload, VPath, WriteMode,
 };
 
 use confine::Root;
@@ -160,6 +161,36 @@ impl StorageBackend for LocalBackend {
 
     async fn create(&self, path: &VPath, mode: WriteMode) -> Result<Box<dyn Upload>> {
         upload::start(Arc::clone(&self.root), path.clone(), mode).await
+    }
+
+    async fn pending_upload(&self, key: &PendingKey) -> Result<Option<PendingUpload>> {
+        let key = key.clone();
+        self.blocking(move |root| pending::find(root, &key)).await
+    }
+
+    async fn resume_upload(&self, key: &PendingKey, offset: u64) -> Result<Resumed> {
+        let (upload, reader) = upload::resume(Arc::clone(&self.root), key.clone(), offset).await?;
+        Ok(Resumed {
+            upload,
+            prefix: Some(stream::stream_prefix(reader, offset, key.path.clone())),
+        })
+    }
+
+    async fn discard_pending(&self, key: &PendingKey) -> Result<bool> {
+        let key = key.clone();
+        self.blocking(move |root| pending::discard(root, &key))
+            .await
+    }
+
+    async fn pending_usage(&self, owner: Option<&str>) -> Result<PendingUsage> {
+        let owner = owner.map(str::to_owned);
+        self.blocking(move |root| pending::usage(root, owner.as_deref()))
+            .await
+    }
+
+    async fn expire_pending(&self, before: SystemTime) -> Result<PendingUsage> {
+        self.blocking(move |root| pending::expire(root, before))
+            .await
     }
 
     async fn delete(&self, path: &VPath) -> Result<()> {
