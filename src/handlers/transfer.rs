@@ -312,17 +312,17 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
         let storage = ctx.storage();
         let metrics = &ctx.server.metrics;
         match resume::live_pending(&*storage, window, &p.key, metrics).await {
-            // APPE, or REST n with n = the size SIZE reported: continue it.
-            Some(pending)
-                if mode == WriteMode::Append || mode == WriteMode::Offset(pending.size) =>
-            {
-                match storage.resume_upload(&p.key, pending.size).await {
+            // APPE, or REST n with n the size SIZE reported — or a little less, as
+            // wput sends (512 bytes before): continue it from there.
+            Some(pending) if resume_offset(mode, pending.size).is_some() => {
+                let offset = resume_offset(mode, pending.size).unwrap_or(pending.size);
+                match storage.resume_upload(&p.key, offset).await {
                     Ok(r) => {
                         let p = Park {
-                            resumed_from: pending.size,
+                            resumed_from: offset,
                             ..p.clone()
                         };
-                        tracing::info!(user = %p.key.owner, path = %p.key.path, offset = pending.size, "resuming a pending upload");
+                        tracing::info!(user = %p.key.owner, path = %p.key.path, offset, kept = pending.size, "resuming a pending upload");
                         metrics
                             .pending_events
                             .get_or_create(&crate::metrics::PendingLabel { event: "resumed" })
@@ -349,6 +349,16 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
         }
     }
     begin_upload_with(ctx, t.storage, t.shown.to_string(), mode, None, park, None).await
+}
+
+/// Where an upload in `mode` continues a pending upload of `size` bytes: APPE at its
+/// end, `REST n` at `n` for 0 < n ≤ size; `None` (start over) otherwise.
+fn resume_offset(mode: WriteMode, size: u64) -> Option<u64> {
+    match mode {
+        WriteMode::Append => Some(size),
+        WriteMode::Offset(n) if n > 0 && n <= size => Some(n),
+        _ => None,
+    }
 }
 
 /// How an interrupted upload to `path` would be kept for resuming: `None` when
@@ -884,6 +894,16 @@ mod tests {
         let mut out = from_crlf(b"a\r\nb\r", &mut p).to_vec();
         out.extend_from_slice(&from_crlf(b"\nc\rd", &mut p));
         assert_eq!(out, b"a\nb\nc\rd");
+    }
+
+    #[test]
+    fn resume_offsets() {
+        assert_eq!(resume_offset(WriteMode::Append, 10), Some(10));
+        assert_eq!(resume_offset(WriteMode::Offset(10), 10), Some(10));
+        assert_eq!(resume_offset(WriteMode::Offset(9), 10), Some(9));
+        assert_eq!(resume_offset(WriteMode::Offset(11), 10), None);
+        assert_eq!(resume_offset(WriteMode::Offset(0), 10), None);
+        assert_eq!(resume_offset(WriteMode::Truncate, 10), None);
     }
 
     #[test]

@@ -128,8 +128,9 @@ async fn spawn(vpath: VPath, prep: Prepare) -> Result<(Box<dyn Upload>, Option<F
 }
 
 /// Moves the pending upload `key` back into the target directory as this upload's
-/// temporary file (one `renameat`: a second session finds it gone) and opens it
-/// positioned after its `offset` bytes; also returns it opened for reading.
+/// temporary file (one `renameat`: a second session finds it gone), cuts it to its
+/// first `offset` bytes and opens it positioned there; also returns it opened for
+/// reading.
 fn prepare_resume(root: &Arc<Root>, key: &PendingKey, offset: u64) -> Result<(Prepared, File)> {
     let path = &key.path;
     let (dir, name) = root.parent(path)?;
@@ -172,11 +173,18 @@ fn prepare_resume(root: &Arc<Root>, key: &PendingKey, offset: u64) -> Result<(Pr
     let size = file
         .seek(SeekFrom::End(0))
         .map_err(|e| put_back(StorageError::from_io(path, e)))?;
-    if size != offset {
+    if size < offset {
         return Err(put_back(StorageError::new(
             ErrorKind::InvalidInput,
-            format!("{path}: the pending upload holds {size} bytes, not {offset}"),
+            format!("{path}: the pending upload holds {size} bytes, fewer than {offset}"),
         )));
+    }
+    if size > offset {
+        // A client that resumes a little before the end (wput: 512 bytes) resends
+        // the rest.
+        file.set_len(offset)
+            .and_then(|()| file.seek(SeekFrom::Start(offset)))
+            .map_err(|e| put_back(StorageError::from_io(path, e)))?;
     }
     let prepared = Prepared {
         path: path.clone(),

@@ -277,9 +277,10 @@ pub trait StorageBackend: Send + Sync + Debug + 'static {
         Ok(None)
     }
 
-    /// Takes up the pending upload `key`, continuing after its `offset` kept bytes;
-    /// `NotFound` when there is none (or another session took it), `InvalidInput`
-    /// when `offset` is not its size. Default: `Unsupported`.
+    /// Takes up the pending upload `key`, continuing after the first `offset` of its
+    /// kept bytes (the rest is dropped); `NotFound` when there is none (or another
+    /// session took it), `InvalidInput` when it holds fewer than `offset` bytes.
+    /// Default: `Unsupported`.
     async fn resume_upload(&self, key: &PendingKey, _offset: u64) -> Result<Resumed> {
         Err(StorageError::unsupported(format!(
             "resume {}: this storage keeps no pending uploads",
