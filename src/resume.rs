@@ -93,25 +93,48 @@ pub async fn park(upload: Box<dyn Upload>, park: Option<&Park>, received: u64) {
     }
 }
 
-/// The pending upload of `key` that a resume may continue: not older than `window`
-/// (an expired one is removed) and not older than a complete file at the path.
-pub async fn live_pending(
+/// What [`find`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// No pending upload.
+    None,
+    /// One that a newer complete file supersedes (SIZE reports the file).
+    Superseded,
+    /// One that a resume may continue.
+    Live(PendingUpload),
+}
+
+impl Found {
+    /// The pending upload a resume may continue.
+    pub fn live(self) -> Option<PendingUpload> {
+        match self {
+            Found::Live(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// The pending upload of `key`: one older than `window` is removed (`None`); one
+/// older than a complete file at the path is `Superseded`.
+pub async fn find(
     storage: &dyn StorageBackend,
     window: Duration,
     key: &PendingKey,
     metrics: &Metrics,
-) -> Option<PendingUpload> {
-    let p = storage.pending_upload(key).await.ok().flatten()?;
+) -> Found {
+    let Some(p) = storage.pending_upload(key).await.ok().flatten() else {
+        return Found::None;
+    };
     if p.modified + window < SystemTime::now() {
         if storage.discard_pending(key).await.unwrap_or(false) {
             tracing::info!(user = %key.owner, path = %key.path, bytes = p.size, "pending upload expired");
             event(metrics, "expired");
         }
-        return None;
+        return Found::None;
     }
     match storage.stat(&key.path).await {
-        Ok(m) if m.modified.is_some_and(|t| t > p.modified) => None,
-        _ => Some(p),
+        Ok(m) if m.modified.is_some_and(|t| t > p.modified) => Found::Superseded,
+        _ => Found::Live(p),
     }
 }
 

@@ -68,9 +68,8 @@ pub(super) async fn size(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     if let (Some(window), Some(user)) = (ctx.storage_config().resume_window(), ctx.session.user()) {
         let key = crate::resume::key(&user.name, &t.storage);
         let storage = ctx.storage();
-        if let Some(p) =
-            crate::resume::live_pending(&*storage, window, &key, &ctx.server.metrics).await
-        {
+        let found = crate::resume::find(&*storage, window, &key, &ctx.server.metrics).await;
+        if let Some(p) = found.live() {
             return Reply::new(213, p.size.to_string()).into();
         }
     }

@@ -311,10 +311,10 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
     if let (Some(p), Some(window)) = (&park, ctx.storage_config().resume_window()) {
         let storage = ctx.storage();
         let metrics = &ctx.server.metrics;
-        match resume::live_pending(&*storage, window, &p.key, metrics).await {
+        match resume::find(&*storage, window, &p.key, metrics).await {
             // APPE, or REST n with n the size SIZE reported — or a little less, as
             // wput sends (512 bytes before): continue it from there.
-            Some(pending) if resume_offset(mode, pending.size).is_some() => {
+            resume::Found::Live(pending) if resume_offset(mode, pending.size).is_some() => {
                 let offset = resume_offset(mode, pending.size).unwrap_or(pending.size);
                 match storage.resume_upload(&p.key, offset).await {
                     Ok(r) => {
@@ -344,6 +344,7 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
                     Err(e) => return storage_reply(&e).into(),
                 }
             }
+            resume::Found::None => {}
             // A plain STOR, or another offset: start over.
             _ => resume::discard(&*storage, &p.key).await,
         }
