@@ -128,6 +128,8 @@ pub struct Metrics {
     pub pending_upload_bytes: Gauge,
     /// Interrupted uploads kept as pending, resumed, expired (`event` label).
     pub pending_events: Family<PendingLabel, Counter>,
+    /// Wakes the pending-upload sweep to set the gauges after a change.
+    pub pending_changed: tokio::sync::Notify,
 }
 
 /// Label of `ftpgate_pending_upload_events_total`.
@@ -185,6 +187,7 @@ impl Metrics {
             pending_uploads: Gauge::default(),
             pending_upload_bytes: Gauge::default(),
             pending_events: Family::default(),
+            pending_changed: tokio::sync::Notify::new(),
             registry: Registry::default(),
         };
         registry.register(

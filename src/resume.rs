@@ -39,11 +39,13 @@ impl std::fmt::Debug for Park {
     }
 }
 
-fn event(metrics: &Metrics, event: &'static str) {
+/// Counts a pending-upload `event` and wakes the sweep to set the gauges.
+pub fn event(metrics: &Metrics, event: &'static str) {
     metrics
         .pending_events
         .get_or_create(&PendingLabel { event })
         .inc();
+    metrics.pending_changed.notify_one();
 }
 
 /// Ends an interrupted `upload`: kept as the pending upload of `park` when resuming
@@ -159,7 +161,8 @@ pub fn key(user: &str, path: &VPath) -> PendingKey {
 }
 
 /// Removes expired pending uploads of every backend at start and then every
-/// `min(window / 4, 60 s)`, and sets the pending-upload gauges.
+/// `min(window / 4, 60 s)`, and sets the pending-upload gauges then and after each
+/// change (kept, resumed, expired).
 pub async fn sweep(backends: Vec<(Arc<dyn StorageBackend>, Duration)>, metrics: Arc<Metrics>) {
     if backends.is_empty() {
         return;
@@ -171,7 +174,10 @@ pub async fn sweep(backends: Vec<(Arc<dyn StorageBackend>, Duration)>, metrics: 
         .unwrap_or(Duration::from_secs(60));
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = metrics.pending_changed.notified() => {}
+        }
         let (mut count, mut bytes) = (0u64, 0u64);
         for (b, window) in &backends {
             let before = SystemTime::now()

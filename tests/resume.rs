@@ -92,6 +92,20 @@ fn assert_invisible(gate: &Gate, path: &str, old: Option<&[u8]>) {
     }
 }
 
+/// A new session of the test user (TYPE I) that STORs `path`, sends `data` and
+/// resets the data connection; returned after the 426/451.
+fn login_and_cut(gate: &Gate, path: &str, data: &[u8]) -> Ctl {
+    let mut c = gate.login();
+    assert_eq!(c.cmd("TYPE I").code, 200);
+    let mut s = c.epsv();
+    assert_eq!(c.cmd(&format!("STOR {path}")).code, 150);
+    s.write_all(data).unwrap();
+    reset(s);
+    let r = c.read();
+    assert!(r.code == 426 || r.code == 451, "{r:?}");
+    c
+}
+
 /// The SIZE the uploading user sees (the pending byte count after a cut).
 fn pending_size(c: &mut Ctl, path: &str) -> u64 {
     let r = c.cmd(&format!("SIZE {path}"));
@@ -124,20 +138,6 @@ fn source(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
     let p = dir.join(format!("src-{seed}.bin"));
     std::fs::write(&p, &data).unwrap();
     (p, data)
-}
-
-fn no_proxy(cmd: &mut Command) -> &mut Command {
-    for v in [
-        "ftp_proxy",
-        "FTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd
 }
 
 /// After a resume: the file is the source, byte for byte (by SHA-256 of disk and
@@ -237,7 +237,7 @@ fn resume_with(client: &str) {
             cmd
         }
     };
-    let (code, out, err) = run_for(no_proxy(&mut cmd), Duration::from_secs(150));
+    let (code, out, err) = run_for(common::no_proxy(&mut cmd), Duration::from_secs(150));
     assert_eq!(code, Some(0), "{client}: {out}\n{err}\n{}", gate.logs());
     assert_complete(&gate, &mut c, &path, &data);
     assert_event_digest(&gate, &data);
@@ -278,7 +278,7 @@ fn wput_resumes_a_cut_upload() {
 /// offset, discards it and starts over; bounds refuse more pending uploads.
 #[test]
 fn raw_rest_stor_fresh_stor_and_bounds() {
-    let gate = gate_with("resume_max_per_user = 1\n");
+    let gate = gate_with("resume_max_per_user = 1\n[http]\nlisten = \"127.0.0.1:0\"\n");
     let data = payload(8 * 1024 * 1024 + 3, 3);
     let mut c = gate.login();
     assert_eq!(c.cmd("TYPE I").code, 200);
@@ -326,6 +326,29 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
     assert_eq!(pending_files(&gate).len(), 1);
     assert_eq!(c.cmd("SIZE /d/e.bin").code, 550);
     assert!(pending_size(&mut c, "/d/d.bin") > 0);
+
+    // Operators see it: events and the gauges (set by the periodic sweep).
+    let http = gate.logged_addr("http endpoint bound");
+    let event = |e: &str| format!("ftpgate_pending_upload_events_total{{event=\"{e}\"}}");
+    let started = Instant::now();
+    let text = loop {
+        let text = common::http_get(http, "/metrics").1;
+        if common::metric(&text, "ftpgate_pending_uploads") == 1.0
+            || started.elapsed() > Duration::from_secs(90)
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        common::metric(&text, "ftpgate_pending_uploads"),
+        1.0,
+        "{text}"
+    );
+    assert!(common::metric(&text, "ftpgate_pending_upload_bytes") > 0.0);
+    assert_eq!(common::metric(&text, &event("resumed")), 2.0, "{text}");
+    assert_eq!(common::metric(&text, &event("refused")), 1.0, "{text}");
+    assert_eq!(common::metric(&text, &event("kept")), 5.0, "{text}");
 }
 
 /// With `resume_window_secs = 0` an interrupted upload leaves nothing (as before).
@@ -341,14 +364,7 @@ fn resume_off_keeps_nothing() {
         )
     });
     let data = payload(4 * 1024 * 1024, 5);
-    let mut c = gate.login();
-    assert_eq!(c.cmd("TYPE I").code, 200);
-    let mut s = c.epsv();
-    assert_eq!(c.cmd("STOR /off.bin").code, 150);
-    s.write_all(&data[..2 * 1024 * 1024]).unwrap();
-    reset(s);
-    let r = c.read();
-    assert!(r.code == 426 || r.code == 451, "{r:?}");
+    let mut c = login_and_cut(&gate, "/off.bin", &data[..2 * 1024 * 1024]);
     assert_eq!(c.cmd("SIZE /off.bin").code, 550);
     assert_eq!(pending_files(&gate), Vec::<String>::new());
 }
@@ -380,13 +396,7 @@ fn expiry_removes_pending_uploads() {
     // While running: a 2 s window.
     let cfg = config(2);
     let gate = Gate::start_toml(|_| std::fs::read_to_string(&cfg).unwrap());
-    let mut c = gate.login();
-    assert_eq!(c.cmd("TYPE I").code, 200);
-    let mut s = c.epsv();
-    assert_eq!(c.cmd("STOR /gone.bin").code, 150);
-    s.write_all(&data[..1024 * 1024]).unwrap();
-    reset(s);
-    c.read();
+    let mut c = login_and_cut(&gate, "/gone.bin", &data[..1024 * 1024]);
     gate.wait_logs("expiry while running", |l| {
         l.contains("expired pending uploads removed")
     });
@@ -398,13 +408,7 @@ fn expiry_removes_pending_uploads() {
     // At start-up: a pending upload from a day ago, with the default window.
     let cfg = config(3600);
     let gate = Gate::start_toml(|_| std::fs::read_to_string(&cfg).unwrap());
-    let mut c = gate.login();
-    assert_eq!(c.cmd("TYPE I").code, 200);
-    let mut s = c.epsv();
-    assert_eq!(c.cmd("STOR /old.bin").code, 150);
-    s.write_all(&data[..1024 * 1024]).unwrap();
-    reset(s);
-    c.read();
+    let mut c = login_and_cut(&gate, "/old.bin", &data[..1024 * 1024]);
     let started = Instant::now();
     while count() == 0 && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));

@@ -323,10 +323,7 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
                             ..p.clone()
                         };
                         tracing::info!(user = %p.key.owner, path = %p.key.path, offset, kept = pending.size, "resuming a pending upload");
-                        metrics
-                            .pending_events
-                            .get_or_create(&crate::metrics::PendingLabel { event: "resumed" })
-                            .inc();
+                        resume::event(metrics, "resumed");
                         let shown = t.shown.to_string();
                         return begin_upload_with(
                             ctx,
