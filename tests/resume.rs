@@ -408,7 +408,7 @@ fn expiry_removes_pending_uploads() {
     // At start-up: a pending upload from a day ago, with the default window.
     let cfg = config(3600);
     let gate = Gate::start_toml(|_| std::fs::read_to_string(&cfg).unwrap());
-    let mut c = login_and_cut(&gate, "/old.bin", &data[..1024 * 1024]);
+    let c = login_and_cut(&gate, "/old.bin", &data[..1024 * 1024]);
     let started = Instant::now();
     while count() == 0 && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
