@@ -518,6 +518,7 @@ async fn hash_prefix(
     kept: u64,
 ) -> Option<UploadDigest> {
     let mut d = digest?;
+    let started = std::time::Instant::now();
     let mut read = 0u64;
     while let Some(chunk) = prefix.next().await {
         match chunk {
@@ -531,6 +532,11 @@ async fn hash_prefix(
             }
         }
     }
+    tracing::info!(
+        bytes = read,
+        ms = started.elapsed().as_millis() as u64,
+        "kept bytes of a resumed upload hashed"
+    );
     (read == kept).then_some(d)
 }
 
