@@ -11,6 +11,9 @@
 //! - `upload`: uploads written by one blocking thread to a temporary file in the target
 //!   directory, committed with `sync_all`, rename (hard link for `CreateNew`) and a
 //!   directory fsync.
+//! - `pending`: interrupted uploads kept for resuming in `<root>/.ftpgate-tmp-pending/`
+//!   (suspend moves the fsynced temporary file there, a resume moves it back), their
+//!   per-owner usage and expiry.
 //!
 //! # Behaviour
 //! - Temporary files are named `.ftpgate-tmp-<random>`; they never appear in listings,
