@@ -427,3 +427,13 @@ fn expiry_removes_pending_uploads() {
     });
     assert_eq!(count(), 0);
 }
+
+/// A window beyond 30 days is refused at start, naming the key.
+#[test]
+fn resume_window_is_validated() {
+    let err = common::refused_start(
+        Some("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nresume_window_secs = 99999999\n"),
+        &[],
+    );
+    assert!(err.contains("storage.resume_window_secs"), "{err}");
+}
