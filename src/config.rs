@@ -389,7 +389,22 @@ pub struct StorageConfig {
     /// backend. Default true.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_sha256: Option<bool>,
+    /// Seconds an interrupted upload is kept as a pending upload its user can resume
+    /// with `REST n` + `STOR` or `APPE` (local disk); 0 = off (discarded). Default
+    /// 86400 (24 h), at most 30 days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_window_secs: Option<u64>,
+    /// Most pending uploads one user keeps (further interrupted uploads are
+    /// discarded). Default 16.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_max_per_user: Option<u64>,
+    /// Most bytes one user's pending uploads hold. Default 100 GiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_max_bytes_per_user: Option<u64>,
 }
+
+/// Longest `resume_window_secs`: 30 days.
+pub const MAX_RESUME_WINDOW_SECS: u64 = 30 * 24 * 3600;
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -412,11 +427,31 @@ impl Default for StorageConfig {
             retry_timeout_secs: None,
             list_cache_secs: None,
             upload_sha256: None,
+            resume_window_secs: None,
+            resume_max_per_user: None,
+            resume_max_bytes_per_user: None,
         }
     }
 }
 
 impl StorageConfig {
+    /// How long interrupted uploads stay resumable (`resume_window_secs`); `None`
+    /// when resuming is off.
+    pub fn resume_window(&self) -> Option<std::time::Duration> {
+        match self.resume_window_secs.unwrap_or(86_400) {
+            0 => None,
+            n => Some(std::time::Duration::from_secs(n)),
+        }
+    }
+
+    /// `resume_max_per_user` and `resume_max_bytes_per_user` with their defaults.
+    pub fn resume_bounds(&self) -> (u64, u64) {
+        (
+            self.resume_max_per_user.unwrap_or(16),
+            self.resume_max_bytes_per_user.unwrap_or(100 << 30),
+        )
+    }
+
     /// The S3 settings of a `kind = "s3"` section; `key` (`storage`,
     /// `backends.NAME`) prefixes the names in error messages.
     pub fn s3_config(&self, key: &str) -> Result<ftpgate_backend_s3::S3Config, String> {
@@ -475,6 +510,11 @@ impl StorageConfig {
 
     /// Checks that the keys set belong to the chosen kind.
     fn validate(&self, key: &str) -> Result<(), String> {
+        if self.resume_window_secs.unwrap_or(0) > MAX_RESUME_WINDOW_SECS {
+            return Err(format!(
+                "{key}.resume_window_secs must be at most {MAX_RESUME_WINDOW_SECS} (30 days)"
+            ));
+        }
         match self.kind {
             StorageKind::S3 => self.s3_config(key).map(|_| ()),
             StorageKind::Local | StorageKind::Memory => {

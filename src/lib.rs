@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod process;
 pub mod protocol;
 pub mod proxy;
+pub mod resume;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -19,8 +19,8 @@ use std::time::{Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ftpgate_storage::{
-    ByteStream, Capabilities, EntryStream, Metadata, Result, StorageBackend, Upload, VPath,
-    WriteMode,
+    ByteStream, Capabilities, EntryStream, Metadata, PendingKey, PendingUpload, PendingUsage,
+    Result, Resumed, StorageBackend, Upload, VPath, WriteMode,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -131,6 +131,21 @@ pub struct Metrics {
     pub tls_not_after: Family<CertLabel, Gauge>,
     /// 1 while a backend passes its background check (`crate::health`).
     pub backend_up: Family<BackendLabel, Gauge>,
+    /// Pending (interrupted, resumable) uploads kept now, all backends.
+    pub pending_uploads: Gauge,
+    /// Bytes those pending uploads hold.
+    pub pending_upload_bytes: Gauge,
+    /// Interrupted uploads kept as pending, resumed, expired (`event` label).
+    pub pending_events: Family<PendingLabel, Counter>,
+    /// Wakes the pending-upload sweep to set the gauges after a change.
+    pub pending_changed: tokio::sync::Notify,
+}
+
+/// Label of `ftpgate_pending_upload_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PendingLabel {
+    /// `kept`, `resumed`, `refused` (over a bound) or `expired`.
+    pub event: &'static str,
 }
 
 /// Label of `ftpgate_tls_certificate_not_after_timestamp_seconds`.
@@ -179,6 +194,10 @@ impl Metrics {
             bans_active: Gauge::default(),
             tls_not_after: Family::default(),
             backend_up: Family::default(),
+            pending_uploads: Gauge::default(),
+            pending_upload_bytes: Gauge::default(),
+            pending_events: Family::default(),
+            pending_changed: tokio::sync::Notify::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -255,6 +274,21 @@ impl Metrics {
             "ftpgate_backend_up",
             "1 while the backend passes its background reachability check",
             m.backend_up.clone(),
+        );
+        registry.register(
+            "ftpgate_pending_uploads",
+            "Interrupted uploads kept for resuming (storage.resume_window_secs)",
+            m.pending_uploads.clone(),
+        );
+        registry.register(
+            "ftpgate_pending_upload_bytes",
+            "Bytes held by pending resumable uploads",
+            m.pending_upload_bytes.clone(),
+        );
+        registry.register(
+            "ftpgate_pending_upload_events",
+            "Interrupted uploads kept, resumed, refused (over a bound) and expired",
+            m.pending_events.clone(),
         );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
@@ -555,6 +589,40 @@ impl StorageBackend for InstrumentedBackend {
         self.timed("set_permissions", self.inner.set_permissions(path, mode))
             .await
     }
+
+    async fn pending_upload(&self, key: &PendingKey) -> Result<Option<PendingUpload>> {
+        self.timed("pending_upload", self.inner.pending_upload(key))
+            .await
+    }
+
+    async fn resume_upload(&self, key: &PendingKey, offset: u64) -> Result<Resumed> {
+        let r = self
+            .timed("resume_upload", self.inner.resume_upload(key, offset))
+            .await?;
+        Ok(Resumed {
+            upload: Box::new(InstrumentedUpload {
+                inner: r.upload,
+                name: self.name.clone(),
+                metrics: Arc::clone(&self.metrics),
+            }),
+            prefix: r.prefix,
+        })
+    }
+
+    async fn discard_pending(&self, key: &PendingKey) -> Result<bool> {
+        self.timed("discard_pending", self.inner.discard_pending(key))
+            .await
+    }
+
+    async fn pending_usage(&self, owner: Option<&str>) -> Result<PendingUsage> {
+        self.timed("pending_usage", self.inner.pending_usage(owner))
+            .await
+    }
+
+    async fn expire_pending(&self, before: SystemTime) -> Result<PendingUsage> {
+        self.timed("expire_pending", self.inner.expire_pending(before))
+            .await
+    }
 }
 
 struct InstrumentedUpload {
@@ -595,6 +663,13 @@ impl Upload for InstrumentedUpload {
 
     fn set_sha256(&mut self, digest: [u8; 32]) {
         self.inner.set_sha256(digest);
+    }
+
+    async fn suspend(self: Box<Self>, key: &PendingKey) -> Result<Option<u64>> {
+        let started = Instant::now();
+        let r = self.inner.suspend(key).await;
+        self.metrics.op(&self.name, "suspend", started, &r);
+        r
     }
 }
 

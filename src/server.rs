@@ -166,6 +166,25 @@ pub struct Server {
     implicit: Option<TcpListener>,
 }
 
+/// Every backend with resuming on (`resume_window_secs` > 0) and its window.
+fn resumable_backends(shared: &Shared) -> Vec<(Arc<dyn StorageBackend>, std::time::Duration)> {
+    let mut out = Vec::new();
+    if let Some(w) = shared.config.storage.resume_window() {
+        out.push((shared.storage.clone(), w));
+    }
+    for (name, b) in &shared.backends {
+        if let Some(w) = shared
+            .config
+            .backends
+            .get(name)
+            .and_then(|c| c.resume_window())
+        {
+            out.push((b.clone(), w));
+        }
+    }
+    out
+}
+
 /// Builds one backend from its `[storage]` or `[backends.NAME]` section; `key`
 /// names the section in error messages.
 pub async fn build_storage(
@@ -387,6 +406,10 @@ impl Server {
                 }
             }
         }
+        tokio::spawn(crate::resume::sweep(
+            resumable_backends(&self.shared),
+            self.shared.metrics.clone(),
+        ));
         if let Some(l) = &self.implicit {
             tracing::info!(addr = %l.local_addr()?, "implicit FTPS bound");
         }

@@ -42,16 +42,7 @@ fn curl(args: &[&str]) -> Output {
             "5",
         ])
         .args(args);
-    for v in [
-        "ftp_proxy",
-        "FTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ] {
-        cmd.env_remove(v);
-    }
+    common::no_proxy(&mut cmd);
     cmd.output().expect("spawn curl")
 }
 

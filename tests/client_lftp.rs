@@ -26,16 +26,7 @@ fn lftp(gate: &Gate, home: &Path, script: &str) -> (String, String) {
         .arg("127.0.0.1")
         .env("HOME", home)
         .env("LC_ALL", "C.UTF-8");
-    for v in [
-        "ftp_proxy",
-        "FTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ] {
-        cmd.env_remove(v);
-    }
+    common::no_proxy(&mut cmd);
     let (code, out, err) = run_for(&mut cmd, Duration::from_secs(45));
     assert!(
         code == Some(0),

@@ -570,16 +570,7 @@ fn lftp_put_get(t: &Tls, settings: &str) {
         .arg("localhost")
         .env("HOME", tmp.path())
         .env("LC_ALL", "C.UTF-8");
-    for v in [
-        "ftp_proxy",
-        "FTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ] {
-        cmd.env_remove(v);
-    }
+    common::no_proxy(&mut cmd);
     let (code, out, err) = run_for(&mut cmd, Duration::from_secs(90));
     assert_eq!(
         code,

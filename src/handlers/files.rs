@@ -63,6 +63,16 @@ pub(super) async fn rnto(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 /// SIZE: `213 <bytes>` for files, 550 for directories.
 pub(super) async fn size(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Read)));
+    // The user's own pending upload (newer than any complete file) is what a
+    // resuming client must continue from (storage.resume_window_secs).
+    if let (Some(window), Some(user)) = (ctx.storage_config().resume_window(), ctx.session.user()) {
+        let key = crate::resume::key(&user.name, &t.storage);
+        let storage = ctx.storage();
+        let found = crate::resume::find(&*storage, window, &key, &ctx.server.metrics).await;
+        if let Some(p) = found.live() {
+            return Reply::new(213, p.size.to_string()).into();
+        }
+    }
     match ctx.storage().stat(&t.storage).await {
         Ok(m) if m.is_file() => Reply::new(213, m.size.to_string()).into(),
         Ok(_) => Reply::new(550, "Not a regular file").into(),

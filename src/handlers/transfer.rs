@@ -10,7 +10,9 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use ftpgate_storage::{ByteStream, EntryStream, ErrorKind, StorageError, Upload, VPath, WriteMode};
+use ftpgate_storage::{
+    ByteStream, EntryStream, ErrorKind, Resumed, StorageError, Upload, VPath, WriteMode,
+};
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,7 @@ use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
 use crate::liveness::ControlProbe;
 use crate::protocol::{Reply, TransferType};
+use crate::resume::{self, Park};
 
 /// Bytes gathered from the data socket before each backend write on upload. With
 /// the local backend's queue of 4 chunks, one upload holds at most ~5 MiB.
@@ -315,7 +318,75 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
         (StoreKind::Stor, Some(n)) if n > 0 => WriteMode::Offset(n),
         (StoreKind::Stor, _) => WriteMode::Truncate,
     };
-    begin_upload(ctx, t.storage, t.shown.to_string(), mode, None).await
+    let park = park_plan(ctx, &t.storage);
+    if let (Some(p), Some(window)) = (&park, ctx.storage_config().resume_window()) {
+        let storage = ctx.storage();
+        let metrics = &ctx.server.metrics;
+        match resume::find(&*storage, window, &p.key, metrics).await {
+            // APPE, or REST n with n the size SIZE reported — or a little less, as
+            // wput sends (512 bytes before): continue it from there.
+            resume::Found::Live(pending) if resume_offset(mode, pending.size).is_some() => {
+                let offset = resume_offset(mode, pending.size).unwrap_or(pending.size);
+                match storage.resume_upload(&p.key, offset).await {
+                    Ok(r) => {
+                        let p = Park {
+                            resumed_from: offset,
+                            ..p.clone()
+                        };
+                        tracing::info!(user = %p.key.owner, path = %p.key.path, offset, kept = pending.size, "resuming a pending upload");
+                        resume::event(metrics, "resumed");
+                        let shown = t.shown.to_string();
+                        return begin_upload_with(
+                            ctx,
+                            t.storage,
+                            shown,
+                            mode,
+                            None,
+                            Some(p),
+                            Some(r),
+                        )
+                        .await;
+                    }
+                    // Taken meanwhile by another session: the upload is a plain one.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return storage_reply(&e).into(),
+                }
+            }
+            resume::Found::None => {}
+            // A plain STOR, or another offset: start over.
+            _ => resume::discard(&*storage, &p.key).await,
+        }
+    }
+    begin_upload_with(ctx, t.storage, t.shown.to_string(), mode, None, park, None).await
+}
+
+/// Where an upload in `mode` continues a pending upload of `size` bytes: APPE at its
+/// end, `REST n` at `n` for 0 < n ≤ size; `None` (start over) otherwise.
+fn resume_offset(mode: WriteMode, size: u64) -> Option<u64> {
+    match mode {
+        WriteMode::Append => Some(size),
+        WriteMode::Offset(n) if n > 0 && n <= size => Some(n),
+        _ => None,
+    }
+}
+
+/// How an interrupted upload to `path` would be kept for resuming: `None` when
+/// `storage.resume_window_secs` is 0, before login, or under TYPE A conversion (its
+/// byte counts are not the file's).
+fn park_plan(ctx: &Ctx<'_>, path: &VPath) -> Option<Park> {
+    let config = ctx.storage_config();
+    config.resume_window()?;
+    let user = ctx.session.user()?;
+    if ascii(ctx) {
+        return None;
+    }
+    Some(Park {
+        storage: ctx.storage(),
+        key: resume::key(&user.name, path),
+        bounds: config.resume_bounds(),
+        metrics: ctx.server.metrics.clone(),
+        resumed_from: 0,
+    })
 }
 
 /// Whether uploads to the user's backend are hashed (`storage.upload_sha256`). An
@@ -378,20 +449,51 @@ async fn begin_upload(
     mode: WriteMode,
     unique: Option<String>,
 ) -> Outcome {
+    begin_upload_with(ctx, path, shown, mode, unique, None, None).await
+}
+
+/// [`begin_upload`] that keeps an interrupted upload per `park`, and continues the
+/// pending upload `resumed` (whose kept bytes are hashed first) instead of creating one.
+async fn begin_upload_with(
+    ctx: &mut Ctx<'_>,
+    path: VPath,
+    shown: String,
+    mode: WriteMode,
+    unique: Option<String>,
+    park: Option<Park>,
+    resumed: Option<Resumed>,
+) -> Outcome {
     if ctx.data.is_none() {
+        if let Some(r) = resumed {
+            resume::park(r.upload, park.as_ref(), 0).await;
+        }
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
-    let upload = match ctx.storage().create(&path, mode).await {
-        Ok(u) => u,
-        Err(e) => return storage_reply(&e).into(),
+    let kept = park.as_ref().map_or(0, |p| p.resumed_from);
+    let (upload, prefix, digest) = match resumed {
+        Some(r) => {
+            let hash = ctx.storage_config().upload_sha256.unwrap_or(true) && r.prefix.is_some();
+            (r.upload, r.prefix, hash.then(UploadDigest::default))
+        }
+        None => match ctx.storage().create(&path, mode).await {
+            Ok(u) => (
+                u,
+                None,
+                hashes_uploads(ctx, mode).then(UploadDigest::default),
+            ),
+            Err(e) => return storage_reply(&e).into(),
+        },
     };
     let ascii = ascii(ctx);
-    let limit = ctx.session.user().and_then(|u| u.max_upload_bytes);
-    let digest = hashes_uploads(ctx, mode).then(UploadDigest::default);
+    let limit = ctx
+        .session
+        .user()
+        .and_then(|u| u.max_upload_bytes)
+        .map(|l| l.saturating_sub(kept));
     let link = match data_link(ctx) {
         Ok(l) => l,
         Err(r) => {
-            let _ = upload.abort().await;
+            resume::park(upload, park.as_ref(), 0).await;
             return r.into();
         }
     };
@@ -414,11 +516,24 @@ async fn begin_upload(
         let sock = match link.open().await {
             Ok(s) => s,
             Err(e) => {
-                let _ = upload.abort().await;
+                resume::park(upload, park.as_ref(), 0).await;
                 return e;
             }
         };
-        let mut r = receive_file(sock, upload, ascii, limit, digest, probe, c).await;
+        let digest = match prefix {
+            Some(prefix) => hash_prefix(digest, prefix, kept).await,
+            None => digest,
+        };
+        let mut r = receive_file(
+            sock,
+            upload,
+            ascii,
+            limit,
+            digest,
+            c,
+            UploadEnd { probe, park },
+        )
+        .await;
         if r.reply.code == 226 {
             crate::session::remember_upload(&own, stored);
         }
@@ -427,6 +542,44 @@ async fn begin_upload(
         }
         r
     })
+}
+
+/// Feeds the kept bytes of a resumed upload into its digest; `None` (no digest) when
+/// they cannot be read in full.
+async fn hash_prefix(
+    digest: Option<UploadDigest>,
+    mut prefix: ByteStream,
+    kept: u64,
+) -> Option<UploadDigest> {
+    let mut d = digest?;
+    let started = std::time::Instant::now();
+    let mut read = 0u64;
+    while let Some(chunk) = prefix.next().await {
+        match chunk {
+            Ok(b) => {
+                read += b.len() as u64;
+                d.update(&b);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kept bytes of a resumed upload: no digest");
+                return None;
+            }
+        }
+    }
+    tracing::info!(
+        bytes = read,
+        ms = started.elapsed().as_millis() as u64,
+        "kept bytes of a resumed upload hashed"
+    );
+    (read == kept).then_some(d)
+}
+
+/// What decides an upload's fate when its data stops: whether the client is still
+/// there to have meant the end (`probe`, see `liveness`) and where an upload that
+/// did not end cleanly is kept for resuming (`park`, issue 12 §2).
+struct UploadEnd {
+    probe: Option<(ControlProbe, Duration)>,
+    park: Option<Park>,
 }
 
 /// Receives until EOF into `upload`; more than `limit` bytes (the user's
@@ -438,8 +591,8 @@ async fn receive_file(
     ascii: bool,
     limit: Option<u64>,
     mut digest: Option<UploadDigest>,
-    probe: Option<(ControlProbe, Duration)>,
     cancel: CancellationToken,
+    UploadEnd { probe, park }: UploadEnd,
 ) -> TransferEnd {
     let mut received = 0u64;
     let mut pending_cr = false;
@@ -455,7 +608,7 @@ async fn receive_file(
                 biased;
                 _ = cancel.cancelled() => {
                     received += drain_ready(&mut sock.sock, &mut buf).await;
-                    let _ = upload.abort().await;
+                    resume::park(upload, park.as_ref(), received).await;
                     return aborted(received);
                 }
                 r = sock.read_buf(&mut buf) => r,
@@ -486,7 +639,7 @@ async fn receive_file(
                     // A reset (not a clean FIN) means the client did not finish:
                     // never commit.
                     tracing::info!(error = %e, "data connection broken during upload");
-                    let _ = upload.abort().await;
+                    resume::park(upload, park.as_ref(), received).await;
                     return aborted(received);
                 }
             }
@@ -527,16 +680,16 @@ async fn receive_file(
             t = probe.client_still_there(data_end, wait) => t,
         };
         if !there {
-            // Resume hook (issue 12 §2): keep the upload as pending here instead
-            // of discarding it.
+            // Never committed: kept as a pending upload where resuming applies
+            // (`storage.resume_window_secs`, issue 12 §2), else discarded.
             tracing::info!(
                 received,
-                "control connection closed before the upload ended: upload discarded"
+                "control connection closed before the upload ended: upload not committed"
             );
-            let _ = upload.abort().await;
+            resume::park(upload, park.as_ref(), received).await;
             return end(
                 426,
-                "Control connection closed; upload discarded, nothing stored",
+                "Control connection closed; upload not committed",
                 received,
             );
         }
@@ -813,6 +966,16 @@ mod tests {
         let mut out = from_crlf(b"a\r\nb\r", &mut p).to_vec();
         out.extend_from_slice(&from_crlf(b"\nc\rd", &mut p));
         assert_eq!(out, b"a\nb\nc\rd");
+    }
+
+    #[test]
+    fn resume_offsets() {
+        assert_eq!(resume_offset(WriteMode::Append, 10), Some(10));
+        assert_eq!(resume_offset(WriteMode::Offset(10), 10), Some(10));
+        assert_eq!(resume_offset(WriteMode::Offset(9), 10), Some(9));
+        assert_eq!(resume_offset(WriteMode::Offset(11), 10), None);
+        assert_eq!(resume_offset(WriteMode::Offset(0), 10), None);
+        assert_eq!(resume_offset(WriteMode::Truncate, 10), None);
     }
 
     #[test]

@@ -717,6 +717,22 @@ pub fn interrupted_stor(c: &mut Ctl, path: &str, send: usize) -> Resp {
     c.read()
 }
 
+/// Removes the proxy variables from a client's environment (clients must talk to the
+/// gate directly).
+pub fn no_proxy(cmd: &mut Command) -> &mut Command {
+    for v in [
+        "ftp_proxy",
+        "FTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
 /// Runs the suite (or only `tests`), skipping `skip`.
 pub fn ftplib_suite(gate: &Gate, root: Option<&Path>, tests: &[&str], skip: &[&str]) {
     ftplib_suite_env(gate, root, tests, skip, &[]);

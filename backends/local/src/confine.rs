@@ -77,6 +77,11 @@ impl Root {
         Ok(Self { path, fd, openat2 })
     }
 
+    /// The descriptor of the root (`O_PATH`), for `*at` calls on its own entries.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// The canonical path of the root.
     pub(crate) fn path(&self) -> &Path {
         &self.path

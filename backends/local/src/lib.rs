@@ -11,6 +11,9 @@
 //! - `upload`: uploads written by one blocking thread to a temporary file in the target
 //!   directory, committed with `sync_all`, rename (hard link for `CreateNew`) and a
 //!   directory fsync.
+//! - `pending`: interrupted uploads kept for resuming in `<root>/.ftpgate-tmp-pending/`
+//!   (suspend moves the fsynced temporary file there, a resume moves it back), their
+//!   per-owner usage and expiry.
 //!
 //! # Behaviour
 //! - Temporary files are named `.ftpgate-tmp-<random>`; they never appear in listings,
@@ -30,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod confine;
+mod pending;
 mod stream;
 mod upload;
 
@@ -41,8 +45,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ftpgate_storage::{
-    ByteStream, Capabilities, EntryStream, ErrorKind, Metadata, Result, StorageBackend,
-    StorageError, Upload, VPath, WriteMode,
+    ByteStream, Capabilities, EntryStream, ErrorKind, Metadata, PendingKey, PendingUpload,
+    PendingUsage, Result, Resumed, StorageBackend, StorageError, Upload, VPath, WriteMode,
 };
 
 use confine::Root;
@@ -160,6 +164,36 @@ impl StorageBackend for LocalBackend {
 
     async fn create(&self, path: &VPath, mode: WriteMode) -> Result<Box<dyn Upload>> {
         upload::start(Arc::clone(&self.root), path.clone(), mode).await
+    }
+
+    async fn pending_upload(&self, key: &PendingKey) -> Result<Option<PendingUpload>> {
+        let key = key.clone();
+        self.blocking(move |root| pending::find(root, &key)).await
+    }
+
+    async fn resume_upload(&self, key: &PendingKey, offset: u64) -> Result<Resumed> {
+        let (upload, reader) = upload::resume(Arc::clone(&self.root), key.clone(), offset).await?;
+        Ok(Resumed {
+            upload,
+            prefix: Some(stream::stream_prefix(reader, offset, key.path.clone())),
+        })
+    }
+
+    async fn discard_pending(&self, key: &PendingKey) -> Result<bool> {
+        let key = key.clone();
+        self.blocking(move |root| pending::discard(root, &key))
+            .await
+    }
+
+    async fn pending_usage(&self, owner: Option<&str>) -> Result<PendingUsage> {
+        let owner = owner.map(str::to_owned);
+        self.blocking(move |root| pending::usage(root, owner.as_deref()))
+            .await
+    }
+
+    async fn expire_pending(&self, before: SystemTime) -> Result<PendingUsage> {
+        self.blocking(move |root| pending::expire(root, before))
+            .await
     }
 
     async fn delete(&self, path: &VPath) -> Result<()> {

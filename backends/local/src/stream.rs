@@ -68,6 +68,14 @@ pub(crate) async fn read(root: Arc<Root>, path: VPath, offset: u64) -> Result<By
     Ok(receiver_stream(rx))
 }
 
+/// Streams the first `len` bytes of the open `file` (positioned at 0), whatever is
+/// appended to it meanwhile (the kept bytes of a resumed upload, for its digest).
+pub(crate) fn stream_prefix(file: File, len: u64, path: VPath) -> ByteStream {
+    let (tx, rx) = mpsc::channel(READ_QUEUE);
+    tokio::task::spawn_blocking(move || pump(file.take(len), len, &path, &tx));
+    receiver_stream(rx)
+}
+
 /// The open file positioned at `offset`, and the bytes left after it. Opened with
 /// `O_NONBLOCK` (a FIFO swapped in cannot block the thread), then its type checked on
 /// the descriptor: only a regular file is read.
@@ -104,7 +112,7 @@ pub(crate) fn open_at(root: &Root, path: &VPath, offset: u64) -> Result<(File, u
 /// Reads chunks until end of file and sends them; returns early once the receiver
 /// is gone or after sending an error. (An upload replaces a file by renaming, so the
 /// open file keeps the content it had when opened.)
-fn pump(mut file: File, remaining: u64, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
+fn pump(mut file: impl Read, remaining: u64, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
     // An empty file needs one read of one byte to see its end.
     let mut remaining = remaining;
     let mut first = true;

@@ -1,15 +1,19 @@
 //! Uploads: one blocking thread per upload writes to `<dir>/.ftpgate-tmp-<random>`,
 //! fed by a bounded channel so socket reads and disk writes overlap, then commits with
 //! `sync_all`, a rename (or a hard link for `CreateNew`) and a directory fsync.
+//! An interrupted upload can instead be suspended: fsynced and moved to the pending
+//! directory (see `pending`), from where [`resume`] takes it up again.
 
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ftpgate_storage::{ErrorKind, Metadata, Result, StorageError, Upload, VPath, WriteMode};
+use ftpgate_storage::{
+    ErrorKind, Metadata, PendingKey, Result, StorageError, Upload, VPath, WriteMode,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -17,6 +21,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use crate::confine::{error, special, to_meta, Root, TEMP_PREFIX};
 use crate::join_error;
+use crate::pending;
 
 /// Chunks buffered between the connection and the writing thread.
 const UPLOAD_QUEUE: usize = 4;
@@ -24,6 +29,8 @@ const UPLOAD_QUEUE: usize = 4;
 enum Msg {
     Data(Bytes),
     Commit,
+    /// Keep the file as the pending upload of this name in the pending directory.
+    Suspend(String),
 }
 
 /// Everything the writing thread needs, settled before `create` returns. The target
@@ -40,7 +47,13 @@ struct Prepared {
     /// For `Append`/`Offset`: the existing file (opened at `create`) and how many of
     /// its bytes to keep.
     keep: Option<(File, u64)>,
+    /// The root, for the pending directory.
+    root: Arc<Root>,
+    /// Bytes already in `file` (a resumed upload), written after.
+    start_at: u64,
 }
+
+type Prepare = Box<dyn FnOnce() -> Result<(Prepared, Option<File>)> + Send>;
 
 /// Starts an upload: checks the target and creates the temporary file on the writing
 /// thread, returning once that succeeded.
@@ -49,11 +62,36 @@ pub(crate) async fn start(
     path: VPath,
     mode: WriteMode,
 ) -> Result<Box<dyn Upload>> {
+    let vpath = path.clone();
+    let prep: Prepare = Box::new(move || prepare(&root, &path, mode).map(|p| (p, None)));
+    spawn(vpath, prep).await.map(|(upload, _)| upload)
+}
+
+/// Takes up the pending upload `key` of `offset` bytes; returns the upload and the
+/// file opened for reading its kept bytes (for the digest).
+pub(crate) async fn resume(
+    root: Arc<Root>,
+    key: PendingKey,
+    offset: u64,
+) -> Result<(Box<dyn Upload>, File)> {
+    let vpath = key.path.clone();
+    let prep: Prepare =
+        Box::new(move || prepare_resume(&root, &key, offset).map(|(p, reader)| (p, Some(reader))));
+    match spawn(vpath, prep).await? {
+        (upload, Some(reader)) => Ok((upload, reader)),
+        (upload, None) => {
+            let _ = upload.abort().await;
+            Err(StorageError::new(ErrorKind::Other, "resume: no reader"))
+        }
+    }
+}
+
+/// Starts the writing thread with what `prep` settles on it.
+async fn spawn(vpath: VPath, prep: Prepare) -> Result<(Box<dyn Upload>, Option<File>)> {
     let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
     let (ready_tx, ready_rx) = oneshot::channel();
-    let vpath = path.clone();
     let worker = tokio::task::spawn_blocking(move || {
-        let prepared = match prepare(&root, &path, mode) {
+        let (prepared, reader) = match prep() {
             Ok(p) => p,
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -61,15 +99,15 @@ pub(crate) async fn start(
             }
         };
         let temp = (Arc::clone(&prepared.dir), prepared.temp.clone());
-        if ready_tx.send(Ok(temp)).is_err() {
+        if ready_tx.send(Ok((temp, reader))).is_err() {
             // `create` was cancelled.
             let _ = rfs::unlinkat(prepared.dir.as_fd(), &prepared.temp, AtFlags::empty());
             return Err(StorageError::new(ErrorKind::Other, "upload cancelled"));
         }
         run(prepared, rx)
     });
-    let temp = match ready_rx.await {
-        Ok(Ok(temp)) => temp,
+    let (temp, reader) = match ready_rx.await {
+        Ok(Ok(ready)) => ready,
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(match worker.await {
@@ -79,16 +117,90 @@ pub(crate) async fn start(
             })
         }
     };
-    Ok(Box::new(LocalUpload {
+    let upload: Box<dyn Upload> = Box::new(LocalUpload {
         path: vpath,
         temp,
         tx: Some(tx),
         worker: Some(worker),
         done: false,
-    }))
+    });
+    Ok((upload, reader))
 }
 
-fn prepare(root: &Root, path: &VPath, mode: WriteMode) -> Result<Prepared> {
+/// Moves the pending upload `key` back into the target directory as this upload's
+/// temporary file (one `renameat`: a second session finds it gone), cuts it to its
+/// first `offset` bytes and opens it positioned there; also returns it opened for
+/// reading.
+fn prepare_resume(root: &Arc<Root>, key: &PendingKey, offset: u64) -> Result<(Prepared, File)> {
+    let path = &key.path;
+    let (dir, name) = root.parent(path)?;
+    if let Some(st) = root.entry(dir.as_fd(), name, path)? {
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            return Err(StorageError::new(
+                ErrorKind::IsADirectory,
+                format!("{path}: is a directory"),
+            ));
+        }
+    }
+    let Some(pdir) = pending::open_dir(root, false, OFlags::PATH)? else {
+        return Err(pending::gone(key));
+    };
+    let pname = pending::file_name(key);
+    let temp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+    match rfs::renameat(&pdir, pname.as_str(), &dir, temp.as_str()) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::NOENT) => return Err(pending::gone(key)),
+        Err(e) => return Err(error(path, e)),
+    }
+    let put_back = |e: StorageError| {
+        if let Err(err) = rfs::renameat(&dir, temp.as_str(), &pdir, pname.as_str()) {
+            tracing::warn!(path = %path, error = %err, "cannot put a pending upload back");
+        }
+        e
+    };
+    let open = |flags| {
+        rfs::openat(
+            &dir,
+            temp.as_str(),
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(|e| error(path, e))
+    };
+    let mut file = open(OFlags::WRONLY).map_err(put_back)?;
+    let reader = open(OFlags::RDONLY).map_err(put_back)?;
+    let size = file
+        .seek(SeekFrom::End(0))
+        .map_err(|e| put_back(StorageError::from_io(path, e)))?;
+    if size < offset {
+        return Err(put_back(StorageError::new(
+            ErrorKind::InvalidInput,
+            format!("{path}: the pending upload holds {size} bytes, fewer than {offset}"),
+        )));
+    }
+    if size > offset {
+        // A client that resumes a little before the end (wput: 512 bytes) resends
+        // the rest.
+        file.set_len(offset)
+            .and_then(|()| file.seek(SeekFrom::Start(offset)))
+            .map_err(|e| put_back(StorageError::from_io(path, e)))?;
+    }
+    let prepared = Prepared {
+        path: path.clone(),
+        file,
+        dir: Arc::new(dir),
+        temp,
+        name: name.to_owned(),
+        create_new: false,
+        keep: None,
+        root: Arc::clone(root),
+        start_at: offset,
+    };
+    Ok((prepared, reader))
+}
+
+fn prepare(root: &Arc<Root>, path: &VPath, mode: WriteMode) -> Result<Prepared> {
     let (dir, name) = root.parent(path)?;
     let existing = match root.entry(dir.as_fd(), name, path)? {
         None => None,
@@ -170,6 +282,8 @@ fn prepare(root: &Root, path: &VPath, mode: WriteMode) -> Result<Prepared> {
         name: name.to_owned(),
         create_new: mode == WriteMode::CreateNew,
         keep,
+        root: Arc::clone(root),
+        start_at: 0,
     })
 }
 
@@ -244,18 +358,20 @@ fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadat
     }
     // Whatever has queued up is written with one `writev`, without copying.
     let mut batch: Vec<Bytes> = Vec::with_capacity(UPLOAD_QUEUE + 1);
-    let mut commit = false;
-    let mut writeback = Writeback::new(p.keep.as_ref().map_or(0, |(_, n)| *n));
-    while !commit {
+    let mut end: Option<Option<String>> = None;
+    let mut writeback = Writeback::new(p.keep.as_ref().map_or(p.start_at, |(_, n)| *n));
+    while end.is_none() {
         match rx.blocking_recv() {
             Some(Msg::Data(b)) => batch.push(b),
-            Some(Msg::Commit) => commit = true,
+            Some(Msg::Commit) => end = Some(None),
+            Some(Msg::Suspend(name)) => end = Some(Some(name)),
             None => return Err(StorageError::new(ErrorKind::Other, "upload aborted")),
         }
-        while !commit {
+        while end.is_none() {
             match rx.try_recv() {
                 Ok(Msg::Data(b)) => batch.push(b),
-                Ok(Msg::Commit) => commit = true,
+                Ok(Msg::Commit) => end = Some(None),
+                Ok(Msg::Suspend(name)) => end = Some(Some(name)),
                 Err(_) => break,
             }
         }
@@ -267,6 +383,9 @@ fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadat
     p.file.sync_all().map_err(io_err)?;
     let meta = rfs::fstat(&p.file).map_err(|e| error(&p.path, e))?;
     let dir = p.dir.as_fd();
+    if let Some(Some(pname)) = end {
+        return suspend(p, &pname, &meta);
+    }
     if p.create_new {
         link_new(dir, &p.temp, &p.name).map_err(|e| error(&p.path, e))?;
         if let Err(e) = rfs::unlinkat(dir, &p.temp, AtFlags::empty()) {
@@ -286,6 +405,18 @@ fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadat
         tracing::warn!(path = %p.path, error = %e, "cannot fsync directory after upload");
     }
     to_meta(&meta).ok_or_else(|| special(&p.path))
+}
+
+/// Moves the fsynced temporary file into the pending directory as `pname`
+/// (replacing an older pending upload of the same key) and fsyncs that directory.
+fn suspend(p: &Prepared, pname: &str, meta: &rfs::Stat) -> Result<Metadata> {
+    let pdir = pending::open_dir(&p.root, true, OFlags::RDONLY)?
+        .ok_or_else(|| StorageError::new(ErrorKind::Other, "no pending directory"))?;
+    rfs::renameat(p.dir.as_fd(), p.temp.as_str(), &pdir, pname).map_err(|e| error(&p.path, e))?;
+    if let Err(e) = rfs::fsync(&pdir) {
+        tracing::warn!(path = %p.path, error = %e, "cannot fsync the pending directory");
+    }
+    to_meta(meta).ok_or_else(|| special(&p.path))
 }
 
 /// Publishes `temp` as `target` (both in `dir`) only if `target` does not exist: a
@@ -382,6 +513,17 @@ impl Upload for LocalUpload {
             self.done = true;
         }
         result
+    }
+
+    async fn suspend(mut self: Box<Self>, key: &PendingKey) -> Result<Option<u64>> {
+        let Some(tx) = self.tx.take() else {
+            return Err(self.failed());
+        };
+        let _ = tx.send(Msg::Suspend(pending::file_name(key))).await;
+        drop(tx);
+        let meta = self.outcome().await?;
+        self.done = true;
+        Ok(Some(meta.size))
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {

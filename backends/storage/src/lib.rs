@@ -151,6 +151,53 @@ pub trait Upload: Send {
     /// it with the file (S3: object metadata) do, so `HASH` (draft-bryan-ftpext-hash)
     /// answers without reading the file again. The default ignores it.
     fn set_sha256(&mut self, _digest: [u8; 32]) {}
+
+    /// Keeps what was written so far as the pending upload `key` instead of discarding
+    /// it (an interrupted STOR that the same user may continue with `REST n` + `STOR`
+    /// or `APPE`, RFC 3659 §5), replacing an earlier pending upload of that key.
+    /// Nothing becomes visible under the final name. Returns the durable byte count
+    /// kept, or `None` when the backend cannot keep uploads: the default aborts.
+    async fn suspend(self: Box<Self>, _key: &PendingKey) -> Result<Option<u64>> {
+        self.abort().await.map(|()| None)
+    }
+}
+
+/// Who left an interrupted upload where: a pending upload belongs to one user and
+/// one path, and only that user's `SIZE`/`REST`/`APPE` of that path see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    /// The FTP user name.
+    pub owner: String,
+    /// The upload's target path.
+    pub path: VPath,
+}
+
+/// A pending (interrupted, resumable) upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// Durable bytes kept: where a resume must continue (`REST n`).
+    pub size: u64,
+    /// When it was last written (suspended).
+    pub modified: SystemTime,
+}
+
+/// How many pending uploads hold how many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PendingUsage {
+    /// Pending uploads.
+    pub count: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A pending upload taken up again by [`StorageBackend::resume_upload`].
+pub struct Resumed {
+    /// The upload, continuing after the kept bytes; it completes or is suspended
+    /// again like any other.
+    pub upload: Box<dyn Upload>,
+    /// The kept bytes, to be read once (for the upload's SHA-256), where the backend
+    /// can read them back; `None` otherwise.
+    pub prefix: Option<ByteStream>,
 }
 
 /// The storage trait: one implementation per backend, object-safe, used as
@@ -222,6 +269,39 @@ pub trait StorageBackend: Send + Sync + Debug + 'static {
     /// file). The default keeps none.
     async fn stored_sha256(&self, _path: &VPath) -> Result<Option<([u8; 32], u64)>> {
         Ok(None)
+    }
+
+    /// The pending upload `key` left by [`Upload::suspend`], if any. Default: none
+    /// (the backend keeps no pending uploads).
+    async fn pending_upload(&self, _key: &PendingKey) -> Result<Option<PendingUpload>> {
+        Ok(None)
+    }
+
+    /// Takes up the pending upload `key`, continuing after the first `offset` of its
+    /// kept bytes (the rest is dropped); `NotFound` when there is none (or another
+    /// session took it), `InvalidInput` when it holds fewer than `offset` bytes.
+    /// Default: `Unsupported`.
+    async fn resume_upload(&self, key: &PendingKey, _offset: u64) -> Result<Resumed> {
+        Err(StorageError::unsupported(format!(
+            "resume {}: this storage keeps no pending uploads",
+            key.path
+        )))
+    }
+
+    /// Removes the pending upload `key`; `Ok(false)` when there was none.
+    async fn discard_pending(&self, _key: &PendingKey) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The pending uploads of `owner` (all owners for `None`).
+    async fn pending_usage(&self, _owner: Option<&str>) -> Result<PendingUsage> {
+        Ok(PendingUsage::default())
+    }
+
+    /// Removes every pending upload last written before `before`; returns what was
+    /// removed.
+    async fn expire_pending(&self, _before: SystemTime) -> Result<PendingUsage> {
+        Ok(PendingUsage::default())
     }
 
     /// Sets Unix permission bits (`SITE CHMOD`); `Unsupported` where storage has no
