@@ -91,18 +91,20 @@
 
 mod backend;
 mod config;
-mod copy_meta;
 mod credentials;
 mod errors;
+mod http;
 mod keys;
 mod listing;
 mod meta;
+mod requests;
 mod upload;
 
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
 pub use config::{
-    S3Config, Secret, MAX_LIST_CACHE_SECS, MAX_PART_SIZE_MIB, MAX_RETRIES_LIMIT,
-    MAX_RETRY_TIMEOUT_SECS, MIN_PART_SIZE_MIB,
+    S3Config, Secret, DEFAULT_ABORT_INCOMPLETE_UPLOADS_AFTER_SECS, MAX_LIST_CACHE_SECS,
+    MAX_PART_SIZE_MIB, MAX_REQUEST_TIMEOUT_SECS, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
+    MIN_PART_SIZE_MIB,
 };
 pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};
 pub use upload::{MAX_PARTS, MAX_PART_SIZE, PARTS_PER_DOUBLING};
