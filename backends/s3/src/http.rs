@@ -84,7 +84,8 @@ impl S3Status {
 
     /// Whether S3 asks for the request to be sent again (5xx, throttling, timeouts).
     pub(crate) fn retryable(&self) -> bool {
-        matches!(self.status, 408 | 429 | 500..=599)
+        // 501 Not Implemented is a lasting answer (a feature the server lacks).
+        (matches!(self.status, 408 | 429 | 500..=599) && self.status != 501)
             || matches!(
                 self.code.as_str(),
                 "RequestTimeout" | "SlowDown" | "InternalError" | "ServiceUnavailable"
@@ -467,6 +468,7 @@ mod tests {
         assert_eq!((s.code.as_str(), s.retryable()), ("", true));
         assert!(S3Status::parse(400, b"<Error><Code>RequestTimeout</Code></Error>").retryable());
         assert!(!S3Status::parse(416, b"<html>").retryable());
+        assert!(!S3Status::parse(501, b"<Error><Code>NotImplemented</Code></Error>").retryable());
     }
 
     #[test]
