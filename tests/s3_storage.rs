@@ -222,6 +222,58 @@ fn a_frozen_s3_server_never_hangs_a_command() {
 }
 
 #[test]
+fn a_download_frozen_mid_transfer_ends_and_a_slow_reader_is_never_cut() {
+    use std::io::Read;
+    let Some(m) = moto::private_moto() else {
+        return;
+    };
+    let bucket = m.bucket();
+    let g = gate(
+        &m,
+        &bucket,
+        "max_retries = 1\nretry_timeout_secs = 2\nresponse_timeout_secs = 2\n\
+         stall_timeout_secs = 2",
+    );
+    let mut c = g.login();
+    let big = payload(40 << 20, 11);
+    assert_eq!(c.store("STOR big.bin", &big).1.code, 226);
+    // A reader that pauses longer than the stall timeout, several times: S3 is
+    // not waited for while the gateway waits for the client.
+    let mut d = c.epsv();
+    assert_eq!(c.cmd("RETR big.bin").code, 150);
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..3 {
+        d.read_exact(&mut buf).unwrap();
+        got.extend_from_slice(&buf);
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    d.read_to_end(&mut got).unwrap();
+    assert_eq!(c.read().code, 226, "{}", g.logs());
+    assert_eq!(sha(&got), sha(&big));
+    // S3 freezes in the middle of a download: the transfer ends with a 4xx.
+    let mut d = c.epsv();
+    d.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    assert_eq!(c.cmd("RETR big.bin").code, 150);
+    d.read_exact(&mut buf).unwrap();
+    let pid = m.server_pid();
+    signal(pid, "-STOP");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = d.read_to_end(&mut rest);
+    let fin = c.read();
+    signal(pid, "-CONT");
+    assert!((400..500).contains(&fin.code), "{fin:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(rest.len() + buf.len() < big.len(), "a short transfer");
+    assert_eq!(c.cmd("NOOP").code, 200);
+}
+
+#[test]
 fn abandoned_multipart_uploads_are_aborted_after_the_window() {
     let Some(m) = moto::moto() else { return };
     let bucket = m.bucket();
