@@ -292,14 +292,8 @@ impl Server {
             \x20   key, body = line.rstrip('\\n').split('\\t', 1)\n\
             \x20   s3.put_object(Bucket=bucket, Key=key, Body=body.encode())\n\
             \x20   print('ok', flush=True)\n";
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(self.endpoint())
-            .arg(bucket)
-            .args([ACCESS_KEY, SECRET_KEY])
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("AWS_PROFILE")
+        let mut child = self
+            .python(script, bucket)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -402,14 +396,8 @@ impl Server {
                  aws_access_key_id=sys.argv[3], aws_secret_access_key=sys.argv[4])\n\
              bucket = sys.argv[2]\n{snippet}\n"
         );
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(self.endpoint())
-            .arg(bucket)
-            .args([ACCESS_KEY, SECRET_KEY])
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("AWS_PROFILE")
+        let out = self
+            .python(&script, bucket)
             .output()
             .expect("run python3 with boto3");
         assert!(
@@ -423,6 +411,19 @@ impl Server {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
+    }
+
+    /// python3 running `script` with argv endpoint, bucket, access key, secret key.
+    fn python(&self, script: &str, bucket: &str) -> Command {
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c")
+            .arg(script)
+            .arg(self.endpoint())
+            .arg(bucket)
+            .args([ACCESS_KEY, SECRET_KEY])
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("AWS_PROFILE");
+        cmd
     }
 
     /// Every key in the bucket (boto3's paginator), sorted.
