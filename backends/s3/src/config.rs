@@ -151,7 +151,9 @@ pub struct S3Config {
     /// (with its body) was sent, 1 to 600. Default: 30. A request that gets no answer
     /// (S3 frozen) fails with a timeout and is retried under `max_retries` and
     /// `retry_timeout_secs`, so an FTP command ends with 451 within about
-    /// `retry_timeout_secs` plus this.
+    /// `retry_timeout_secs` plus this. AWS answers a long CopyObject (a rename of a
+    /// multi-GiB file) with early headers; a server that answers only when the copy is
+    /// done needs a larger value.
     #[serde(default = "default_response_timeout_secs")]
     pub response_timeout_secs: u64,
     /// How long, in seconds, a request or response body may make no progress at all
