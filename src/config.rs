@@ -384,6 +384,18 @@ pub struct StorageConfig {
     /// reused, updated by this process's own writes; 0 = off. Default 2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list_cache_secs: Option<u64>,
+    /// s3: seconds S3 may take to send response headers after the request was sent.
+    /// Default 30.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_timeout_secs: Option<u64>,
+    /// s3: seconds a request or response body may make no progress while waited
+    /// for (slow but moving transfers are never cut). Default 30.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_timeout_secs: Option<u64>,
+    /// s3: incomplete multipart uploads under the prefix older than this are aborted
+    /// at start and periodically; 0 = off. Default 86400.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_incomplete_uploads_after_secs: Option<u64>,
     /// Compute the SHA-256 of every upload while it streams (logged with the transfer
     /// event; on S3 stored as `x-amz-meta-sha256` so `HASH` needs no download). Any
     /// backend. Default true.
@@ -426,6 +438,9 @@ impl Default for StorageConfig {
             max_retries: None,
             retry_timeout_secs: None,
             list_cache_secs: None,
+            response_timeout_secs: None,
+            stall_timeout_secs: None,
+            abort_incomplete_uploads_after_secs: None,
             upload_sha256: None,
             resume_window_secs: None,
             resume_max_per_user: None,
@@ -503,6 +518,15 @@ impl StorageConfig {
         if let Some(n) = self.list_cache_secs {
             c.list_cache_secs = n;
         }
+        if let Some(n) = self.response_timeout_secs {
+            c.response_timeout_secs = n;
+        }
+        if let Some(n) = self.stall_timeout_secs {
+            c.stall_timeout_secs = n;
+        }
+        if let Some(n) = self.abort_incomplete_uploads_after_secs {
+            c.abort_incomplete_uploads_after_secs = n;
+        }
         c.validate()
             .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
         Ok(c)
@@ -537,6 +561,15 @@ impl StorageConfig {
                     ("max_retries", self.max_retries.is_some()),
                     ("retry_timeout_secs", self.retry_timeout_secs.is_some()),
                     ("list_cache_secs", self.list_cache_secs.is_some()),
+                    (
+                        "response_timeout_secs",
+                        self.response_timeout_secs.is_some(),
+                    ),
+                    ("stall_timeout_secs", self.stall_timeout_secs.is_some()),
+                    (
+                        "abort_incomplete_uploads_after_secs",
+                        self.abort_incomplete_uploads_after_secs.is_some(),
+                    ),
                 ];
                 match s3_only.iter().find(|(_, set)| *set) {
                     Some((name, _)) => Err(format!("{key}.{name} only applies to kind = \"s3\"")),

@@ -96,9 +96,31 @@ pub fn name_is_listable(name: &str) -> bool {
     !name.contains(['\r', '\n'])
 }
 
+/// A time as UTC without panicking: chrono's `From<SystemTime>` panics beyond its
+/// range (year ±262,143), and a storage can hold any time (another S3 client's
+/// `x-amz-meta-mtime`, a file's mtime on a 64-bit file system). Clamped to the
+/// range; the S3 backend already ignores times after year 9999.
+fn utc(t: SystemTime) -> DateTime<Utc> {
+    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(e) => (
+            i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+            0,
+        ),
+    };
+    DateTime::from_timestamp(secs, nanos).unwrap_or(if secs < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
 /// RFC 3659 §2.3 time-val `YYYYMMDDHHMMSS` in UTC.
 pub fn time_val(t: SystemTime) -> String {
-    let dt: DateTime<Utc> = t.into();
+    let dt = utc(t);
     dt.format("%Y%m%d%H%M%S").to_string()
 }
 
@@ -119,7 +141,7 @@ pub fn list_line(entry: &DirEntry, now: SystemTime) -> String {
         EntryKind::File => ("-rw-r--r--", entry.meta.size),
     };
     let t = effective_time(&entry.meta, now);
-    let dt: DateTime<Utc> = t.into();
+    let dt = utc(t);
     let six_months = Duration::from_secs(182 * 24 * 3600);
     let recent = t <= now + Duration::from_secs(3600)
         && now
@@ -211,6 +233,26 @@ pub fn mlsx_line(name: &str, meta: &Metadata, facts: Facts, perm: &str, now: Sys
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn times_out_of_chrono_range_do_not_panic() {
+        let far = UNIX_EPOCH + Duration::from_secs(99_999_999_999_999);
+        assert!(time_val(far).starts_with('+') || time_val(far).len() >= 14);
+        let entry = DirEntry {
+            name: "f".into(),
+            meta: Metadata {
+                kind: EntryKind::File,
+                size: 1,
+                modified: Some(far),
+                unique: None,
+            },
+        };
+        assert!(list_line(&entry, SystemTime::now()).ends_with(" f"));
+        assert_eq!(
+            time_val(UNIX_EPOCH + Duration::from_secs(1)),
+            "19700101000001"
+        );
+    }
 
     fn entry(name: &str, kind: EntryKind, size: u64, secs: u64) -> DirEntry {
         DirEntry {

@@ -202,6 +202,16 @@ fn unreachable_bucket_refuses_to_start_with_a_clear_message() {
         err.contains("no-such-bucket") && err.contains("storage"),
         "{err}"
     );
+    // One line on stderr, told from S3's NoSuchBucket code (the log has the same line
+    // once more, as for every fatal error): no XML, no repeated text.
+    let wanted = format!(
+        "bucket \"no-such-bucket\" does not exist at {}",
+        m.endpoint()
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("ftpgate:")).collect();
+    assert_eq!(lines, [format!("ftpgate: storage: {wanted}")], "{err}");
+    assert_eq!(err.matches(&wanted).count(), 2, "{err}");
+    assert!(!err.contains('<') && err.len() < 1000, "{err}");
 }
 
 #[test]

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
-use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
 use object_store::{
     Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore,
     ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
@@ -20,12 +19,13 @@ use ftpgate_storage::{
 };
 
 use crate::config::S3Config;
-use crate::copy_meta::CopyError;
 use crate::credentials::CachingAwsChain;
 use crate::errors::map_error;
+use crate::http::{Connector, Shared, Transport};
 use crate::keys::Keys;
 use crate::listing::{self, Join, ListingCache};
 use crate::meta::{self, DirCache, MetaCache, WrittenCache};
+use crate::requests::{self, CopyError, Page, Requests, Retry};
 use crate::upload::S3Upload;
 
 /// S3's limit for one CopyObject request, and so for [`StorageBackend::rename`].
@@ -79,8 +79,15 @@ pub(crate) struct Inner {
     pub(crate) meta_cache: MetaCache,
     /// Directories recently seen to exist, so uploads skip the parent check.
     pub(crate) dirs: DirCache,
-    /// Server-side metadata replacement (MFMT without moving the object's bytes).
-    copier: crate::copy_meta::MetadataCopier,
+    /// Typed requests object_store cannot send (listings that skip hostile keys,
+    /// MFMT's metadata copy, multipart clean-up), on the same transport.
+    pub(crate) requests: Requests,
+    /// Incomplete multipart uploads older than this are aborted; zero: never.
+    abort_uploads_after: Duration,
+    /// Set once the clean-up task runs.
+    cleanup_started: std::sync::atomic::AtomicBool,
+    /// Keys with a multipart upload of this process in progress (never cleaned up).
+    pub(crate) active_uploads: Arc<meta::ActiveUploads>,
     /// ETag and metadata of objects this gateway just wrote (MFMT skips its HEAD).
     pub(crate) written: WrittenCache,
     /// Recent complete listings of small directories, updated by own writes.
@@ -130,16 +137,33 @@ impl S3Backend {
         let client = ClientOptions::new()
             // Set here, not on the builder: with_client_options replaces the builder's.
             .with_allow_http(cfg.allow_http)
-            // The default 30 s whole-request timeout cuts long transfers to slow clients.
+            // The default 30 s whole-request timeout cuts long transfers to slow clients;
+            // the transport bounds waiting instead (see `http`).
             .with_timeout_disabled()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        let transport = Transport::new(
+            cfg.allow_http,
+            CONNECT_TIMEOUT,
+            POOL_IDLE_TIMEOUT,
+            Duration::from_secs(cfg.response_timeout_secs),
+            Duration::from_secs(cfg.stall_timeout_secs),
+        )
+        .map_err(|e| StorageError::new(ErrorKind::InvalidInput, format!("s3: HTTP client: {e}")))?;
+        let transport = Arc::new(transport);
         let retry = retry_config(&cfg);
+        let typed_retry = Retry {
+            max_retries: retry.max_retries,
+            retry_timeout: retry.retry_timeout,
+            init_backoff: retry.backoff.init_backoff,
+            max_backoff: retry.backoff.max_backoff,
+        };
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
             .with_virtual_hosted_style_request(!cfg.force_path_style)
             .with_client_options(client)
+            .with_http_connector(Connector(Arc::clone(&transport)))
             .with_retry(retry);
         if let Some(endpoint) = builder_endpoint(&cfg) {
             builder = builder.with_endpoint(endpoint);
@@ -166,14 +190,14 @@ impl S3Backend {
             )
             .with_source(e)
         })?;
-        let copier = crate::copy_meta::MetadataCopier::new(
+        let requests = Requests::new(
+            object_store::client::HttpClient::new(Shared(transport)),
             bucket_url(&cfg),
             cfg.bucket.clone(),
             cfg.region.clone(),
             store.credentials().clone(),
-            cfg.allow_http,
-            CONNECT_TIMEOUT,
-        )?;
+            typed_retry,
+        );
         let part_size = usize::try_from(cfg.part_size_mib * 1024 * 1024).map_err(|_| {
             StorageError::new(
                 ErrorKind::InvalidInput,
@@ -191,7 +215,10 @@ impl S3Backend {
                 copy_limit: MAX_COPY_SIZE,
                 meta_cache: MetaCache::default(),
                 dirs: DirCache::default(),
-                copier,
+                requests,
+                abort_uploads_after: Duration::from_secs(cfg.abort_incomplete_uploads_after_secs),
+                cleanup_started: std::sync::atomic::AtomicBool::new(false),
+                active_uploads: Arc::default(),
                 written: WrittenCache::default(),
                 listings: ListingCache::new(Duration::from_secs(cfg.list_cache_secs)),
             }),
@@ -229,24 +256,106 @@ impl S3Backend {
     }
 
     /// Verifies that the bucket is reachable with the configured credentials by
-    /// listing one key under the prefix. The error names the bucket and endpoint.
+    /// listing one key under the prefix; the first success starts the clean-up of
+    /// incomplete multipart uploads. The error is one line that names the bucket
+    /// and endpoint: `bucket "x" does not exist at <endpoint>` for a missing bucket
+    /// (S3's `NoSuchBucket`, read as a typed code), else what failed.
     pub async fn check(&self) -> Result<()> {
         let inner = &self.inner;
-        let prefix = inner.keys.root_prefix().to_owned();
-        inner
-            .page(&prefix, None, Some(1), false)
-            .await
-            .map_err(|e| {
-                StorageError::new(
-                    e.kind(),
-                    format!(
-                        "s3: bucket {:?} at {} is not reachable: {e}",
-                        inner.bucket, inner.endpoint
-                    ),
-                )
-                .with_source(e)
-            })?;
-        Ok(())
+        let prefix = inner.keys.root_prefix();
+        let Err(e) = inner.requests.list(prefix, false, Some(1), None).await else {
+            self.start_upload_cleanup();
+            return Ok(());
+        };
+        let (bucket, endpoint) = (&inner.bucket, &inner.endpoint);
+        let kind = crate::errors::http_error_kind(&e);
+        let missing = crate::errors::s3_status(&e).is_some_and(|s| s.code == "NoSuchBucket");
+        let message = if missing {
+            format!("bucket {bucket:?} does not exist at {endpoint}")
+        } else {
+            format!(
+                "s3: bucket {bucket:?} at {endpoint} is not reachable: {}",
+                requests::describe(&e)
+            )
+        };
+        // No source: the message says it all, once.
+        Err(StorageError::new(kind, message))
+    }
+
+    /// Aborts the incomplete multipart uploads under the prefix that are older than
+    /// `abort_incomplete_uploads_after_secs` and that no upload of this process owns.
+    /// Returns `false` when the server cannot list multipart uploads (s3s-fs): the
+    /// clean-up is then skipped for good, with a log line saying why.
+    async fn abort_stale_uploads(inner: &Inner) -> bool {
+        let prefix = inner.keys.root_prefix();
+        let uploads = match inner.requests.list_uploads(prefix).await {
+            Ok(u) => u,
+            Err(e) if crate::errors::http_error_kind(&e) == ErrorKind::Unsupported => {
+                tracing::info!(
+                    bucket = %inner.bucket,
+                    reason = %requests::describe(&e),
+                    "clean-up of incomplete multipart uploads skipped: the S3 server cannot list them"
+                );
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %inner.bucket, error = %requests::describe(&e), "listing incomplete multipart uploads failed");
+                return true;
+            }
+        };
+        let window =
+            chrono::Duration::from_std(inner.abort_uploads_after).unwrap_or(chrono::Duration::MAX);
+        let now = chrono::Utc::now();
+        let mut aborted = 0usize;
+        for u in uploads {
+            let old = u
+                .initiated
+                .is_some_and(|t| now.signed_duration_since(t) > window);
+            if !old || inner.active_uploads.contains(&u.key) {
+                continue;
+            }
+            match inner.requests.abort_upload(&u.key, &u.upload_id).await {
+                Ok(()) => aborted += 1,
+                Err(e) => {
+                    tracing::warn!(key = %u.key, error = %requests::describe(&e), "abort of an incomplete multipart upload failed")
+                }
+            }
+        }
+        if aborted > 0 {
+            tracing::info!(bucket = %inner.bucket, aborted, "aborted incomplete multipart uploads older than abort_incomplete_uploads_after_secs");
+        }
+        true
+    }
+
+    /// Starts the periodic clean-up of incomplete multipart uploads (once per backend):
+    /// now, then every `abort_incomplete_uploads_after_secs` (at most hourly). The task
+    /// ends when the backend is dropped.
+    fn start_upload_cleanup(&self) {
+        let inner = &self.inner;
+        if inner.abort_uploads_after.is_zero()
+            || inner
+                .cleanup_started
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let period = inner
+            .abort_uploads_after
+            .clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        let weak = Arc::downgrade(inner);
+        runtime.spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                if !Self::abort_stale_uploads(&inner).await {
+                    return;
+                }
+                drop(inner);
+                tokio::time::sleep(period).await;
+            }
+        });
     }
 
     /// The bucket name.
@@ -304,8 +413,8 @@ impl Inner {
     ) -> std::result::Result<(), CopyError> {
         meta::set_mtime(&mut attributes, time);
         let done = self
-            .copier
-            .replace(location.as_ref(), &attributes, e_tag)
+            .requests
+            .replace_metadata(location.as_ref(), &attributes, e_tag)
             .await?;
         self.written
             .remember(location.as_ref(), done.e_tag.as_deref(), &attributes);
@@ -327,25 +436,19 @@ impl Inner {
     }
 
     /// One page of a listing under the raw key `prefix` (`""` for the bucket root),
-    /// grouped by `/` when `delimited`. `about` names the path in errors.
+    /// grouped by `/` when `delimited`. Keys the gateway cannot represent are
+    /// skipped (and counted), never fatal.
     pub(crate) async fn page(
         &self,
         prefix: &str,
         page_token: Option<String>,
         max_keys: Option<usize>,
         delimited: bool,
-    ) -> Result<PaginatedListResult> {
-        let opts = PaginatedListOptions {
-            delimiter: delimited.then_some("/".into()),
-            max_keys,
-            page_token,
-            ..Default::default()
-        };
-        let raw_prefix = (!prefix.is_empty()).then_some(prefix);
-        self.store
-            .list_paginated(raw_prefix, opts)
+    ) -> Result<Page> {
+        self.requests
+            .list(prefix, delimited, max_keys, page_token.as_deref())
             .await
-            .map_err(|e| map_error(format_args!("list of key prefix {prefix:?}"), e))
+            .map_err(|e| requests::storage_error(&format!("list of key prefix {prefix:?}"), e))
     }
 
     /// The object of a file, or `None` when there is none.
@@ -401,8 +504,11 @@ impl Inner {
         }
         let prefix = self.keys.dir_prefix(path)?;
         let page = self.page(&prefix, None, Some(1), false).await?;
+        if page.objects.is_empty() && page.skipped > 0 {
+            // Only keys the gateway cannot represent below it: still a directory.
+            return Ok(Some(None));
+        }
         Ok(page
-            .result
             .objects
             .first()
             .map(|m| Some(system_time(m.last_modified))))
@@ -410,6 +516,14 @@ impl Inner {
 
     /// True when a directory `path` exists; answered from a kept listing of the
     /// parent when there is one (STOR's check that its name is not a directory).
+    ///
+    /// Unlike [`stat`](Self::stat), this may answer absence from a kept listing: it only
+    /// decides whether an upload may proceed, and never reports "not there" to a
+    /// client. If another client created the directory within the last
+    /// `list_cache_secs`, the upload writes the object `name` next to the prefix
+    /// `name/` — a state S3 allows and this backend already handles (`stat` reports
+    /// the file, listings may show both); no key is overwritten or lost. Asking S3
+    /// here would cost one LIST per uploaded file (rclone's small-file uploads).
     pub(crate) async fn is_dir(&self, path: &VPath) -> Result<bool> {
         if let Some(known) = self.listings.has_dir(path) {
             return Ok(known);
@@ -427,12 +541,16 @@ impl Inner {
 
     /// What `path` is, or `None` when nothing is there. A key that is both a file and a
     /// prefix (possible only through other S3 clients) counts as a file.
+    ///
+    /// A kept listing of the parent may confirm presence, never decide absence: S3 is
+    /// strongly consistent, so a name another client or replica just wrote must be
+    /// found at once (CWD, SIZE, MDTM, MLST, STAT, RNFR). On a miss S3 is asked.
     pub(crate) async fn stat(&self, path: &VPath) -> Result<Option<Metadata>> {
         if path.is_root() {
             return Ok(Some(dir_meta(None)));
         }
-        if let Some(known) = self.listings.lookup(path) {
-            return Ok(known);
+        if let Some(Some(known)) = self.listings.lookup(path) {
+            return Ok(Some(known));
         }
         let (file, dir) = futures::join!(self.head_full(path), self.probe_dir(path));
         if let Some((meta, attrs)) = file? {
@@ -494,11 +612,11 @@ impl Inner {
 async fn page_entries(
     inner: &Arc<Inner>,
     prefix: &str,
-    page: object_store::ListResult,
+    page: Page,
     listed_at: SystemTime,
     stored_mtimes: bool,
 ) -> Vec<DirEntry> {
-    let mut out = Vec::with_capacity(page.objects.len() + page.common_prefixes.len());
+    let mut out = Vec::with_capacity(page.objects.len() + page.prefixes.len());
     let files: Vec<(&str, &ObjectMeta)> = page
         .objects
         .iter()
@@ -525,8 +643,8 @@ async fn page_entries(
             meta: file_meta(meta, mtime),
         });
     }
-    for dir in &page.common_prefixes {
-        if let Some(name) = Keys::entry_name(prefix, dir.as_ref()) {
+    for dir in &page.prefixes {
+        if let Some(name) = Keys::entry_name(prefix, dir) {
             out.push(DirEntry {
                 name: name.to_owned(),
                 meta: dir_meta(Some(listed_at)),
@@ -540,7 +658,7 @@ async fn page_entries(
 struct ListState {
     inner: Arc<Inner>,
     prefix: String,
-    first: Option<PaginatedListResult>,
+    first: Option<Page>,
     token: Option<String>,
     done: bool,
     listed_at: SystemTime,
@@ -599,9 +717,10 @@ impl StorageBackend for S3Backend {
         };
         let first = inner.page(&prefix, None, None, true).await?;
         if !dir.is_root()
-            && first.result.objects.is_empty()
-            && first.result.common_prefixes.is_empty()
-            && first.page_token.is_none()
+            && first.objects.is_empty()
+            && first.prefixes.is_empty()
+            && first.skipped == 0
+            && first.token.is_none()
         {
             return Err(if inner.head(dir).await?.is_some() {
                 StorageError::new(
@@ -615,11 +734,10 @@ impl StorageBackend for S3Backend {
         if !dir.is_root() {
             inner.dirs.remember(&prefix);
         }
-        let stored_mtimes = first.page_token.is_none();
+        let stored_mtimes = first.token.is_none();
         if stored_mtimes {
             // One page is the whole directory: keep it for the listing cache.
-            let entries =
-                page_entries(&inner, &prefix, first.result, SystemTime::now(), true).await;
+            let entries = page_entries(&inner, &prefix, first, SystemTime::now(), true).await;
             if let Some(fill) = fill {
                 fill.finish(&entries);
             }
@@ -645,16 +763,10 @@ impl StorageBackend for S3Backend {
                         .await?
                 }
             };
-            st.token = page.page_token;
+            st.token = page.token.clone();
             st.done = st.token.is_none();
-            let entries = page_entries(
-                &st.inner,
-                &st.prefix,
-                page.result,
-                st.listed_at,
-                st.stored_mtimes,
-            )
-            .await;
+            let entries =
+                page_entries(&st.inner, &st.prefix, page, st.listed_at, st.stored_mtimes).await;
             Ok(Some((entries, st)))
         });
         Ok(pages
@@ -837,7 +949,14 @@ impl StorageBackend for S3Backend {
         // The marker sorts first; a second key (or a first that is not the marker) is
         // an entry.
         let page = inner.page(&prefix, None, Some(2), false).await?;
-        let objects = &page.result.objects;
+        let objects = &page.objects;
+        if page.skipped > 0 {
+            // Keys other S3 clients wrote that FTP cannot show: not empty.
+            return Err(StorageError::new(
+                ErrorKind::DirectoryNotEmpty,
+                format!("rmdir {path}: directory not empty (it holds keys FTP cannot show)"),
+            ));
+        }
         if objects.is_empty() {
             return Err(if inner.head(path).await?.is_some() {
                 StorageError::new(

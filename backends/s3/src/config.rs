@@ -29,6 +29,20 @@ fn default_retry_timeout_secs() -> u64 {
 fn default_list_cache_secs() -> u64 {
     2
 }
+fn default_response_timeout_secs() -> u64 {
+    30
+}
+fn default_stall_timeout_secs() -> u64 {
+    30
+}
+fn default_abort_incomplete_uploads_after_secs() -> u64 {
+    DEFAULT_ABORT_INCOMPLETE_UPLOADS_AFTER_SECS
+}
+
+/// The default of `abort_incomplete_uploads_after_secs` (24 hours).
+pub const DEFAULT_ABORT_INCOMPLETE_UPLOADS_AFTER_SECS: u64 = 24 * 3600;
+/// The largest accepted `response_timeout_secs` and `stall_timeout_secs` (10 minutes).
+pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 600;
 
 /// The largest accepted `max_retries`.
 pub const MAX_RETRIES_LIMIT: usize = 20;
@@ -133,6 +147,28 @@ pub struct S3Config {
     /// rclone's listing after every upload and STOR's directory-name check cost.
     #[serde(default = "default_list_cache_secs")]
     pub list_cache_secs: u64,
+    /// How long, in seconds, S3 may take to send a response's headers once the request
+    /// (with its body) was sent, 1 to 600. Default: 30. A request that gets no answer
+    /// (S3 frozen) fails with a timeout and is retried under `max_retries` and
+    /// `retry_timeout_secs`, so an FTP command ends with 451 within about
+    /// `retry_timeout_secs` plus this. AWS answers a long CopyObject (a rename of a
+    /// multi-GiB file) with early headers; a server that answers only when the copy is
+    /// done needs a larger value.
+    #[serde(default = "default_response_timeout_secs")]
+    pub response_timeout_secs: u64,
+    /// How long, in seconds, a request or response body may make no progress at all
+    /// while the gateway waits for it, 1 to 600. Default: 30. Only waiting time
+    /// counts: a transfer that moves slowly (a slow FTP client reading a multi-GiB
+    /// file) is never cut.
+    #[serde(default = "default_stall_timeout_secs")]
+    pub stall_timeout_secs: u64,
+    /// Incomplete multipart uploads under the prefix that are older than this many
+    /// seconds are aborted at start and then periodically (a gateway process killed
+    /// mid-upload cannot abort its own). 0 turns it off. Default: 86400 (24 hours).
+    /// Must exceed the longest upload any gateway sharing the prefix runs. Resumable
+    /// uploads will keep pending uploads for this same window (`resume_window_secs`).
+    #[serde(default = "default_abort_incomplete_uploads_after_secs")]
+    pub abort_incomplete_uploads_after_secs: u64,
 }
 
 impl S3Config {
@@ -153,6 +189,9 @@ impl S3Config {
             max_retries: default_max_retries(),
             retry_timeout_secs: default_retry_timeout_secs(),
             list_cache_secs: default_list_cache_secs(),
+            response_timeout_secs: default_response_timeout_secs(),
+            stall_timeout_secs: default_stall_timeout_secs(),
+            abort_incomplete_uploads_after_secs: default_abort_incomplete_uploads_after_secs(),
         }
     }
 
@@ -214,6 +253,16 @@ impl S3Config {
                 self.list_cache_secs
             ));
         }
+        for (key, value) in [
+            ("response_timeout_secs", self.response_timeout_secs),
+            ("stall_timeout_secs", self.stall_timeout_secs),
+        ] {
+            if !(1..=MAX_REQUEST_TIMEOUT_SECS).contains(&value) {
+                return bad(format!(
+                    "s3.{key}: {value} must be between 1 and {MAX_REQUEST_TIMEOUT_SECS}"
+                ));
+            }
+        }
         match (&self.access_key_id, &self.secret_access_key) {
             (Some(_), None) => {
                 return bad("s3.secret_access_key: required with s3.access_key_id".into())
@@ -256,6 +305,11 @@ mod tests {
         assert_eq!(cfg.max_retries, 3);
         assert_eq!(cfg.retry_timeout_secs, 20);
         assert_eq!(cfg.list_cache_secs, 2);
+        assert_eq!(
+            (cfg.response_timeout_secs, cfg.stall_timeout_secs),
+            (30, 30)
+        );
+        assert_eq!(cfg.abort_incomplete_uploads_after_secs, 86_400);
         assert!(!cfg.force_path_style && !cfg.allow_http);
         cfg.validate().unwrap();
     }
@@ -312,6 +366,19 @@ mod tests {
         let err = cfg.validate().unwrap_err();
         assert!(err.message().contains("s3.list_cache_secs"), "{err}");
         cfg.list_cache_secs = 0;
+        cfg.validate().unwrap();
+        for secs in [0, 601] {
+            let mut c = cfg.clone();
+            c.response_timeout_secs = secs;
+            let err = c.validate().unwrap_err();
+            assert!(err.message().contains("s3.response_timeout_secs"), "{err}");
+            let mut c = cfg.clone();
+            c.stall_timeout_secs = secs;
+            let err = c.validate().unwrap_err();
+            assert!(err.message().contains("s3.stall_timeout_secs"), "{err}");
+        }
+        let cfg = parse(r#"{"bucket": "b", "abort_incomplete_uploads_after_secs": 0}"#).unwrap();
+        assert_eq!(cfg.abort_incomplete_uploads_after_secs, 0);
         cfg.validate().unwrap();
     }
 

@@ -1,15 +1,18 @@
-//! The one place where object_store errors become [`ErrorKind`]s.
+//! The one place where object_store errors become [`ErrorKind`]s, by type only.
 //!
-//! object_store classifies 404, 409, 412, 403 and 401 itself; everything else arrives
-//! as `Error::Generic` wrapping a private retry error, so the status code is read from
-//! the message (`"status code: 503"`), and connection-level failures from the
-//! `HttpError` in the source chain.
+//! object_store classifies 404, 409, 412, 403 and 401 itself. Every other failed
+//! request arrives as `Error::Generic` whose source chain holds an [`HttpError`]
+//! (a public type with a kind); for error statuses the transport (`http`) made that
+//! `HttpError`'s source an [`S3Status`] with the status and S3's error code. No
+//! message text is read.
 
 use std::error::Error as StdError;
 use std::fmt;
 
 use ftpgate_storage::{ErrorKind, StorageError};
 use object_store::client::{HttpError, HttpErrorKind};
+
+use crate::http::{S3Status, Stalled};
 
 /// Converts an object_store error, prefixing the message with `context` (the
 /// operation and the virtual path, e.g. `"stat /a/b"`).
@@ -27,70 +30,90 @@ pub(crate) fn classify(err: &object_store::Error) -> ErrorKind {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::PermissionDenied,
         E::NotSupported { .. } | E::NotImplemented { .. } => ErrorKind::Unsupported,
         E::InvalidPath { .. } => ErrorKind::InvalidName,
-        _ => classify_generic(err),
+        _ => chain_kind(err).unwrap_or(ErrorKind::Other),
     }
 }
 
-fn classify_generic(err: &(dyn StdError + 'static)) -> ErrorKind {
-    let mut text = String::new();
+/// The S3 status in an error's source chain, if any.
+pub(crate) fn s3_status<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a S3Status> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(s) = e.downcast_ref::<S3Status>() {
+            return Some(s);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The kind told by an [`S3Status`] (preferred) or an [`HttpError`] in the chain.
+fn chain_kind(err: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    if let Some(s) = s3_status(err) {
+        return Some(status_kind(s));
+    }
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(http) = e.downcast_ref::<HttpError>() {
-            match http.kind() {
-                HttpErrorKind::Connect
-                | HttpErrorKind::Request
-                | HttpErrorKind::Timeout
-                | HttpErrorKind::Interrupted => return ErrorKind::Transient,
-                _ => {}
-            }
+            return Some(transport_kind(http.kind()));
         }
-        text.push_str(&e.to_string());
-        text.push('\n');
+        if e.downcast_ref::<Stalled>().is_some() {
+            return Some(ErrorKind::Transient);
+        }
         cur = e.source();
     }
-    if let Some(status) = status_code(&text) {
-        return match status {
-            404 => ErrorKind::NotFound,
-            401 | 403 => ErrorKind::PermissionDenied,
-            409 | 412 => ErrorKind::AlreadyExists,
-            416 => ErrorKind::InvalidInput,
-            408 | 429 | 500..=599 => ErrorKind::Transient,
-            _ => ErrorKind::Other,
-        };
-    }
-    const TRANSIENT_CODES: [&str; 6] = [
-        "SlowDown",
-        "Throttl",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        "timed out",
-    ];
-    if TRANSIENT_CODES.iter().any(|c| text.contains(c)) {
-        return ErrorKind::Transient;
-    }
-    ErrorKind::Other
+    None
 }
 
-/// Finds the HTTP status in object_store's `"non-2xx status code: 503 …"` message.
-fn status_code(text: &str) -> Option<u16> {
-    let at = text.find("status code: ")? + "status code: ".len();
-    let digits: String = text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
+/// The kind of an S3 error status.
+pub(crate) fn status_kind(s: &S3Status) -> ErrorKind {
+    if s.retryable() {
+        return ErrorKind::Transient;
+    }
+    match s.status {
+        404 => ErrorKind::NotFound,
+        401 | 403 => ErrorKind::PermissionDenied,
+        409 | 412 => ErrorKind::AlreadyExists,
+        416 => ErrorKind::InvalidInput,
+        501 => ErrorKind::Unsupported,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn transport_kind(kind: HttpErrorKind) -> ErrorKind {
+    match kind {
+        HttpErrorKind::Connect
+        | HttpErrorKind::Request
+        | HttpErrorKind::Timeout
+        | HttpErrorKind::Interrupted => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// The [`ErrorKind`] of a failed typed request (`requests`).
+pub(crate) fn http_error_kind(err: &HttpError) -> ErrorKind {
+    chain_kind(err).unwrap_or_else(|| transport_kind(err.kind()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn generic(msg: &str) -> object_store::Error {
+    fn generic(source: impl StdError + Send + Sync + 'static) -> object_store::Error {
         object_store::Error::Generic {
             store: "S3",
-            source: msg.to_owned().into(),
+            source: Box::new(source),
         }
+    }
+
+    fn status(code: u16, s3: &str) -> object_store::Error {
+        generic(HttpError::new(
+            HttpErrorKind::Unknown,
+            S3Status {
+                status: code,
+                code: s3.into(),
+                message: String::new(),
+            },
+        ))
     }
 
     #[test]
@@ -110,25 +133,26 @@ mod tests {
             source: "403".into(),
         };
         assert_eq!(classify(&denied), ErrorKind::PermissionDenied);
+        assert_eq!(classify(&status(503, "")), ErrorKind::Transient);
         assert_eq!(
-            classify(&generic(
-                "Server returned non-2xx status code: 503 Service Unavailable: "
-            )),
-            ErrorKind::Transient
-        );
-        assert_eq!(
-            classify(&generic(
-                "Server returned non-2xx status code: 416 Range Not Satisfiable: "
-            )),
+            classify(&status(416, "InvalidRange")),
             ErrorKind::InvalidInput
         );
+        assert_eq!(classify(&status(400, "SlowDown")), ErrorKind::Transient);
+        assert_eq!(classify(&status(404, "NoSuchBucket")), ErrorKind::NotFound);
         assert_eq!(
-            classify(&generic(
-                "Server returned error response: <Code>SlowDown</Code>"
-            )),
+            classify(&generic(HttpError::new(
+                HttpErrorKind::Timeout,
+                Stalled::Download(std::time::Duration::from_secs(1))
+            ))),
             ErrorKind::Transient
         );
-        assert_eq!(classify(&generic("something odd")), ErrorKind::Other);
+        // Text is never read: a message that merely mentions a status is Other.
+        let text = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 503".into(),
+        };
+        assert_eq!(classify(&text), ErrorKind::Other);
         let mapped = map_error("stat /a", nf);
         assert!(mapped.message().starts_with("stat /a: "), "{mapped}");
     }

@@ -8,8 +8,13 @@
 //! - `upload`: single PUT or bounded, growing multipart uploads; abort on drop.
 //! - `keys`: virtual paths to S3 keys.
 //! - `credentials`: the caching bridge from aws-config's chain to object_store.
-//! - `errors`: object_store errors to [`ErrorKind`](ftpgate_storage::ErrorKind), in one
-//!   function.
+//! - `errors`: object_store errors to [`ErrorKind`](ftpgate_storage::ErrorKind), by type
+//!   (HTTP error kind, S3 status and error code), never by message text.
+//! - `http`: the one HTTP transport under every request, with response and stall
+//!   timeouts; error statuses become typed values.
+//! - `requests`: the typed requests object_store cannot send (listings that skip
+//!   hostile keys, MFMT's CopyObject, ListMultipartUploads/AbortMultipartUpload), with
+//!   object_store's retry policy.
 //!
 //! # Key mapping
 //! The file `/a/b c.txt` is the key `{prefix}a/b c.txt`: the configured prefix (with one
@@ -39,8 +44,10 @@
 //!
 //! # Metadata
 //! `mtime` (MFMT, rclone's format) and `sha256` (the upload's digest) are user metadata
-//! (`meta`). MFMT rewrites the object (GET + PUT, conditional on the ETag below the part
-//! size), because object_store cannot copy with replaced metadata. Listings read stored
+//! (`meta`). MFMT replaces them with a server-side CopyObject of the object onto itself
+//! (conditional on its ETag, sent by `requests` since object_store cannot copy with
+//! replaced metadata); above the 5 GiB CopyObject limit it rewrites the object (GET +
+//! PUT). A stored `mtime` after year 9999 is ignored (LastModified is used). Listings read stored
 //! times with a HEAD per file, cached per object version, in one-page directories only.
 //!
 //! # Uploads and memory
@@ -57,7 +64,10 @@
 //! A failed part aborts the whole upload and later writes and `complete` fail. Operators
 //! should still add a bucket lifecycle rule that aborts incomplete multipart uploads: a
 //! process killed mid-upload cannot abort, nor can an upload whose CreateMultipartUpload
-//! request was cancelled before its id came back.
+//! request was cancelled before its id came back. The backend itself aborts incomplete
+//! uploads under its prefix older than `abort_incomplete_uploads_after_secs` (default
+//! 24 h) after its first successful [`S3Backend::check`] and then periodically, except
+//! those of its own uploads in progress.
 //!
 //! `CreateNew` (STOU) uses a conditional PUT (`If-None-Match: *`); for a multipart
 //! upload the target is checked just before completion, which leaves a short race in
@@ -71,15 +81,18 @@
 //!   limit of 5 GiB ([`MAX_COPY_SIZE`]) the object is streamed through the gateway into
 //!   a multipart upload of the target, then the source is deleted: correct, but it
 //!   moves the bytes twice over the network.
-//! - Keys written by other tools that object_store cannot parse (empty segments as in
-//!   `a//b`, `.`/`..` segments, control characters) make the listing of their directory
-//!   fail; names that are not valid FTP segments (e.g. containing `\`) are skipped.
+//! - Keys written by other tools that FTP cannot represent (empty segments as in `a//b`,
+//!   `.`/`..` segments, control characters, names that are not valid FTP segments such
+//!   as ones containing `\`) are skipped in listings (logged at debug); a directory
+//!   holding only such keys exists and is not empty (RMD refuses it).
 //! - A name that is both a file and a key prefix (possible only through other clients)
 //!   is reported as a file by `stat` and may be listed twice.
 //!
 //! # Client settings
 //! No whole-request timeout (long transfers to slow FTP clients must not be cut), a
-//! 10 s connect timeout, idle connections kept 60 s. A request that fails transiently
+//! 10 s connect timeout, idle connections kept 60 s, and per request a response
+//! timeout (`response_timeout_secs`) and a body stall timeout (`stall_timeout_secs`)
+//! that count only time spent waiting for S3 (see `http`). A request that fails transiently
 //! (connection refused or reset, timeout, 5xx, throttling) is retried with exponential
 //! backoff from 100 ms, at most `max_retries` times (default 3) and not after
 //! `retry_timeout_secs` (default 20 s; backoffs are capped at a quarter of it and at
@@ -91,18 +104,20 @@
 
 mod backend;
 mod config;
-mod copy_meta;
 mod credentials;
 mod errors;
+mod http;
 mod keys;
 mod listing;
 mod meta;
+mod requests;
 mod upload;
 
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
 pub use config::{
-    S3Config, Secret, MAX_LIST_CACHE_SECS, MAX_PART_SIZE_MIB, MAX_RETRIES_LIMIT,
-    MAX_RETRY_TIMEOUT_SECS, MIN_PART_SIZE_MIB,
+    S3Config, Secret, DEFAULT_ABORT_INCOMPLETE_UPLOADS_AFTER_SECS, MAX_LIST_CACHE_SECS,
+    MAX_PART_SIZE_MIB, MAX_REQUEST_TIMEOUT_SECS, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
+    MIN_PART_SIZE_MIB,
 };
 pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};
 pub use upload::{MAX_PARTS, MAX_PART_SIZE, PARTS_PER_DOUBLING};

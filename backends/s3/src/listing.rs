@@ -14,8 +14,11 @@
 //!   another session's change on this gateway. A write that lands while a listing is
 //!   being fetched is recorded and replayed onto that listing before it is kept, so a
 //!   LIST response that predates the write cannot bring the old state back.
-//! - Writes by anyone else (another replica, another S3 client) show after at most the
-//!   TTL. `list_cache_secs = 0` turns the cache off.
+//! - Writes by anyone else (another replica, another S3 client) show in listings after
+//!   at most the TTL. `list_cache_secs = 0` turns the cache off.
+//! - A kept listing may confirm that a name exists ([`ListingCache::lookup`] finding
+//!   it), never decide that it does not: `stat` asks S3 on a miss, so commands on a
+//!   name another client just wrote succeed at once (S3 is strongly consistent).
 //! - One fetch per directory at a time: sessions that want a listing being fetched
 //!   wait for it ([`Join::Wait`]) instead of sending the same LIST (rclone's eight
 //!   transfers list a new directory at the same moment).

@@ -64,11 +64,20 @@ pub(crate) fn set_mtime(attrs: &mut Attributes, t: SystemTime) {
     attrs.insert(key(MTIME), format_mtime(t));
 }
 
-/// Parses an `mtime` value (`secs[.fraction]`); `None` for anything else.
+/// The latest `mtime` accepted: 9999-12-31T23:59:59Z, the last time an FTP time-val
+/// (RFC 3659 §2.3, four-digit year) can show. Anything later is ignored.
+pub(crate) const MAX_MTIME_SECS: u64 = 253_402_300_799;
+
+/// Parses an `mtime` value (`secs[.fraction]`); `None` for anything else, including
+/// times after [`MAX_MTIME_SECS`] (other S3 clients can store any text, e.g.
+/// `99999999999999`): the object's LastModified is used instead.
 pub(crate) fn parse_mtime(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
     let secs: u64 = secs.parse().ok()?;
+    if secs > MAX_MTIME_SECS {
+        return None;
+    }
     let nanos = if frac.is_empty() {
         0
     } else {
@@ -199,6 +208,50 @@ impl DirCache {
     }
 }
 
+/// Keys with a multipart upload of this process in progress, counted (two sessions
+/// may upload the same name).
+#[derive(Default)]
+pub(crate) struct ActiveUploads {
+    map: Mutex<HashMap<String, usize>>,
+}
+
+impl ActiveUploads {
+    /// Notes an upload of `key`; it counts until the guard is dropped.
+    pub(crate) fn start(self: &std::sync::Arc<Self>, key: &str) -> ActiveGuard {
+        if let Ok(mut map) = self.map.lock() {
+            *map.entry(key.to_owned()).or_default() += 1;
+        }
+        ActiveGuard {
+            uploads: std::sync::Arc::clone(self),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Whether an upload of `key` is in progress.
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.map.lock().is_ok_and(|m| m.contains_key(key))
+    }
+}
+
+/// Ends one upload's entry in [`ActiveUploads`] when dropped.
+pub(crate) struct ActiveGuard {
+    uploads: std::sync::Arc<ActiveUploads>,
+    key: String,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.uploads.map.lock() {
+            if let Some(n) = map.get_mut(&self.key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
 /// How long [`WrittenCache`] keeps what the gateway itself just wrote.
 pub(crate) const WRITTEN_TTL: Duration = Duration::from_secs(60);
 
@@ -264,6 +317,10 @@ mod tests {
         assert_eq!(parse_mtime("x"), None);
         assert_eq!(parse_mtime("1.2e3"), None);
         assert_eq!(parse_mtime("-5"), None);
+        assert_eq!(parse_mtime("99999999999999"), None);
+        assert_eq!(parse_mtime("18446744073709551615.5"), None);
+        assert!(parse_mtime("253402300799.999999999").is_some());
+        assert_eq!(parse_mtime("253402300800"), None);
     }
 
     #[test]

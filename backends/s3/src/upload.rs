@@ -69,6 +69,8 @@ pub(crate) struct S3Upload {
     /// Set when a write failed and the upload was aborted: later calls must not
     /// commit what is left.
     failed: bool,
+    /// Keeps the clean-up of incomplete uploads away from this one while it runs.
+    _active: Option<crate::meta::ActiveGuard>,
 }
 
 impl S3Upload {
@@ -88,6 +90,7 @@ impl S3Upload {
             multipart: None,
             in_flight: JoinSet::new(),
             failed: false,
+            _active: None,
         }
     }
 
@@ -143,6 +146,7 @@ impl S3Upload {
                 .await
                 .map_err(|e| map_error(format_args!("upload {} (start)", self.path), e))?;
             self.multipart = Some(upload);
+            self._active = Some(self.inner.active_uploads.start(self.location.as_ref()));
         }
         let payload = self.take_buffer();
         if let Some(upload) = self.multipart.as_mut() {

@@ -233,6 +233,16 @@ fn shared(cell: &'static OnceLock<Option<Server>>, kind: Kind) -> Option<&'stati
     server
 }
 
+/// A moto server of the caller's own (for tests that freeze it with SIGSTOP, which
+/// would stall every other test on the shared one), or `None` when not installed.
+pub fn private_moto() -> Option<Server> {
+    let server = start(Kind::Moto);
+    if server.is_none() {
+        println!("SKIPPED: moto_server not installed");
+    }
+    server
+}
+
 /// The shared moto server, or `None` (after printing SKIPPED) when it is not installed.
 pub fn moto() -> Option<&'static Server> {
     static MOTO: OnceLock<Option<Server>> = OnceLock::new();
@@ -247,6 +257,58 @@ pub fn s3s_fs() -> Option<&'static Server> {
 }
 
 impl Server {
+    /// The process id of the S3 server itself (the child of its python guard).
+    pub fn server_pid(&self) -> u32 {
+        let guard = self._guard.lock().unwrap_or_else(|p| p.into_inner()).id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children"))
+                .unwrap_or_default();
+            if let Some(pid) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no server process under guard {guard}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A python3 process with a boto3 client on this server and `bucket`, reading
+    /// commands from stdin, so a test can write an object within milliseconds
+    /// (starting python with boto3 takes about a second).
+    pub fn boto_shell(&self, bucket: &str) -> BotoShell {
+        let script = "import boto3, sys\n\
+            s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                aws_access_key_id=sys.argv[3], aws_secret_access_key=sys.argv[4])\n\
+            bucket = sys.argv[2]\n\
+            print('ready', flush=True)\n\
+            for line in sys.stdin:\n\
+            \x20   key, body = line.rstrip('\\n').split('\\t', 1)\n\
+            \x20   s3.put_object(Bucket=bucket, Key=key, Body=body.encode())\n\
+            \x20   print('ok', flush=True)\n";
+        let mut child = self
+            .python(script, bucket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run python3 with boto3");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut shell = BotoShell {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(shell.line(), "ready");
+        shell
+    }
+
     /// moto only: the requests sent so far for `bucket`, as `METHOD /bucket/key?query`
     /// (percent-encoded as sent), in order. Empty for s3s-fs.
     pub fn requests(&self, bucket: &str) -> Vec<String> {
@@ -357,14 +419,8 @@ impl Server {
                  aws_access_key_id=sys.argv[3], aws_secret_access_key=sys.argv[4])\n\
              bucket = sys.argv[2]\n{snippet}\n"
         );
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(self.endpoint())
-            .arg(bucket)
-            .args([ACCESS_KEY, SECRET_KEY])
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("AWS_PROFILE")
+        let out = self
+            .python(&script, bucket)
             .output()
             .expect("run python3 with boto3");
         assert!(
@@ -378,6 +434,19 @@ impl Server {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
+    }
+
+    /// python3 running `script` with argv endpoint, bucket, access key, secret key.
+    fn python(&self, script: &str, bucket: &str) -> Command {
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c")
+            .arg(script)
+            .arg(self.endpoint())
+            .arg(bucket)
+            .args([ACCESS_KEY, SECRET_KEY])
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("AWS_PROFILE");
+        cmd
     }
 
     /// Every key in the bucket (boto3's paginator), sorted.
@@ -401,5 +470,37 @@ impl Server {
              print(json.dumps([u['Key'] for u in r.get('Uploads', [])]))",
         );
         serde_json::from_value(v).unwrap()
+    }
+}
+
+/// A running boto3 writer; see [`Server::boto_shell`].
+pub struct BotoShell {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl BotoShell {
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("boto3 shell output");
+        line.trim_end().to_owned()
+    }
+
+    /// Writes `key` with `body` (one line of text) and waits until S3 answered.
+    pub fn put(&mut self, key: &str, body: &str) {
+        writeln!(self.stdin, "{key}\t{body}").expect("boto3 shell input");
+        self.stdin.flush().expect("boto3 shell input");
+        assert_eq!(self.line(), "ok", "boto3 put of {key}");
+    }
+}
+
+impl Drop for BotoShell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
