@@ -51,3 +51,4 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod webhooks;

@@ -131,6 +131,17 @@ pub struct Metrics {
     pub tls_not_after: Family<CertLabel, Gauge>,
     /// 1 while a backend passes its background check (`crate::health`).
     pub backend_up: Family<BackendLabel, Gauge>,
+    /// Webhook events by endpoint and result (`crate::webhooks`).
+    pub webhook_events: Family<WebhookLabels, Counter>,
+}
+
+/// Labels of `ftpgate_webhook_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The endpoint URL without query or credentials.
+    pub endpoint: String,
+    /// `delivered`, `failed` (given up) or `dropped` (queue full).
+    pub result: &'static str,
 }
 
 /// Label of `ftpgate_tls_certificate_not_after_timestamp_seconds`.
@@ -179,6 +190,7 @@ impl Metrics {
             bans_active: Gauge::default(),
             tls_not_after: Family::default(),
             backend_up: Family::default(),
+            webhook_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -256,8 +268,23 @@ impl Metrics {
             "1 while the backend passes its background reachability check",
             m.backend_up.clone(),
         );
+        registry.register(
+            "ftpgate_webhook_events",
+            "Webhook events delivered, failed (given up) or dropped (queue full)",
+            m.webhook_events.clone(),
+        );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
+    }
+
+    /// Counts one webhook event's end for `endpoint`.
+    pub fn webhook(&self, endpoint: &str, result: &'static str) {
+        self.webhook_events
+            .get_or_create(&WebhookLabels {
+                endpoint: endpoint.to_owned(),
+                result,
+            })
+            .inc();
     }
 
     /// Sets `ftpgate_backend_up{backend}`.

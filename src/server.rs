@@ -65,6 +65,8 @@ pub struct Shared {
     listening: std::sync::atomic::AtomicBool,
     /// Background backend checks (`crate::health`).
     pub health: crate::health::Health,
+    /// Webhook notifications (`[[webhooks]]`).
+    pub events: crate::webhooks::Events,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Mutex<usize>,
     next_id: AtomicU64,
@@ -308,7 +310,10 @@ impl Server {
             std::iter::once("storage").chain(config.backends.keys().map(String::as_str)),
             &metrics,
         );
+        let events =
+            crate::webhooks::Events::start(&config, metrics.clone()).map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared {
+            events,
             passive_ports,
             config,
             auth,
