@@ -44,7 +44,7 @@ struct Running {
     /// The session's totals, for the `session ended` event.
     totals: Arc<crate::session::Totals>,
     /// Who runs it, for the webhook event.
-    origin: crate::webhooks::Origin,
+    origin: Arc<crate::webhooks::Origin>,
     /// A data transfer (false: a HASH job, which is not a transfer in the log and
     /// metrics).
     transfer: bool,
@@ -447,7 +447,7 @@ async fn run_command(
                 path: t.path,
                 backend,
                 totals: session.totals.clone(),
-                origin: crate::webhooks::Origin::of(session),
+                origin: Arc::new(crate::webhooks::Origin::of(session)),
                 transfer: true,
             })
         }
@@ -462,7 +462,7 @@ async fn run_command(
                 backend,
                 transfer: false,
                 totals: session.totals.clone(),
-                origin: crate::webhooks::Origin::of(session),
+                origin: Arc::new(crate::webhooks::Origin::of(session)),
             })
         }
     }
