@@ -361,3 +361,42 @@ fn a_permanent_refusal_is_not_retried() {
     assert_eq!(rx.requests().len(), 1, "a 400 is final");
     assert_eq!(webhook_metric(&gate, &url, "delivered"), 0.0);
 }
+
+#[test]
+fn a_full_queue_drops_new_events_and_counts_them() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    // One event in the queue and at most one being retried: of three, at least
+    // one is dropped.
+    let gate = gate_with_hook(
+        &url,
+        "queue_size = 1\nmax_retries = 1000\nretry_max_secs = 1",
+    );
+    let mut c = gate.login();
+    for i in 0..3 {
+        let (_, done) = c.store(&format!("STOR /q{i}.bin"), b"x");
+        assert_eq!(done.code, 226, "uploads succeed whatever the queue holds");
+    }
+    // Every event was queued or dropped before its 226 was sent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while webhook_metric(&gate, &url, "dropped") < 1.0 {
+        assert!(Instant::now() < deadline, "nothing dropped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    gate.wait_log("webhook queue full");
+    let dropped = webhook_metric(&gate, &url, "dropped");
+    assert!((1.0..=2.0).contains(&dropped), "dropped {dropped}");
+    // The receiver comes up: what was kept is delivered, the dropped never are.
+    let rx = Receiver::start(&format!("127.0.0.1:{port}"), 200);
+    let kept = 3.0 - dropped;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while webhook_metric(&gate, &url, "delivered") < kept {
+        assert!(Instant::now() < deadline, "kept events not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rx.requests().len() as f64, kept);
+}
