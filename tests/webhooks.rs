@@ -167,6 +167,15 @@ fn webhook_metric(gate: &Gate, url: &str, result: &str) -> f64 {
     )
 }
 
+/// Waits (up to 30 s) until `ftpgate_webhook_events_total{url,result}` reaches `n`.
+fn wait_metric(gate: &Gate, url: &str, result: &str, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while webhook_metric(gate, url, result) < n {
+        assert!(Instant::now() < deadline, "{result} stays below {n}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn uploads_to<'a>(reqs: &'a [Req], path: &str) -> Vec<&'a Req> {
     reqs.iter()
         .filter(|r| r.json()["type"] == "upload" && r.json()["path"] == path)
@@ -232,11 +241,7 @@ fn curl_lftp_and_file_commands_send_signed_events_once() {
         r.len() >= want.len()
     });
     // Every request was answered before delivered is counted: now all are in.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while webhook_metric(&gate, &url, "delivered") < want.len() as f64 {
-        assert!(Instant::now() < deadline, "delivered metric stays below 6");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_metric(&gate, &url, "delivered", want.len() as f64);
     let reqs = if reqs.len() == want.len() {
         reqs
     } else {
@@ -329,11 +334,7 @@ fn events_wait_for_a_receiver_that_is_down() {
     assert_eq!(webhook_metric(&gate, &url, "failed"), 0.0);
     let rx = Receiver::start(&format!("127.0.0.1:{port}"), 200);
     let reqs = rx.wait(Duration::from_secs(30), "the late event", |r| !r.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while webhook_metric(&gate, &url, "delivered") < 1.0 {
-        assert!(Instant::now() < deadline, "delivered not counted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_metric(&gate, &url, "delivered", 1.0);
     let reqs = if reqs.len() == 1 { reqs } else { rx.requests() };
     assert_eq!(reqs.len(), 1, "delivered once: {reqs:#?}");
     let j = reqs[0].json();
@@ -352,11 +353,7 @@ fn a_permanent_refusal_is_not_retried() {
     let mut c = gate.login();
     let (_, done) = c.store("STOR /x.bin", b"abc");
     assert_eq!(done.code, 226);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while webhook_metric(&gate, &url, "failed") < 1.0 {
-        assert!(Instant::now() < deadline, "failed not counted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_metric(&gate, &url, "failed", 1.0);
     gate.wait_log("webhook refused the event");
     assert_eq!(rx.requests().len(), 1, "a 400 is final");
     assert_eq!(webhook_metric(&gate, &url, "delivered"), 0.0);
@@ -382,21 +379,37 @@ fn a_full_queue_drops_new_events_and_counts_them() {
         assert_eq!(done.code, 226, "uploads succeed whatever the queue holds");
     }
     // Every event was queued or dropped before its 226 was sent.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while webhook_metric(&gate, &url, "dropped") < 1.0 {
-        assert!(Instant::now() < deadline, "nothing dropped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_metric(&gate, &url, "dropped", 1.0);
     gate.wait_log("webhook queue full");
     let dropped = webhook_metric(&gate, &url, "dropped");
     assert!((1.0..=2.0).contains(&dropped), "dropped {dropped}");
     // The receiver comes up: what was kept is delivered, the dropped never are.
     let rx = Receiver::start(&format!("127.0.0.1:{port}"), 200);
     let kept = 3.0 - dropped;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while webhook_metric(&gate, &url, "delivered") < kept {
-        assert!(Instant::now() < deadline, "kept events not delivered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_metric(&gate, &url, "delivered", kept);
     assert_eq!(rx.requests().len() as f64, kept);
+}
+
+#[test]
+fn a_bad_webhook_config_refuses_to_start_naming_the_key() {
+    let base = "[storage]\nkind = \"memory\"\n[[webhooks]]\n";
+    let err = refused_start(Some(&format!("{base}url = \"ftp://x/\"\n")), &[]);
+    assert!(err.contains("webhooks[0].url"), "{err}");
+    let err = refused_start(
+        Some(&format!(
+            "{base}url = \"http://127.0.0.1:9/\"\nsecret_file = \"/nonexistent/s\"\n"
+        )),
+        &[],
+    );
+    assert!(err.contains("webhooks[0].secret_file"), "{err}");
+    let err = refused_start(
+        Some(&format!(
+            "{base}url = \"http://127.0.0.1:9/\"\nevents = [\"uplaod\"]\n"
+        )),
+        &[],
+    );
+    assert!(
+        err.contains("webhooks[0].events") && err.contains("uplaod"),
+        "{err}"
+    );
 }
