@@ -42,6 +42,12 @@ struct Receiver {
 
 impl Receiver {
     fn start(addr: &str, status: u16) -> Receiver {
+        Self::start_with(addr, &[], status)
+    }
+
+    /// Answers the first requests with `first`, in order, then with `then`.
+    fn start_with(addr: &str, first: &[u16], then: u16) -> Receiver {
+        let first = first.to_vec();
         let l = TcpListener::bind(addr).expect("bind receiver");
         let addr = l.local_addr().expect("receiver addr");
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -53,6 +59,8 @@ impl Receiver {
                     break;
                 }
                 if let Ok(s) = s {
+                    let n = g.lock().unwrap().len();
+                    let status = first.get(n).copied().unwrap_or(then);
                     if let Some(r) = read_request(s, status) {
                         g.lock().unwrap().push(r);
                     }
@@ -412,4 +420,24 @@ fn a_bad_webhook_config_refuses_to_start_naming_the_key() {
         err.contains("webhooks[0].events") && err.contains("uplaod"),
         "{err}"
     );
+}
+
+#[test]
+fn server_errors_are_retried_with_the_same_event_id() {
+    let rx = Receiver::start_with("127.0.0.1:0", &[503, 500, 429], 204);
+    let url = format!("http://{}/hook", rx.addr);
+    let gate = gate_with_hook(&url, "retry_max_secs = 1");
+    let mut c = gate.login();
+    let (_, done) = c.store("STOR /r.bin", b"retry me");
+    assert_eq!(done.code, 226);
+    wait_metric(&gate, &url, "delivered", 1.0);
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 4, "three refusals, then delivered: {reqs:#?}");
+    let id = &reqs[0].headers["x-ftpgate-delivery"];
+    assert!(reqs.iter().all(|r| &r.headers["x-ftpgate-delivery"] == id));
+    assert!(
+        reqs.iter().all(|r| r.body == reqs[0].body),
+        "same body each time"
+    );
+    assert_eq!(webhook_metric(&gate, &url, "failed"), 0.0);
 }
