@@ -641,6 +641,16 @@ mod tests {
         assert_eq!(e.id.len(), 32);
         assert!(v.get("sha256").is_none());
         assert!(chrono::DateTime::parse_from_rfc3339(&e.time).is_ok());
+        let mut s3 = cfg.storage.clone();
+        s3.kind = StorageKind::S3;
+        s3.bucket = Some("b".into());
+        s3.prefix = Some("/ftp/".into());
+        let pl = Place::of(&s3);
+        assert_eq!((pl.kind, pl.base.as_str()), ("s3", "s3://b/ftp"));
+        s3.prefix = None;
+        assert_eq!(Place::of(&s3).base, "s3://b");
+        s3.kind = StorageKind::Memory;
+        assert_eq!(Place::of(&s3).base, "memory:");
         let f = ev.base("login_failed", &o, None);
         assert!(serde_json::to_value(&f).unwrap().get("path").is_none());
     }
