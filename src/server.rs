@@ -451,6 +451,7 @@ impl Server {
             self.shared.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
+        self.shared.events.drain(crate::webhooks::DRAIN_LIMIT).await;
         Ok(())
     }
 }

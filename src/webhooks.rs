@@ -14,12 +14,14 @@
 //! `max_retries` retries); any other status is permanent and the event is
 //! dropped with a WARN. Loss policy: each endpoint's queue holds `queue_size`
 //! events; when it is full the NEW event is dropped (counted). Events are kept
-//! in memory only: those queued or being retried are lost on restart.
+//! in memory only: at shutdown the process waits up to [`DRAIN_LIMIT`] for them,
+//! then those still queued or being retried are lost (logged with their number).
 //! Counted in `ftpgate_webhook_events_total{endpoint,result}` with result
 //! `delivered`, `failed` (gave up) or `dropped` (queue full).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -42,6 +44,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "rmdir",
     "login_failed",
 ];
+
+/// How long shutdown waits for queued events to be delivered.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Header with the HMAC-SHA256 of the body: `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "X-Ftpgate-Signature";
@@ -295,6 +300,8 @@ struct Pending {
 
 struct Endpoint {
     events: Vec<String>,
+    /// Events queued or being delivered.
+    pending: Arc<AtomicUsize>,
     tx: mpsc::Sender<Arc<Pending>>,
     label: String,
 }
@@ -342,7 +349,9 @@ impl Events {
                 .map_err(|e| format!("webhooks[{i}]: HTTP client: {e}"))?;
             let (tx, rx) = mpsc::channel(w.queue_size);
             let label = w.label();
+            let pending = Arc::new(AtomicUsize::new(0));
             let worker = Worker {
+                pending: pending.clone(),
                 url: w.url.clone(),
                 label: label.clone(),
                 secret,
@@ -354,6 +363,7 @@ impl Events {
             tokio::spawn(worker.run(rx));
             endpoints.push(Endpoint {
                 events: w.events.clone(),
+                pending,
                 tx,
                 label,
             });
@@ -363,6 +373,25 @@ impl Events {
             places,
             metrics: Some(metrics),
         })
+    }
+
+    /// At shutdown: waits up to `limit` for the queued events to be delivered
+    /// (or given up); WARNs with the number still undelivered, which are lost.
+    pub async fn drain(&self, limit: Duration) {
+        let left = || {
+            self.endpoints
+                .iter()
+                .map(|e| e.pending.load(Ordering::SeqCst))
+                .sum::<usize>()
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while left() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = left();
+        if n > 0 {
+            tracing::warn!(events = n, "webhook events not delivered before exit: lost");
+        }
     }
 
     fn wanted(&self, kind: &str) -> bool {
@@ -463,7 +492,9 @@ impl Events {
             .iter()
             .filter(|e| e.events.iter().any(|k| k == ev.kind))
         {
+            e.pending.fetch_add(1, Ordering::SeqCst);
             if e.tx.try_send(p.clone()).is_err() {
+                e.pending.fetch_sub(1, Ordering::SeqCst);
                 tracing::warn!(endpoint = %e.label, event = p.kind, id = %p.id, "webhook queue full: event dropped");
                 if let Some(m) = &self.metrics {
                     m.webhook(&e.label, "dropped");
@@ -510,6 +541,7 @@ struct Worker {
     max_retries: u32,
     retry_max: Duration,
     metrics: Arc<Metrics>,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Worker {
@@ -537,6 +569,7 @@ impl Worker {
                 }
             };
             self.metrics.webhook(&self.label, result);
+            self.pending.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

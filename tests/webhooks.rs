@@ -154,7 +154,7 @@ fn gate_with_hook(url: &str, webhook: &str) -> Gate {
         let secret = d.join("hook.secret");
         std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\nshutdown_delay_secs = 0\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [storage]\nkind = \"local\"\nroot = \"{}\"\n\
              [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\nhome = \"/team\"\n\
@@ -440,4 +440,45 @@ fn server_errors_are_retried_with_the_same_event_id() {
         "same body each time"
     );
     assert_eq!(webhook_metric(&gate, &url, "failed"), 0.0);
+}
+
+#[test]
+fn shutdown_waits_briefly_for_queued_events_then_says_what_is_lost() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut gate = gate_with_hook(&url, "max_retries = 1000\nretry_max_secs = 1");
+    let mut c = gate.login();
+    assert_eq!(c.store("STOR /s.bin", b"late").1.code, 226);
+    drop(c);
+    // The first attempt was refused; the receiver comes up and SIGTERM follows
+    // at once: the exit waits for the retry.
+    std::thread::sleep(Duration::from_millis(300));
+    let rx = Receiver::start(&format!("127.0.0.1:{port}"), 200);
+    assert_eq!(gate.terminate(), Some(0));
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 1, "delivered before exit: {reqs:#?}");
+    assert_eq!(reqs[0].json()["path"], "/s.bin");
+    assert!(!gate.logs().contains("not delivered before exit"));
+    drop(rx);
+
+    // Nobody listening: the exit waits at most a few seconds and logs the loss.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut gate = gate_with_hook(&url, "max_retries = 1000\nretry_max_secs = 1");
+    let mut c = gate.login();
+    assert_eq!(c.store("STOR /t.bin", b"lost").1.code, 226);
+    drop(c);
+    assert_eq!(gate.terminate(), Some(0));
+    gate.wait_logs("the loss", |l| {
+        l.lines()
+            .any(|l| l.contains("not delivered before exit") && l.contains("events=1"))
+    });
 }
