@@ -39,6 +39,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[log]`: tracing output.
     pub log: LogConfig,
+    /// `[[webhooks]]`: endpoints notified of uploads and other events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// FTPS on a listener (RFC 4217).
@@ -819,6 +822,9 @@ impl Config {
             if self.passive.ports.is_none() {
                 return Err("passive.proxy_listen needs passive.ports (the ports the load balancer forwards)".into());
             }
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            w.validate(i)?;
         }
         let tls_on = self.server.tls != TlsMode::Off || self.tls.implicit_listen.is_some();
         if tls_on && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {

@@ -43,6 +43,8 @@ struct Running {
     backend: String,
     /// The session's totals, for the `session ended` event.
     totals: Arc<crate::session::Totals>,
+    /// Who runs it, for the webhook event.
+    origin: Arc<crate::webhooks::Origin>,
     /// A data transfer (false: a HASH job, which is not a transfer in the log and
     /// metrics).
     transfer: bool,
@@ -445,6 +447,7 @@ async fn run_command(
                 path: t.path,
                 backend,
                 totals: session.totals.clone(),
+                origin: Arc::new(crate::webhooks::Origin::of(session)),
                 transfer: true,
             })
         }
@@ -459,6 +462,7 @@ async fn run_command(
                 backend,
                 transfer: false,
                 totals: session.totals.clone(),
+                origin: Arc::new(crate::webhooks::Origin::of(session)),
             })
         }
     }
@@ -533,6 +537,10 @@ fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
         sha256 = end.sha256.as_deref(),
         "transfer"
     );
+    let (code, sha) = (end.reply.code, end.sha256.as_deref());
+    shared
+        .events
+        .transfer(&r.origin, verb, &r.path, code, end.bytes, sha, elapsed);
 }
 
 async fn send(wr: &mut ControlWrite, r: &Reply) -> std::io::Result<()> {

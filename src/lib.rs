@@ -52,3 +52,4 @@ pub mod resume;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod webhooks;

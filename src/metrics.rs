@@ -139,6 +139,8 @@ pub struct Metrics {
     pub pending_events: Family<PendingLabel, Counter>,
     /// Wakes the pending-upload sweep to set the gauges after a change.
     pub pending_changed: tokio::sync::Notify,
+    /// Webhook events by endpoint and result (`crate::webhooks`).
+    pub webhook_events: Family<WebhookLabels, Counter>,
 }
 
 /// Label of `ftpgate_pending_upload_events_total`.
@@ -146,6 +148,15 @@ pub struct Metrics {
 pub struct PendingLabel {
     /// `kept`, `resumed`, `refused` (over a bound) or `expired`.
     pub event: &'static str,
+}
+
+/// Labels of `ftpgate_webhook_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The endpoint URL without query or credentials.
+    pub endpoint: String,
+    /// `delivered`, `failed` (given up) or `dropped` (queue full).
+    pub result: &'static str,
 }
 
 /// Label of `ftpgate_tls_certificate_not_after_timestamp_seconds`.
@@ -198,6 +209,7 @@ impl Metrics {
             pending_upload_bytes: Gauge::default(),
             pending_events: Family::default(),
             pending_changed: tokio::sync::Notify::new(),
+            webhook_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -290,8 +302,23 @@ impl Metrics {
             "Interrupted uploads kept, resumed, refused (over a bound) and expired",
             m.pending_events.clone(),
         );
+        registry.register(
+            "ftpgate_webhook_events",
+            "Webhook events delivered, failed (given up) or dropped (queue full)",
+            m.webhook_events.clone(),
+        );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
+    }
+
+    /// Counts one webhook event's end for `endpoint`.
+    pub fn webhook(&self, endpoint: &str, result: &'static str) {
+        self.webhook_events
+            .get_or_create(&WebhookLabels {
+                endpoint: endpoint.to_owned(),
+                result,
+            })
+            .inc();
     }
 
     /// Sets `ftpgate_backend_up{backend}`.

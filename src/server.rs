@@ -65,6 +65,8 @@ pub struct Shared {
     listening: std::sync::atomic::AtomicBool,
     /// Background backend checks (`crate::health`).
     pub health: crate::health::Health,
+    /// Webhook notifications (`[[webhooks]]`).
+    pub events: crate::webhooks::Events,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Mutex<usize>,
     next_id: AtomicU64,
@@ -327,7 +329,10 @@ impl Server {
             std::iter::once("storage").chain(config.backends.keys().map(String::as_str)),
             &metrics,
         );
+        let events =
+            crate::webhooks::Events::start(&config, metrics.clone()).map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared {
+            events,
             passive_ports,
             config,
             auth,
@@ -469,6 +474,7 @@ impl Server {
             self.shared.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
+        self.shared.events.drain(crate::webhooks::DRAIN_LIMIT).await;
         Ok(())
     }
 }

@@ -17,7 +17,12 @@ use crate::protocol::Reply;
 pub(super) async fn dele(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Delete)));
     match ctx.storage().delete(&t.storage).await {
-        Ok(()) => Reply::new(250, "File deleted").into(),
+        Ok(()) => {
+            ctx.server
+                .events
+                .file_op("delete", ctx.session, &t.storage, None);
+            Reply::new(250, "File deleted").into()
+        }
         Err(e) => storage_reply(&e).into(),
     }
 }
@@ -55,7 +60,12 @@ pub(super) async fn rnto(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         return Reply::new(553, "Cannot move a directory into itself").into();
     }
     match ctx.storage().rename(&from, &t.storage).await {
-        Ok(()) => Reply::new(250, "Rename successful").into(),
+        Ok(()) => {
+            ctx.server
+                .events
+                .file_op("rename", ctx.session, &t.storage, Some(&from));
+            Reply::new(250, "Rename successful").into()
+        }
         Err(e) => storage_reply(&e).into(),
     }
 }

@@ -83,6 +83,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
         }
         None => {
             ctx.server.metrics.logins.get_or_create(&LOGIN_FAILED).inc();
+            ctx.server.events.login_failed(ctx.session, &name);
             ctx.session.login_failures += 1;
             ctx.session.login = LoginState::AwaitUser;
             tracing::warn!(

@@ -47,7 +47,12 @@ pub(super) async fn mkd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         return Reply::new(550, "File exists").into();
     }
     match ctx.storage().mkdir(&t.storage).await {
-        Ok(()) => Reply::new(257, format!("{} created", quote_path(&t.shown.to_string()))).into(),
+        Ok(()) => {
+            ctx.server
+                .events
+                .file_op("mkdir", ctx.session, &t.storage, None);
+            Reply::new(257, format!("{} created", quote_path(&t.shown.to_string()))).into()
+        }
         Err(e) => storage_reply(&e).into(),
     }
 }
@@ -63,6 +68,9 @@ pub(super) async fn rmd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
             if ctx.session.cwd.starts_with(&t.shown) {
                 ctx.session.cwd = t.shown.parent().unwrap_or_default();
             }
+            ctx.server
+                .events
+                .file_op("rmdir", ctx.session, &t.storage, None);
             Reply::new(250, "Directory removed").into()
         }
         Err(e) => storage_reply(&e).into(),
