@@ -89,6 +89,9 @@ pub struct Authenticator {
     /// 19 MiB and a few ms of CPU per check: unbounded, 20 simultaneous logins cost
     /// 400 MiB, and a login flood could starve the machine. Bounded by the CPU count.
     verifying: tokio::sync::Semaphore,
+    /// Recent successful logins ([`crate::login_cache`]); off until
+    /// [`Authenticator::with_login_cache`].
+    login_cache: crate::login_cache::LoginCache,
 }
 
 impl Authenticator {
@@ -101,13 +104,22 @@ impl Authenticator {
             accounts: std::sync::RwLock::new(accounts),
             dummy_hash,
             verifying: tokio::sync::Semaphore::new(parallel),
+            login_cache: crate::login_cache::LoginCache::off(),
         })
+    }
+
+    /// Remembers successful logins for `ttl` (`server.login_cache_secs`; zero: off).
+    pub fn with_login_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.login_cache =
+            crate::login_cache::LoginCache::new(ttl, crate::login_cache::MAX_ENTRIES);
+        self
     }
 
     /// Swaps in a new user table; sessions already logged in keep their user.
     pub fn replace(&self, users: &[UserConfig]) -> Result<(), String> {
         let accounts = Self::accounts(users)?;
         *self.accounts.write().unwrap_or_else(|p| p.into_inner()) = accounts;
+        self.login_cache.clear();
         Ok(())
     }
 
@@ -147,14 +159,24 @@ impl Authenticator {
                 None => (self.dummy_hash.clone(), None),
             }
         };
+        let now = std::time::Instant::now();
+        if user.is_some() && self.login_cache.hit(name, password, &hash, now) {
+            tracing::debug!(user = name, "password check skipped: recently verified");
+            return user;
+        }
         let password = password.to_owned();
         // The semaphore is never closed, so acquiring only waits.
         let Ok(_permit) = self.verifying.acquire().await else {
             return None;
         };
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        let checked = password.clone();
+        let stored = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&checked, &stored))
             .await
             .unwrap_or(false);
+        if ok && user.is_some() {
+            self.login_cache.remember(name, &password, &hash, now);
+        }
         if ok {
             user
         } else {

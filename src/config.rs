@@ -150,6 +150,11 @@ pub struct ServerConfig {
     /// copying small files sends ~250 a second per connection on loopback (~900
     /// against vsftpd's speed); 200 throttled it to a quarter of vsftpd's speed.
     pub max_commands_per_sec: u32,
+    /// Seconds a successful login is remembered (keyed by an HMAC of user and
+    /// password, never the password), so logging in again skips the password
+    /// hash. Dropped on reload (SIGHUP) or when the user's hash changes; failed
+    /// logins are never remembered. 0: off. Default 300.
+    pub login_cache_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -174,6 +179,7 @@ impl Default for ServerConfig {
             ban_max_secs: 3600,
             command_line_timeout_secs: 30,
             max_commands_per_sec: 2000,
+            login_cache_secs: 300,
         }
     }
 }
@@ -690,6 +696,9 @@ impl Config {
         if let Some(l) = &self.http.listen {
             l.parse::<SocketAddr>()
                 .map_err(|_| format!("http.listen `{l}` is not an address like 0.0.0.0:9100"))?;
+        }
+        if self.server.login_cache_secs > 86_400 {
+            return Err("server.login_cache_secs must be at most 86400 (one day)".into());
         }
         if self.server.max_line < 64 {
             return Err("server.max_line must be at least 64".into());

@@ -39,6 +39,7 @@ pub mod errors;
 pub mod handlers;
 pub mod http;
 pub mod listing;
+pub mod login_cache;
 pub mod metrics;
 pub mod process;
 pub mod protocol;

@@ -250,7 +250,9 @@ impl Server {
             backends.insert(name.clone(), instrument(b, name));
         }
         let users = config.all_users().map_err(anyhow::Error::msg)?;
-        let auth = Authenticator::new(&users).map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::new(&users)
+            .map_err(anyhow::Error::msg)?
+            .with_login_cache(Duration::from_secs(config.server.login_cache_secs));
         for u in auth.users() {
             let backend = u
                 .backend
