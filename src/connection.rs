@@ -322,7 +322,9 @@ async fn run_command(
         server: shared,
         data,
     };
-    let outcome = handlers::dispatch(cmd, &mut ctx).await;
+    // Boxed: the handlers' futures (transfers, listings) are large, and inline
+    // they would make every idle session's task as big as the largest of them.
+    let outcome = Box::pin(handlers::dispatch(cmd, &mut ctx)).await;
     let backend = shared
         .backend_label(session.user().map(|u| u.as_ref()))
         .to_owned();

@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod process;
 pub mod protocol;
 pub mod proxy;
+pub mod resources;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -84,6 +84,7 @@ fn main() -> ExitCode {
         };
     }
     init_logging(&config);
+    ftpgate::resources::raise_nofile_limit_logged();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -106,6 +107,10 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
+    tokio::spawn(ftpgate::resources::trim_when_idle(
+        std::time::Duration::from_secs(10),
+        server.session_counter(),
+    ));
     server.run(shutdown_signal()).await
 }
 

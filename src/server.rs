@@ -354,6 +354,12 @@ impl Server {
         &self.shared
     }
 
+    /// Reads the number of open sessions (for [`crate::resources::trim_when_idle`]).
+    pub fn session_counter(&self) -> impl Fn() -> u64 + Send + 'static {
+        let shared = self.shared.clone();
+        move || *shared.total.lock().unwrap_or_else(|p| p.into_inner()) as u64
+    }
+
     /// The bound control address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
