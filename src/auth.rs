@@ -169,6 +169,10 @@ impl Authenticator {
         let Ok(_permit) = self.verifying.acquire().await else {
             return None;
         };
+        // Logins that queued behind the first check of the same password.
+        if user.is_some() && self.login_cache.hit(name, &password, &hash, now) {
+            return user;
+        }
         let checked = password.clone();
         let stored = hash.clone();
         let ok = tokio::task::spawn_blocking(move || verify_password(&checked, &stored))

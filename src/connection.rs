@@ -90,7 +90,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         let Some(tls) = shared.tls.as_ref() else {
             return;
         };
-        match tls.accept(stream).await {
+        match Box::pin(tls.accept(stream)).await {
             Ok(s) => {
                 session.tls_control = true;
                 control::tls(s)
@@ -126,12 +126,12 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     loop {
         if running.is_none() {
             if let Some(cmd) = queued.pop_front() {
-                match run_command(cmd, &mut session, &shared, &mut data, &mut wr).await {
+                match Box::pin(run_command(cmd, &mut session, &shared, &mut data, &mut wr)).await {
                     Step::Continue => {}
                     Step::Started(r) => running = Some(r),
                     Step::Close => break,
                     Step::StartTls => {
-                        if !upgrade(&mut reader, &mut wr, &shared, &mut session).await {
+                        if !Box::pin(upgrade(&mut reader, &mut wr, &shared, &mut session)).await {
                             break;
                         }
                     }

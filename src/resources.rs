@@ -17,6 +17,7 @@ use std::time::Duration;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns (old soft, new
 /// soft), or an error text; unchanged limits return equal values.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
 pub fn raise_nofile_limit() -> Result<(u64, u64), String> {
     #[cfg(unix)]
     {
@@ -61,13 +62,13 @@ pub fn raise_nofile_limit_logged() {
     }
 }
 
-/// Bytes of free memory held inside the allocator's heaps (glibc only).
-pub fn heap_free_bytes() -> Option<u64> {
+/// Bytes (free, in use) inside the allocator's heaps (glibc only).
+pub fn heap_free_bytes() -> Option<(u64, u64)> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 only reads allocator statistics.
         let mi = unsafe { libc::mallinfo2() };
-        Some(mi.fordblks as u64)
+        Some((mi.fordblks as u64, mi.uordblks as u64))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -93,11 +94,12 @@ pub fn trim_heap() -> bool {
 /// Free heap memory worth giving back.
 const TRIM_ABOVE: u64 = 8 * 1024 * 1024;
 
-/// Whether to trim now: the heap holds more than [`TRIM_ABOVE`] free bytes and
-/// the session count is at most half its peak since the last trim (load has
-/// ended or dropped), or it is zero.
-pub fn should_trim(free: u64, sessions: u64, peak_since_trim: u64) -> bool {
-    free > TRIM_ABOVE && (sessions == 0 || sessions * 2 <= peak_since_trim)
+/// Whether to trim now: the heap holds more than [`TRIM_ABOVE`] free bytes, and
+/// either the session count is at most half its peak since the last trim (load
+/// has ended or dropped) or the free bytes exceed a quarter of those in use
+/// (bursts of logins leave holes between the sessions that stay).
+pub fn should_trim(free: u64, used: u64, sessions: u64, peak_since_trim: u64) -> bool {
+    free > TRIM_ABOVE && (sessions * 2 <= peak_since_trim || free > used / 4)
 }
 
 /// Every `every`, trims the heap when [`should_trim`] says so; `sessions` reads
@@ -110,13 +112,13 @@ pub async fn trim_when_idle(every: Duration, sessions: impl Fn() -> u64) {
         tick.tick().await;
         let now = sessions();
         peak = peak.max(now);
-        let Some(free) = heap_free_bytes() else {
+        let Some((free, used)) = heap_free_bytes() else {
             return;
         };
-        if should_trim(free, now, peak) {
+        if should_trim(free, used, now, peak) {
             // Walks the heaps; a few ms at most, so off the async workers.
             let _ = tokio::task::spawn_blocking(trim_heap).await;
-            let after = heap_free_bytes().unwrap_or(0);
+            let after = heap_free_bytes().map_or(0, |(f, _)| f);
             tracing::debug!(free, after, sessions = now, "heap trimmed");
             peak = now;
         }
@@ -130,11 +132,13 @@ mod tests {
     #[test]
     fn trims_only_when_load_has_dropped_and_much_is_free() {
         let mib = 1024 * 1024;
-        assert!(!should_trim(4 * mib, 0, 500), "little free memory");
-        assert!(should_trim(64 * mib, 0, 500));
-        assert!(should_trim(64 * mib, 0, 0));
-        assert!(should_trim(64 * mib, 200, 500), "load halved");
-        assert!(!should_trim(64 * mib, 400, 500), "load still high");
+        let used = 400 * mib;
+        assert!(!should_trim(4 * mib, used, 0, 500), "little free memory");
+        assert!(should_trim(64 * mib, used, 0, 500));
+        assert!(should_trim(64 * mib, used, 0, 0));
+        assert!(should_trim(64 * mib, used, 200, 500), "load halved");
+        assert!(!should_trim(64 * mib, used, 400, 500), "load still high");
+        assert!(should_trim(64 * mib, 200 * mib, 400, 500), "many holes");
     }
 
     #[test]
@@ -148,6 +152,6 @@ mod tests {
         // SAFETY: valid out-pointer.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
         assert_eq!(lim.rlim_cur, lim.rlim_max);
-        assert_eq!(lim.rlim_cur as u64, new);
+        assert_eq!(lim.rlim_cur, new);
     }
 }

@@ -41,7 +41,7 @@ fn open_files_soft_limit_is_raised_and_used() {
         0
     );
     assert!(
-        hard.rlim_max as u64 >= 2 * SESSIONS as u64 + 100,
+        hard.rlim_max >= 2 * SESSIONS as u64 + 100,
         "hard open-files limit {} too low for this test",
         hard.rlim_max
     );
@@ -64,7 +64,7 @@ fn open_files_soft_limit_is_raised_and_used() {
     let (child, addr, log) = spawn_listening(cmd);
     let child = Killed(child);
     let pid = child.0.id();
-    assert_eq!(soft_nofile(pid), hard.rlim_max as u64);
+    assert_eq!(soft_nofile(pid), hard.rlim_max);
     let logs = log.lock().unwrap().clone();
     let line = logs
         .lines()
