@@ -200,6 +200,9 @@ pub struct Authenticator {
     turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
     /// Last failed login per address (within [`SUSPECT_FOR`]).
     suspects: Mutex<HashMap<IpAddr, std::time::Instant>>,
+    /// Recent successful logins ([`crate::login_cache`]); off until
+    /// [`Authenticator::with_login_cache`].
+    login_cache: crate::login_cache::LoginCache,
 }
 
 /// One client address's turn to have a password checked: while it is held, no
@@ -259,7 +262,15 @@ impl Authenticator {
             verifying: Pool::with(parallel),
             turns: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
+            login_cache: crate::login_cache::LoginCache::off(),
         })
+    }
+
+    /// Remembers successful logins for `ttl` (`server.login_cache_secs`; zero: off).
+    pub fn with_login_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.login_cache =
+            crate::login_cache::LoginCache::new(ttl, crate::login_cache::MAX_ENTRIES);
+        self
     }
 
     /// Swaps in a new user table; sessions already logged in keep their user.
@@ -273,6 +284,7 @@ impl Authenticator {
             .clone();
         let table = Self::table(users, &old)?;
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        self.login_cache.clear();
         Ok(())
     }
 
@@ -363,13 +375,27 @@ impl Authenticator {
                 }
             }
         };
+        let now = std::time::Instant::now();
+        if user.is_some() && self.login_cache.hit(name, password, &hash, now) {
+            tracing::debug!(user = name, "password check skipped: recently verified");
+            return user;
+        }
         let password = password.to_owned();
         // A permit is only ever dropped into a channel whose waiter is gone, so
         // a waiting check always gets one.
         let _permit = self.verifying.acquire(suspect).await?;
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        // Logins that queued behind the first check of the same password.
+        if user.is_some() && self.login_cache.hit(name, &password, &hash, now) {
+            return user;
+        }
+        let checked = password.clone();
+        let stored = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&checked, &stored))
             .await
             .unwrap_or(false);
+        if ok && user.is_some() {
+            self.login_cache.remember(name, &password, &hash, now);
+        }
         if ok {
             user
         } else {

@@ -187,6 +187,11 @@ pub struct ServerConfig {
     /// connection closes later (a loaded client host) is not caught. Rounded up to
     /// whole milliseconds by the timer. Default 1000.
     pub upload_close_wait_us: u64,
+    /// Seconds a successful login is remembered (keyed by an HMAC of user and
+    /// password, never the password), so logging in again skips the password
+    /// hash. Dropped on reload (SIGHUP) or when the user's hash changes; failed
+    /// logins are never remembered. 0: off. Default 300.
+    pub login_cache_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -218,6 +223,7 @@ impl Default for ServerConfig {
             ipv6_prefix_len: 64,
             max_hash_bytes: 4 * 1024 * 1024 * 1024,
             upload_close_wait_us: 1000,
+            login_cache_secs: 300,
         }
     }
 }
@@ -840,6 +846,9 @@ impl Config {
         if let Some(l) = &self.http.listen {
             l.parse::<SocketAddr>()
                 .map_err(|_| format!("http.listen `{l}` is not an address like 0.0.0.0:9100"))?;
+        }
+        if self.server.login_cache_secs > 86_400 {
+            return Err("server.login_cache_secs must be at most 86400 (one day)".into());
         }
         if self.server.max_line < 64 {
             return Err("server.max_line must be at least 64".into());

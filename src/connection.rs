@@ -103,7 +103,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         let Some(tls) = shared.tls.as_ref() else {
             return;
         };
-        match tls.accept(stream).await {
+        match Box::pin(tls.accept(stream)).await {
             Ok((s, conn)) => {
                 session.tls_control = true;
                 session.tls = Some(conn);
@@ -155,8 +155,15 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
                     cmd,
                     Command::Pasv | Command::Epsv(_) | Command::Port(_) | Command::Eprt(_)
                 );
-                let step =
-                    run_command(cmd, &mut session, &shared, &mut data, &control, &mut wr).await;
+                let step = Box::pin(run_command(
+                    cmd,
+                    &mut session,
+                    &shared,
+                    &mut data,
+                    &control,
+                    &mut wr,
+                ))
+                .await;
                 if data.is_none() {
                     data_expires = None;
                 } else if sets_data {
@@ -172,7 +179,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
                     Step::Started(r) => running = Some(r),
                     Step::Close => break,
                     Step::StartTls => {
-                        if !upgrade(&mut reader, &mut wr, &shared, &mut session).await {
+                        if !Box::pin(upgrade(&mut reader, &mut wr, &shared, &mut session)).await {
                             break;
                         }
                     }
@@ -410,7 +417,9 @@ async fn run_command(
         data,
         control,
     };
-    let outcome = handlers::dispatch(cmd, &mut ctx).await;
+    // Boxed: the handlers' futures (transfers, listings) are large, and inline
+    // they would make every idle session's task as big as the largest of them.
+    let outcome = Box::pin(handlers::dispatch(cmd, &mut ctx)).await;
     let backend = shared
         .backend_label(session.user().map(|u| u.as_ref()))
         .to_owned();

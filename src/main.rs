@@ -87,6 +87,7 @@ fn main() -> ExitCode {
     for name in ftpgate::config::service_link_vars() {
         tracing::debug!(%name, "ignoring a Kubernetes service-link variable (not configuration)");
     }
+    ftpgate::resources::raise_nofile_limit_logged();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,6 +110,10 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
+    tokio::spawn(ftpgate::resources::trim_when_idle(
+        std::time::Duration::from_secs(10),
+        server.session_counter(),
+    ));
     server.run(shutdown_signal()).await
 }
 

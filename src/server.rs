@@ -260,7 +260,9 @@ impl Server {
             backends.insert(name.clone(), instrument(b, name));
         }
         let users = config.all_users().map_err(anyhow::Error::msg)?;
-        let auth = Authenticator::new(&users).map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::new(&users)
+            .map_err(anyhow::Error::msg)?
+            .with_login_cache(Duration::from_secs(config.server.login_cache_secs));
         for u in auth.users() {
             let backend = u
                 .backend
@@ -371,6 +373,12 @@ impl Server {
     /// What every session shares (metrics, readiness), for embedding.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Reads the number of open sessions (for [`crate::resources::trim_when_idle`]).
+    pub fn session_counter(&self) -> impl Fn() -> u64 + Send + 'static {
+        let shared = self.shared.clone();
+        move || *shared.total.lock().unwrap_or_else(|p| p.into_inner()) as u64
     }
 
     /// The bound control address.

@@ -14,6 +14,11 @@ use tokio::net::tcp::OwnedReadHalf;
 /// Telnet "Interpret As Command".
 const IAC: u8 = 255;
 
+/// Bytes of room made for each read. The buffer is allocated when input arrives
+/// and released when it holds no unfinished line, so 10,000 idle sessions hold no
+/// read buffers at all.
+const READ_CHUNK: usize = 1024;
+
 /// What the reader produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
@@ -85,6 +90,8 @@ impl ReadSome for OwnedReadHalf {
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         loop {
             self.readable().await?;
+            // Room only once bytes are there: an idle session holds no buffer.
+            buf.reserve(READ_CHUNK);
             match self.try_read_buf(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -117,7 +124,7 @@ impl<R: ReadSome> LineReader<R> {
     pub fn new(inner: R, max_line: usize) -> Self {
         Self {
             inner,
-            buf: BytesMut::with_capacity(1024),
+            buf: BytesMut::new(),
             max_line,
             discarding: false,
             line_timeout: None,
@@ -154,6 +161,10 @@ impl<R: ReadSome> LineReader<R> {
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
                 let raw = self.buf.split_to(pos + 1);
+                if self.buf.is_empty() {
+                    // Nothing pipelined: let go of the buffer (also after a long line).
+                    self.buf = BytesMut::new();
+                }
                 // What is left (a pipelined next line) starts its own clock.
                 self.partial_since = (!self.buf.is_empty()).then(tokio::time::Instant::now);
                 if self.discarding {
@@ -169,7 +180,11 @@ impl<R: ReadSome> LineReader<R> {
                 self.discarding = true;
                 self.buf.advance(self.buf.len());
             }
-            self.buf.reserve(1024);
+            if !self.buf.is_empty() {
+                // Sources other than the plain socket make room themselves (a
+                // BytesMut read grows by itself).
+                self.buf.reserve(READ_CHUNK);
+            }
             let n = match (self.line_timeout, self.has_partial_line()) {
                 (Some(limit), true) => {
                     let since = *self
@@ -273,6 +288,21 @@ mod tests {
         let t = tokio::time::Instant::now();
         assert_eq!(r.next_line().await.unwrap(), Some(LineEvent::Timeout));
         assert!(t.elapsed() >= std::time::Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn buffer_is_released_between_lines() {
+        let input: &[u8] = b"NOOP\r\nPWD\r";
+        let mut r = LineReader::new(input, 4096);
+        assert_eq!(r.buf.capacity(), 0, "nothing allocated before input");
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("NOOP".into()))
+        );
+        assert!(r.buf.capacity() > 0, "the pipelined PWD stays buffered");
+        let mut r = LineReader::new(&b"NOOP\r\n"[..], 4096);
+        r.next_line().await.unwrap();
+        assert_eq!(r.buf.capacity(), 0, "an empty buffer is let go");
     }
 
     #[tokio::test]
