@@ -26,17 +26,7 @@ fn wget(home: &Path, args: &[&str]) -> (Option<i32>, String) {
     .args(args)
     .env("HOME", home)
     .env("LC_ALL", "C.UTF-8");
-    for v in [
-        "ftp_proxy",
-        "FTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-    ] {
-        cmd.env_remove(v);
-    }
+    common::no_proxy(&mut cmd);
     let (code, out, err) = run_for(&mut cmd, Duration::from_secs(45));
     (code, format!("{out}{err}"))
 }

@@ -384,15 +384,7 @@ fn curl(args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
     cmd.arg("-q")
         .args(["-sS", "-v", "--noproxy", "*", "--max-time", "40"])
         .args(args);
-    for v in [
-        "ftp_proxy",
-        "FTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "https_proxy",
-    ] {
-        cmd.env_remove(v);
-    }
+    common::no_proxy(&mut cmd);
     let out = cmd.output().expect("spawn curl");
     (
         out.status.code(),

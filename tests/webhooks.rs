@@ -321,12 +321,7 @@ fn curl_lftp_and_file_commands_send_signed_events_once() {
 #[test]
 fn events_wait_for_a_receiver_that_is_down() {
     // A port with nothing listening: connections are refused.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/hook");
+    let (port, url) = unused_hook_url();
     let gate = gate_with_hook(&url, "max_retries = 1000\nretry_max_secs = 1");
     let data = payload(123_457, 3);
     let mut c = gate.login();
@@ -369,12 +364,7 @@ fn a_permanent_refusal_is_not_retried() {
 
 #[test]
 fn a_full_queue_drops_new_events_and_counts_them() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/hook");
+    let (port, url) = unused_hook_url();
     // One event in the queue and at most one being retried: of three, at least
     // one is dropped.
     let gate = gate_with_hook(
@@ -444,12 +434,7 @@ fn server_errors_are_retried_with_the_same_event_id() {
 
 #[test]
 fn shutdown_waits_briefly_for_queued_events_then_says_what_is_lost() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/hook");
+    let (port, url) = unused_hook_url();
     let mut gate = gate_with_hook(&url, "max_retries = 1000\nretry_max_secs = 1");
     let mut c = gate.login();
     assert_eq!(c.store("STOR /s.bin", b"late").1.code, 226);
@@ -466,12 +451,7 @@ fn shutdown_waits_briefly_for_queued_events_then_says_what_is_lost() {
     drop(rx);
 
     // Nobody listening: the exit waits at most a few seconds and logs the loss.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/hook");
+    let (_, url) = unused_hook_url();
     let mut gate = gate_with_hook(&url, "max_retries = 1000\nretry_max_secs = 1");
     let mut c = gate.login();
     assert_eq!(c.store("STOR /t.bin", b"lost").1.code, 226);
@@ -481,4 +461,14 @@ fn shutdown_waits_briefly_for_queued_events_then_says_what_is_lost() {
         l.lines()
             .any(|l| l.contains("not delivered before exit") && l.contains("events=1"))
     });
+}
+
+/// A port nothing listens on (bound, then released) and its webhook URL.
+fn unused_hook_url() -> (u16, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    (port, format!("http://127.0.0.1:{port}/hook"))
 }

@@ -727,6 +727,7 @@ pub fn no_proxy(cmd: &mut Command) -> &mut Command {
         "ALL_PROXY",
         "http_proxy",
         "https_proxy",
+        "no_proxy",
     ] {
         cmd.env_remove(v);
     }
