@@ -165,8 +165,8 @@ pub struct S3Config {
     /// Incomplete multipart uploads under the prefix that are older than this many
     /// seconds are aborted at start and then periodically (a gateway process killed
     /// mid-upload cannot abort its own). 0 turns it off. Default: 86400 (24 hours).
-    /// Must exceed the longest upload any gateway sharing the prefix runs. Resumable
-    /// uploads will keep pending uploads for this same window (`resume_window_secs`).
+    /// Must exceed the longest upload any gateway sharing the prefix runs. (Resuming,
+    /// `storage.resume_window_secs`, is local-disk only: S3 keeps no pending uploads.)
     #[serde(default = "default_abort_incomplete_uploads_after_secs")]
     pub abort_incomplete_uploads_after_secs: u64,
 }
