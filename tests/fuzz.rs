@@ -210,9 +210,10 @@ proptest! {
 // Control-line codec
 // ---------------------------------------------------------------------------
 
-/// Feeds `chunks` one per read (as a socket would, never more than the buffer's
-/// spare capacity) and records in [`STATS`] the largest buffered length and
-/// capacity seen at any read.
+/// Feeds `chunks` one per read as the control socket does (room is made only once
+/// bytes are there — an idle session holds no buffer — with the socket's 1 KiB
+/// reserve; never more than the spare capacity) and records in [`STATS`] the
+/// largest buffered length and capacity seen at any read.
 struct Chunks {
     chunks: std::collections::VecDeque<Vec<u8>>,
 }
@@ -235,8 +236,13 @@ impl ReadSome for Chunks {
             if chunk.is_empty() {
                 continue;
             }
+            // `ReadSome` sources make room themselves (see the socket's impl).
+            buf.reserve(1024);
+            STATS.with(|s| {
+                let (l, c) = s.get();
+                s.set((l, c.max(buf.capacity())));
+            });
             let room = buf.capacity() - buf.len();
-            assert!(room > 0, "LineReader asked for data with no spare capacity");
             if chunk.len() > room {
                 let rest = chunk.split_off(room);
                 self.chunks.push_front(rest);
