@@ -11,7 +11,7 @@ STOR + RETR 256 KiB; 4. RSS every 10 s for 60 s after the soak.
 import asyncio, ftplib, io, os, statistics, sys, time
 
 pid, port, sessions, soak = (int(a) for a in sys.argv[1:5])
-USER, PASS = "u", "pw"
+USER, PASS = sys.argv[5], sys.argv[6]
 
 
 def rss_kib():

@@ -33,33 +33,11 @@ fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// `n` consecutive free loopback ports.
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20000 + (rand_u16() % 20000);
-        let held: Vec<_> = (base..base + n)
-            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == n as usize {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports");
-}
-
-fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    (t ^ std::process::id().wrapping_mul(2654435761)) as u16
-}
-
 /// The attack: 3 sessions send EPSV then only NOOP, holding a 3-port passive range.
 /// Their listeners expire after `data_timeout_secs`, so another user gets a port.
 #[test]
 fn pending_passive_listeners_expire_without_a_transfer() {
-    let base = free_ports(3);
+    let base = common::free_ports_on("127.0.0.1", 3);
     let g = gate(&format!(
         "data_timeout_secs = 2\n[passive]\nports = \"{base}-{}\"\n",
         base + 2

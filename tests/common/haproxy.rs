@@ -119,24 +119,7 @@ impl Replica {
 
 /// `count` consecutive ports free on the balancer address.
 pub fn free_ports(count: u16) -> u16 {
-    for _ in 0..50 {
-        let base = 20000 + (rand_u16() % 30000);
-        let held: Vec<_> = (base..base + count)
-            .map_while(|p| std::net::TcpListener::bind((LB, p)).ok())
-            .collect();
-        if held.len() == count as usize {
-            return base;
-        }
-    }
-    panic!("no free port range on {LB}");
-}
-
-fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    (t ^ std::process::id()) as u16
+    super::free_ports_on(LB, count)
 }
 
 /// The shipped `deploy/haproxy/haproxy.cfg` for `replicas` (server `rN` is

@@ -1041,3 +1041,25 @@ impl Proxy {
         self.from_upstream.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// `count` consecutive ports free on `ip` (checked by binding them all, then released).
+pub fn free_ports_on(ip: &str, count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20000 + (rand_u16() % 20000);
+        let held: Vec<_> = (base..base + count)
+            .map_while(|p| std::net::TcpListener::bind((ip, p)).ok())
+            .collect();
+        if held.len() == count as usize {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on {ip}");
+}
+
+fn rand_u16() -> u16 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    (t ^ std::process::id().wrapping_mul(2654435761)) as u16
+}
