@@ -1,5 +1,5 @@
 //! Interrupted transfers: the client resets the data connection (RST, via
-//! SO_LINGER 0 from a small python3 helper since std cannot do it) in the middle of
+//! SO_LINGER 0 through socket2, see `common::reset_data`) in the middle of
 //! a STOR or RETR. The server must answer 426/451, store nothing under the final
 //! name, leave no temporary file visible, and keep the control connection usable.
 //!
@@ -135,18 +135,12 @@ fn run_interrupted_upload(gate: &Gate, local: bool) {
 
 #[test]
 fn interrupted_upload_local() {
-    if !common::require("python3") {
-        return;
-    }
     let gate = Gate::start();
     run_interrupted_upload(&gate, true);
 }
 
 #[test]
 fn interrupted_upload_memory() {
-    if !common::require("python3") {
-        return;
-    }
     let gate = Gate::start_with(Opts {
         storage: "memory",
         ..Default::default()
@@ -156,9 +150,6 @@ fn interrupted_upload_memory() {
 
 #[test]
 fn interrupted_download() {
-    if !common::require("python3") {
-        return;
-    }
     let gate = Gate::start();
     let mut c = gate.login();
     let data = payload(16 * 1024 * 1024, 3);

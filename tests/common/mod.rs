@@ -673,39 +673,32 @@ pub fn run_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, Stri
 }
 
 /// Connects to the data port, sends `send` bytes (or reads `read` bytes), waits,
-/// then closes with SO_LINGER {1, 0} so the kernel sends RST instead of FIN.
-const RESETTER: &str = r#"
-import socket, struct, sys, time
-port, send, read = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-s = socket.create_connection(("127.0.0.1", port), 10)
-s.settimeout(10)
-if send:
-    chunk = bytes(range(256)) * 256
-    left = send
-    while left > 0:
-        n = min(left, len(chunk))
-        s.sendall(chunk[:n])
-        left -= n
-got = 0
-while got < read:
-    b = s.recv(min(65536, read - got))
-    if not b:
-        break
-    got += len(b)
-time.sleep(0.5)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-s.close()
-print("reset after sending", send, "reading", got)
-"#;
-
+/// then closes with SO_LINGER {on, 0 s} so the kernel sends RST instead of FIN: how a
+/// killed client or a middlebox ends a transfer.
 pub fn reset_data(port: u16, send: usize, read: usize) {
-    let (ok, out, err) = run(Command::new("python3")
-        .arg("-c")
-        .arg(RESETTER)
-        .arg(port.to_string())
-        .arg(send.to_string())
-        .arg(read.to_string()));
-    assert!(ok, "resetter failed: {out}\n{err}");
+    use std::io::{Read, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to data port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = socket2::Socket::from(s);
+    let chunk: Vec<u8> = (0..=255u8).cycle().take(65536).collect();
+    let mut left = send;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n]).expect("send before reset");
+        left -= n;
+    }
+    let mut got = 0;
+    let mut buf = vec![0u8; 65536];
+    while got < read {
+        match s.read(&mut buf[..(read - got).min(65536)]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
 }
 
 /// STOR `path`, send some bytes, reset. Returns the final reply.
