@@ -12,7 +12,6 @@
 //! (or PORT target) unused for `server.data_timeout_secs` is dropped, freeing its
 //! port and its `passive.max_pending` place.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,13 +25,12 @@ use crate::control::{self, ControlWrite};
 use crate::handlers::{self, Ctx, Outcome, TransferEnd};
 use crate::liveness::ControlWatch;
 use crate::protocol::codec::{LineEvent, LineReader};
-use crate::protocol::{command, Command, Reply};
+use crate::protocol::core::{Action, ControlCore, Done, Input, Limits, Started};
+use crate::protocol::{Command, Reply};
 use crate::server::Shared;
 use crate::session::Session;
 
-/// Commands that may wait for a running transfer to end.
-const MAX_QUEUED: usize = 32;
-
+/// A transfer or HASH job running beside the control channel.
 struct Running {
     handle: JoinHandle<TransferEnd>,
     cancel: CancellationToken,
@@ -48,39 +46,6 @@ struct Running {
     /// A data transfer (false: a HASH job, which is not a transfer in the log and
     /// metrics).
     transfer: bool,
-}
-
-/// Per-session command rate limit: a token bucket holding `2 × rate` tokens,
-/// refilled at `rate` per second; an empty bucket delays the next command.
-struct RateLimit {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(per_sec: u32) -> Option<Self> {
-        (per_sec > 0).then(|| Self {
-            rate: f64::from(per_sec),
-            tokens: f64::from(per_sec) * 2.0,
-            last: Instant::now(),
-        })
-    }
-
-    /// How long to wait before the next command may run.
-    fn take(&mut self) -> Duration {
-        let now = Instant::now();
-        let burst = self.rate * 2.0;
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
-        self.last = now;
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
-        }
-    }
 }
 
 /// Serves one control connection until QUIT, EOF, timeout, error or shutdown.
@@ -119,7 +84,6 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     };
     let mut reader = LineReader::new(rd, cfg.max_line)
         .with_line_timeout(Duration::from_secs(cfg.command_line_timeout_secs.max(1)));
-    let mut rate = RateLimit::new(cfg.max_commands_per_sec);
     if send(
         &mut wr,
         &Reply::new(220, shared.config.server.greeting.clone()),
@@ -129,184 +93,108 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     {
         return;
     }
-    let idle = Duration::from_secs(shared.config.server.idle_timeout_secs);
-    let mut data = None;
-    let mut running: Option<Running> = None;
-    let mut queued: VecDeque<Command> = VecDeque::new();
-    let mut commands_seen = 0u64;
+    let limits = Limits {
+        idle: Duration::from_secs(cfg.idle_timeout_secs),
+        login: (cfg.login_timeout_secs > 0).then(|| Duration::from_secs(cfg.login_timeout_secs)),
+        data: Duration::from_secs(cfg.data_timeout_secs),
+        commands_per_sec: cfg.max_commands_per_sec,
+    };
     let begun = Instant::now();
+    let mut core: ControlCore<Running> = ControlCore::new(limits, begun);
+    let mut data = None;
     let totals = session.totals.clone();
-    // A pending data endpoint expires `data_timeout_secs` after PASV/EPSV/PORT/EPRT
-    // set it up, whatever else the client sends meanwhile.
-    let data_timeout = Duration::from_secs(cfg.data_timeout_secs);
-    let mut data_expires: Option<Instant> = None;
-    // Until a login succeeds (again after REIN), `login_timeout_secs` from the
-    // greeting; NOOP and failed logins do not extend it.
-    let login_limit =
-        (cfg.login_timeout_secs > 0).then(|| Duration::from_secs(cfg.login_timeout_secs));
-    let mut login_deadline = login_limit.map(|d| Instant::now() + d);
-    // QUIT was read while a transfer ran (RFC 959 §4.1.1: it may finish).
-    let mut quit_seen = false;
 
-    loop {
-        if running.is_none() {
-            if let Some(cmd) = queued.pop_front() {
-                let sets_data = matches!(
-                    cmd,
-                    Command::Pasv | Command::Epsv(_) | Command::Port(_) | Command::Eprt(_)
-                );
-                let step = Box::pin(run_command(
-                    cmd,
-                    &mut session,
-                    &shared,
-                    &mut data,
-                    &control,
-                    &mut wr,
-                ))
-                .await;
-                if data.is_none() {
-                    data_expires = None;
-                } else if sets_data {
-                    data_expires = Some(Instant::now() + data_timeout);
-                }
-                if session.user().is_some() {
-                    login_deadline = None;
-                } else if login_deadline.is_none() {
-                    login_deadline = login_limit.map(|d| Instant::now() + d);
-                }
-                match step {
-                    Step::Continue => {}
-                    Step::Started(r) => running = Some(r),
-                    Step::Close => break,
-                    Step::StartTls => {
-                        if !Box::pin(upgrade(&mut reader, &mut wr, &shared, &mut session)).await {
-                            break;
-                        }
-                    }
-                }
-                continue;
+    'session: loop {
+        if let Some(cmd) = core.next_command() {
+            let step = Box::pin(run_command(
+                cmd,
+                &mut session,
+                &shared,
+                &mut data,
+                &control,
+                &mut wr,
+            ))
+            .await;
+            let (started, close, start_tls) = match step {
+                Step::Continue => (None, false, false),
+                Step::Started(r) => (Some(r), false, false),
+                Step::Close => (None, true, false),
+                Step::StartTls => (None, false, true),
+            };
+            core.command_done(
+                Instant::now(),
+                Done {
+                    data_pending: data.is_some(),
+                    logged_in: session.user().is_some(),
+                    started: started.map(|r| Started {
+                        verb: r.verb.clone(),
+                        path: r.path.clone(),
+                        handle: r,
+                    }),
+                },
+            );
+            if close {
+                break;
             }
+            if start_tls && !Box::pin(upgrade(&mut reader, &mut wr, &shared, &mut session)).await {
+                break;
+            }
+            continue;
         }
-        tokio::select! {
+        let running = core.running();
+        let deadline = core.next_deadline();
+        let actions = tokio::select! {
             line = reader.next_line() => {
-                let cmd = match line {
-                    Ok(Some(LineEvent::Line(l))) if commands_seen == 0 && command::looks_like_http(&l) => {
-                        // Cross-protocol request (a browser or an HTTP tool pointed
-                        // at the FTP port): answer once and close.
-                        tracing::info!("HTTP request on the FTP port, closing");
-                        let _ = send(&mut wr, &Reply::new(500, "This is an FTP server, not HTTP; closing")).await;
-                        break;
-                    }
-                    Ok(Some(LineEvent::Line(l))) => command::parse(&l),
-                    Ok(Some(LineEvent::TooLong)) => {
-                        tracing::info!("command line too long");
-                        if send(&mut wr, &Reply::new(500, "Command line too long")).await.is_err() { break; }
-                        continue;
-                    }
-                    Ok(Some(LineEvent::Timeout)) => {
-                        tracing::info!("unfinished command line timed out");
-                        let _ = send(&mut wr, &Reply::new(421, "Command line not completed in time, closing")).await;
-                        break;
-                    }
-                    Ok(None) | Err(_) => {
-                        if commands_seen == 0 {
-                            // Load balancer TCP health checks connect and close: not an error.
-                            tracing::debug!("connection closed before any command");
-                        } else {
-                            tracing::info!("client closed the control connection");
-                        }
-                        break;
-                    }
+                let input = match line {
+                    Ok(Some(LineEvent::Line(l))) => Input::Line(l),
+                    Ok(Some(LineEvent::TooLong)) => Input::TooLong,
+                    Ok(Some(LineEvent::Timeout)) => Input::LineTimeout,
+                    Ok(None) | Err(_) => Input::Closed,
                 };
-                commands_seen += 1;
-                tracing::debug!(verb = cmd.verb(), "command");
-                if let Some(rl) = rate.as_mut() {
-                    let wait = rl.take();
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
+                core.input(Instant::now(), input)
+            }
+            res = transfer_end(core.transfer_mut()), if running => {
+                if let Some(r) = core.transfer_ended(Instant::now()) {
+                    let end = res.unwrap_or_else(|_| failed_end());
+                    log_end(&shared, &r, &end);
+                    if send(&mut wr, &end.reply).await.is_err() {
+                        break 'session;
                     }
                 }
-                if let Some(r) = running.as_ref() {
-                    match cmd {
-                        Command::Abor => {
-                            // RFC 959 §4.1.3: the transfer's own reply (426 when cut
-                            // short), then 226 for the ABOR itself.
-                            let r = running.take().expect("checked above");
-                            r.cancel.cancel();
-                            data = None;
-                            let end = finish(&shared, r).await;
-                            if send(&mut wr, &end.reply).await.is_err() { break; }
-                            shared.metrics.command("ABOR", 226);
-                            if send(&mut wr, &Reply::new(226, "ABOR successful")).await.is_err() { break; }
-                        }
-                        Command::Stat(None) => {
-                            let secs = r.started.elapsed().as_secs();
-                            let reply = Reply::multi(211, "ftpgate status:", vec![
-                                format!(" {} {} in progress for {secs} s", r.verb, r.path),
-                            ], "End of status");
-                            if send(&mut wr, &reply).await.is_err() { break; }
-                        }
-                        other => {
-                            if matches!(other, Command::Quit) {
-                                quit_seen = true;
-                                signal.quit();
-                            }
-                            if queued.len() >= MAX_QUEUED {
-                                if send(&mut wr, &Reply::new(421, "Too many commands during a transfer")).await.is_err() { break; }
-                                break;
-                            }
-                            queued.push_back(other);
-                        }
+                Vec::new()
+            }
+            _ = shared.hard_stop.cancelled(), if running => core.hard_stop(),
+            _ = until(deadline), if deadline.is_some() => core.timer(Instant::now()),
+            _ = crate::server::drained(&shared), if !running => core.draining(),
+        };
+        for action in actions {
+            match action {
+                Action::Send(r) => {
+                    if send(&mut wr, &r).await.is_err() {
+                        break 'session;
                     }
-                    continue;
                 }
-                // No transfer runs, so the queue is empty: the top of the loop runs
-                // this command now (one place runs commands).
-                queued.push_back(cmd);
-            }
-            // The async block is only polled when the guard holds.
-            res = async { (&mut running.as_mut().expect("guarded by is_some").handle).await }, if running.is_some() => {
-                let r = running.take().expect("guarded by is_some");
-                let end = res.unwrap_or_else(|_| TransferEnd { reply: Reply::new(451, "Transfer failed"), bytes: 0, sha256: None });
-                log_end(&shared, &r, &end);
-                if send(&mut wr, &end.reply).await.is_err() { break; }
-            }
-            _ = shared.hard_stop.cancelled(), if running.is_some() => {
-                // The shutdown grace period is over: cut the transfer (an upload is
-                // aborted, never committed half), then close.
-                let r = running.take().expect("guarded by is_some");
-                r.cancel.cancel();
-                let end = finish(&shared, r).await;
-                let _ = send(&mut wr, &end.reply).await;
-                let _ = send(&mut wr, &Reply::new(421, "Server shutting down")).await;
-                break;
-            }
-            _ = until(data_expires), if data.is_some() && data_expires.is_some() => {
-                // Closes the listener: its port and max_pending place are free again.
-                tracing::info!("pending data connection unused for server.data_timeout_secs, closed");
-                data = None;
-                data_expires = None;
-            }
-            _ = until(login_deadline), if login_deadline.is_some() && session.user().is_none() => {
-                tracing::info!("no login within server.login_timeout_secs, closing");
-                let _ = send(&mut wr, &Reply::new(421, "Login timeout, closing control connection")).await;
-                break;
-            }
-            _ = tokio::time::sleep(idle), if running.is_none() => {
-                tracing::info!("idle timeout");
-                let _ = send(&mut wr, &Reply::new(421, "Idle timeout, closing control connection")).await;
-                break;
-            }
-            _ = crate::server::drained(&shared), if running.is_none() => {
-                let _ = send(&mut wr, &Reply::new(421, "Server shutting down")).await;
-                break;
+                Action::Delay(d) => tokio::time::sleep(d).await,
+                Action::Abort(r) => {
+                    // RFC 959 §4.1.3: the transfer's own reply (426 when cut short).
+                    r.cancel.cancel();
+                    data = None;
+                    let end = finish(&shared, r).await;
+                    if send(&mut wr, &end.reply).await.is_err() {
+                        break 'session;
+                    }
+                }
+                Action::Count(verb, code) => shared.metrics.command(verb, code),
+                Action::QuitSeen => signal.quit(),
+                Action::DropData => data = None,
+                Action::Close => break 'session,
             }
         }
     }
     // Uploads ending now are not committed unless QUIT came first (`liveness`).
     signal.closed();
-    if let Some(r) = running.take() {
-        if quit_seen {
+    if let Some(r) = core.take_running() {
+        if core.quit_seen() {
             // RFC 959 §4.1.1 QUIT: "If file transfer is in progress, the connection
             // will remain open for result response and the server will then close
             // it" — unless the shutdown grace period ends first.
@@ -339,7 +227,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         ($level:ident) => {
             tracing::$level!(
                 duration_ms = begun.elapsed().as_millis() as u64,
-                commands = commands_seen,
+                commands = core.commands_seen(),
                 bytes_in,
                 bytes_out,
                 files_in,
@@ -349,7 +237,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         };
     }
     // A load balancer's TCP health check sends no command: debug, like its close.
-    if commands_seen == 0 {
+    if core.commands_seen() == 0 {
         session_ended!(debug);
     } else {
         session_ended!(info);
@@ -485,13 +373,26 @@ async fn reply_or_close(wr: &mut ControlWrite, r: &Reply) -> Step {
     }
 }
 
-/// Awaits a transfer task and logs its end.
-async fn finish(shared: &Shared, mut r: Running) -> TransferEnd {
-    let end = (&mut r.handle).await.unwrap_or_else(|_| TransferEnd {
+/// The end of a transfer task that panicked or was cancelled by the runtime.
+fn failed_end() -> TransferEnd {
+    TransferEnd {
         reply: Reply::new(451, "Transfer failed"),
         bytes: 0,
         sha256: None,
-    });
+    }
+}
+
+/// The running transfer's end; pending forever without one.
+async fn transfer_end(r: Option<&mut Running>) -> Result<TransferEnd, tokio::task::JoinError> {
+    match r {
+        Some(r) => (&mut r.handle).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Awaits a transfer task and logs its end.
+async fn finish(shared: &Shared, mut r: Running) -> TransferEnd {
+    let end = (&mut r.handle).await.unwrap_or_else(|_| failed_end());
     log_end(shared, &r, &end);
     end
 }

@@ -5,8 +5,11 @@
 //! - [`protocol::codec`]: control-channel bytes → lines (length limit, Telnet IAC).
 //! - [`protocol::command`]: line → typed [`protocol::Command`] (pure parser).
 //! - [`session`]: per-connection state (login, cwd, TYPE, REST, RNFR), no sockets.
-//! - [`connection`]: the control loop: login gate, dispatch, replies, ABOR/STAT
-//!   during a transfer, idle timeout.
+//! - [`protocol::core`]: the control connection's decisions as a pure state machine
+//!   (command queue behind a transfer, ABOR/STAT during it, login/idle/data
+//!   timers, rate limit, shutdown), unit-tested without sockets or sleeps.
+//! - [`connection`]: the thin shell around it: reads lines, runs commands through
+//!   the login gate and dispatch, performs the core's actions with tokio.
 //! - [`liveness`]: whether the client of an ending upload is still there (a
 //!   killed client's upload is never committed).
 //! - [`handlers`]: one module per verb family (login, navigation, files, data
