@@ -1,16 +1,10 @@
-//! One control connection: read lines, gate on login, dispatch, write replies, and
-//! run at most one data transfer beside the control channel.
-//!
-//! While a transfer runs, the control channel is still read: ABOR cancels it (426
-//! for the transfer, then 226 for ABOR — RFC 959 §4.1.3), STAT answers at once, and
-//! every other command waits in a short queue until the transfer's final reply has
-//! been sent, as RFC 959 §5.4 sequencing requires. A HASH that reads a file runs
-//! the same way (one transfer or digest at a time per session).
-//!
-//! Limits no command can extend: a session that has not logged in is closed after
-//! `server.login_timeout_secs` whatever it sends, and a pending passive listener
-//! (or PORT target) unused for `server.data_timeout_secs` is dropped, freeing its
-//! port and its `passive.max_pending` place.
+//! One control connection, as a thin shell around [`crate::protocol::core`]: it
+//! reads lines, runs the commands the core hands out (login gate, dispatch,
+//! replies), runs at most one data transfer beside the control channel, and
+//! performs the core's actions with tokio (send, delay, cut the transfer, drop
+//! the data endpoint, close). Every decision — the queue behind a transfer, ABOR
+//! and STAT during it (RFC 959 §4.1.3, §5.4), the login, idle and data timers,
+//! the rate limit, shutdown — is the core's and unit-tested there.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
