@@ -144,11 +144,13 @@ impl LoginCache {
     }
 
     /// Number of entries held (expired ones included until they are purged).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// True when no entry is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
