@@ -146,7 +146,7 @@ fn required_mode_refuses_plaintext() {
     assert_eq!(c.cmd("PWD").code, 530);
     assert_eq!(c.cmd("PASV").code, 530);
     assert_eq!(c.cmd("RETR x").code, 530);
-    std::thread::sleep(Duration::from_millis(200));
+    g.log_barrier();
     assert!(
         !g.logs().contains("login failed"),
         "a plaintext password was checked:\n{}",

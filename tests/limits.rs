@@ -285,7 +285,7 @@ fn hash_stops_when_the_client_disconnects() {
     sparse(&g, "huge.bin", 64 << 30);
     let mut c = g.login();
     c.send_raw(b"XMD5 huge.bin\r\n");
-    std::thread::sleep(Duration::from_millis(300));
+    g.wait_logs("XMD5 running", |l| l.contains("verb=\"XMD5\""));
     drop(c);
     g.wait_log("hash cancelled");
     // Nothing hashes on: the process uses (almost) no CPU over the next 2 s.
@@ -307,7 +307,7 @@ fn abor_stops_hash_and_hash_holds_the_transfer_slot() {
     sparse(&g, "huge.bin", 64 << 30);
     let mut c = g.login();
     c.send_raw(b"HASH huge.bin\r\nNOOP\r\n");
-    std::thread::sleep(Duration::from_millis(300));
+    g.wait_logs("HASH running", |l| l.contains("verb=\"HASH\""));
     c.send_raw(b"ABOR\r\n");
     let r = c.read();
     assert_eq!(r.code, 426, "{r:?}");

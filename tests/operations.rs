@@ -271,8 +271,11 @@ fn proxy_health_checks_and_bad_peers_are_quiet_and_refused() {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
-    std::thread::sleep(Duration::from_millis(300));
-    let logs = g.logs();
+    let peer = format!("peer={}", s.local_addr().unwrap());
+    let logs = g.wait_logs("the refused connection", |l| {
+        l.lines()
+            .any(|x| x.contains("no valid PROXY header") && x.contains(&peer))
+    });
     assert!(
         quiet(&logs).is_empty(),
         "health checks logged warnings:\n{logs}"

@@ -239,6 +239,19 @@ impl Gate {
         }
     }
 
+    /// A positive signal before checking that something did *not* happen: opens
+    /// a new control connection and waits until the server's log shows it. The
+    /// server writes its log in order, so once that event is read, every event of
+    /// the commands answered before this call is in the returned log.
+    pub fn log_barrier(&self) -> String {
+        let mut s = TcpStream::connect(self.addr).expect("barrier connection");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut greeting = [0u8; 3];
+        s.read_exact(&mut greeting).expect("barrier greeting");
+        let peer = format!("peer={}", s.local_addr().unwrap());
+        self.wait_logs("the barrier connection", |l| l.contains(&peer))
+    }
+
     /// Sends SIGTERM and waits for exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
@@ -676,7 +689,6 @@ pub fn run_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, Stri
 /// then closes with SO_LINGER {on, 0 s} so the kernel sends RST instead of FIN: how a
 /// killed client or a middlebox ends a transfer.
 pub fn reset_data(port: u16, send: usize, read: usize) {
-    use std::io::{Read, Write};
     let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to data port");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
