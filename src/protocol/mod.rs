@@ -8,4 +8,4 @@ pub mod core;
 pub mod reply;
 
 pub use command::{Command, EpsvArg, Password, TransferType};
-pub use reply::Reply;
+pub use reply::{code, Reply};

@@ -6,6 +6,103 @@
 
 use std::fmt;
 
+/// Reply codes by their RFC 959 §4.2.2 meaning (and the extensions that add
+/// codes), so that handlers name what they answer instead of writing numbers.
+pub mod code {
+    /// 110: Restart marker reply (RFC 959 §4.2.2).
+    pub const RESTART_MARKER: u16 = 110;
+    /// 120: Service ready in nnn minutes.
+    pub const SERVICE_READY_IN: u16 = 120;
+    /// 125: Data connection already open; transfer starting.
+    pub const DATA_ALREADY_OPEN: u16 = 125;
+    /// 150: File status okay; about to open data connection.
+    pub const OPENING_DATA: u16 = 150;
+    /// 200: Command okay.
+    pub const COMMAND_OK: u16 = 200;
+    /// 202: Command not implemented, superfluous at this site.
+    pub const SUPERFLUOUS: u16 = 202;
+    /// 211: System status, or system help reply.
+    pub const SYSTEM_STATUS: u16 = 211;
+    /// 212: Directory status.
+    pub const DIRECTORY_STATUS: u16 = 212;
+    /// 213: File status (also SIZE and MDTM, RFC 3659).
+    pub const FILE_STATUS: u16 = 213;
+    /// 214: Help message.
+    pub const HELP: u16 = 214;
+    /// 215: NAME system type.
+    pub const SYSTEM_TYPE: u16 = 215;
+    /// 220: Service ready for new user.
+    pub const SERVICE_READY: u16 = 220;
+    /// 221: Service closing control connection.
+    pub const CLOSING_CONTROL: u16 = 221;
+    /// 225: Data connection open; no transfer in progress.
+    pub const DATA_OPEN: u16 = 225;
+    /// 226: Closing data connection; requested file action successful.
+    pub const CLOSING_DATA: u16 = 226;
+    /// 227: Entering Passive Mode (h1,h2,h3,h4,p1,p2).
+    pub const ENTERING_PASSIVE: u16 = 227;
+    /// 229: Entering Extended Passive Mode (RFC 2428 §3).
+    pub const ENTERING_EXTENDED_PASSIVE: u16 = 229;
+    /// 230: User logged in, proceed.
+    pub const LOGGED_IN: u16 = 230;
+    /// 234: Security data exchange complete: AUTH accepted (RFC 2228 §4, RFC 4217).
+    pub const SECURITY_EXCHANGE_OK: u16 = 234;
+    /// 250: Requested file action okay, completed.
+    pub const FILE_ACTION_OK: u16 = 250;
+    /// 257: "PATHNAME" created (also the PWD reply).
+    pub const PATH_CREATED: u16 = 257;
+    /// 331: User name okay, need password.
+    pub const NEED_PASSWORD: u16 = 331;
+    /// 332: Need account for login.
+    pub const NEED_ACCOUNT: u16 = 332;
+    /// 350: Requested file action pending further information (RNFR, REST).
+    pub const PENDING_FURTHER_INFO: u16 = 350;
+    /// 421: Service not available, closing control connection.
+    pub const SERVICE_NOT_AVAILABLE: u16 = 421;
+    /// 425: Can't open data connection.
+    pub const CANT_OPEN_DATA: u16 = 425;
+    /// 426: Connection closed; transfer aborted.
+    pub const TRANSFER_ABORTED: u16 = 426;
+    /// 450: Requested file action not taken: file unavailable (e.g. busy).
+    pub const FILE_BUSY: u16 = 450;
+    /// 451: Requested action aborted: local error in processing.
+    pub const LOCAL_ERROR: u16 = 451;
+    /// 452: Requested action not taken: insufficient storage space in system.
+    pub const INSUFFICIENT_STORAGE: u16 = 452;
+    /// 500: Syntax error, command unrecognized (also: line too long).
+    pub const SYNTAX_ERROR: u16 = 500;
+    /// 501: Syntax error in parameters or arguments.
+    pub const ARGUMENT_SYNTAX_ERROR: u16 = 501;
+    /// 502: Command not implemented.
+    pub const NOT_IMPLEMENTED: u16 = 502;
+    /// 503: Bad sequence of commands.
+    pub const BAD_SEQUENCE: u16 = 503;
+    /// 504: Command not implemented for that parameter.
+    pub const NOT_IMPLEMENTED_FOR_PARAMETER: u16 = 504;
+    /// 521: Data connection cannot be opened with this PROT setting (RFC 4217 §9).
+    pub const PROT_REQUIRED: u16 = 521;
+    /// 522: Network protocol not supported (RFC 2428 §2, EPRT).
+    pub const PROTOCOL_NOT_SUPPORTED: u16 = 522;
+    /// 530: Not logged in.
+    pub const NOT_LOGGED_IN: u16 = 530;
+    /// 532: Need account for storing files.
+    pub const NEED_ACCOUNT_FOR_STORING: u16 = 532;
+    /// 534: Request denied for policy reasons (RFC 2228 §5).
+    pub const POLICY_REFUSED: u16 = 534;
+    /// 536: Requested PROT level not supported by mechanism (RFC 2228 §5).
+    pub const PROT_NOT_SUPPORTED: u16 = 536;
+    /// 550: Requested action not taken: file unavailable (not found, no access).
+    pub const FILE_UNAVAILABLE: u16 = 550;
+    /// 551: Requested action aborted: page type unknown.
+    pub const PAGE_TYPE_UNKNOWN: u16 = 551;
+    /// 552: Requested file action aborted: exceeded storage allocation.
+    pub const EXCEEDED_STORAGE: u16 = 552;
+    /// 553: Requested action not taken: file name not allowed.
+    pub const NAME_NOT_ALLOWED: u16 = 553;
+    /// 554: Requested action not taken: invalid REST parameter (RFC 3659 §5.5).
+    pub const INVALID_REST: u16 = 554;
+}
+
 /// One reply to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
