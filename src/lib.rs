@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod auth_hook;
 pub mod bans;
 pub mod checksum;
 pub mod config;

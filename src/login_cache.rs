@@ -27,7 +27,7 @@ const BLOCK: usize = 64;
 
 /// HMAC-SHA256 of the length-prefixed `parts` (RFC 2104, RFC 4231). Each part is
 /// preceded by its length, so ("ab", "c") and ("a", "bc") differ.
-fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     let mut k = [0u8; BLOCK];
     k[..32].copy_from_slice(key);
     hmac_raw(&k, parts, true)

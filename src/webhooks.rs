@@ -142,7 +142,7 @@ impl WebhookConfig {
 }
 
 /// Reads a secret file; surrounding whitespace (a trailing newline) is ignored.
-fn read_secret(f: &std::path::Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_secret(f: &std::path::Path) -> Result<Vec<u8>, String> {
     let s = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
     let t = String::from_utf8_lossy(&s).trim().as_bytes().to_vec();
     if t.is_empty() {
