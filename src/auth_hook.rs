@@ -431,16 +431,30 @@ impl AuthHook {
                 format!("sha256={}", crate::webhooks::sign(k, &body)),
             );
         }
-        let mut resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+        let mut resp = req.body(body).send().await.map_err(|e| self.why(&e))?;
         let status = resp.status().as_u16();
         let mut got = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.why(&e))? {
             if got.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(format!("answer longer than {MAX_ANSWER_BYTES} bytes"));
             }
             got.extend_from_slice(&chunk);
         }
         Ok((status, got))
+    }
+
+    /// A request error with its causes (`connection refused`), or the timeout.
+    fn why(&self, e: &reqwest::Error) -> String {
+        if e.is_timeout() {
+            return format!("no answer within {:?}", self.timeout);
+        }
+        let mut out = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            out.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        out
     }
 
     /// The `[[users]]` entry of a 200 answer for login `name`, validated as a
