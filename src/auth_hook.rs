@@ -281,6 +281,7 @@ pub struct AuthHook {
     placeholder_hash: String,
     storage: Arc<dyn StorageBackend>,
     backends: HashMap<String, Arc<dyn StorageBackend>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AuthHook {
@@ -291,6 +292,7 @@ impl AuthHook {
         c: &AuthHookConfig,
         storage: Arc<dyn StorageBackend>,
         backends: HashMap<String, Arc<dyn StorageBackend>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
         c.validate()?;
         let secret = match &c.secret_file {
@@ -328,6 +330,7 @@ impl AuthHook {
             placeholder_hash,
             storage,
             backends,
+            metrics,
         })
     }
 
@@ -341,26 +344,37 @@ impl AuthHook {
         self.cache.clear();
     }
 
+    fn count(&self, result: &'static str) {
+        self.metrics
+            .auth_hook
+            .get_or_create(&crate::metrics::ResultLabel { result })
+            .inc();
+    }
+
     /// Checks a login with the hook (or the cache); `None` when denied or when
     /// the hook failed (logged with the reason, never the password).
     pub async fn login(&self, name: &str, password: &str, info: &LoginInfo) -> Option<Arc<User>> {
         let now = Instant::now();
         if let Some(u) = self.cache.get(name, password, info, now) {
             tracing::debug!(user = name, "auth hook not asked: login recently allowed");
+            self.count("cached");
             return Some(u);
         }
         match self.ask(name, password, info).await {
             Verdict::Allow(u) => {
                 tracing::debug!(user = name, home = %u.home, "auth hook allowed the login");
+                self.count("allowed");
                 self.cache.put(name, password, info, u.clone(), now);
                 Some(u)
             }
             Verdict::Deny(status) => {
                 tracing::info!(user = name, status, "auth hook denied the login");
+                self.count("denied");
                 None
             }
             Verdict::Fail(why) => {
                 tracing::warn!(user = name, error = %why, "auth hook failed: login refused (fail closed)");
+                self.count("failed");
                 None
             }
         }
@@ -495,7 +509,7 @@ mod tests {
             ..Default::default()
         };
         let mem: Arc<dyn StorageBackend> = Arc::new(ftpgate_backend_memory::MemoryBackend::new());
-        AuthHook::new(cfg, &c, mem, HashMap::new()).unwrap()
+        AuthHook::new(cfg, &c, mem, HashMap::new(), Arc::default()).unwrap()
     }
 
     #[test]
@@ -581,8 +595,12 @@ mod tests {
             ..a
         };
         assert!(c.get("bob", "pw", &other_ip, t).is_none());
-        assert!(c.get("bob", "pw", &LoginInfo { tls: true, ..a }, t).is_none());
-        assert!(c.get("bob", "pw", &a, t + Duration::from_secs(60)).is_none());
+        assert!(c
+            .get("bob", "pw", &LoginInfo { tls: true, ..a }, t)
+            .is_none());
+        assert!(c
+            .get("bob", "pw", &a, t + Duration::from_secs(60))
+            .is_none());
         assert!(c.is_empty(), "expired entry dropped");
         for (i, n) in ["u1", "u2", "u3"].iter().enumerate() {
             c.put(n, "pw", &a, user(n), t + Duration::from_secs(i as u64));

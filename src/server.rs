@@ -265,8 +265,14 @@ impl Server {
             .with_login_cache(Duration::from_secs(config.server.login_cache_secs));
         let auth = match &config.auth_hook {
             Some(h) => auth.with_hook(
-                crate::auth_hook::AuthHook::new(&config, h, storage.clone(), backends.clone())
-                    .map_err(anyhow::Error::msg)?,
+                crate::auth_hook::AuthHook::new(
+                    &config,
+                    h,
+                    storage.clone(),
+                    backends.clone(),
+                    metrics.clone(),
+                )
+                .map_err(anyhow::Error::msg)?,
             ),
             None => auth,
         };

@@ -54,6 +54,7 @@ fn gate(url: &str, hook: &str, server: &str) -> Gate {
         std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n{server}\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
              [storage]\nkind = \"local\"\nroot = \"{}\"\n\
              [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n\
              [auth_hook]\nurl = \"{url}\"\nsecret_file = \"{}\"\ntimeout_ms = 1500\n{hook}\n\
@@ -76,6 +77,15 @@ fn pass(g: &Gate, user: &str, pw: &str) -> u16 {
     let mut c = g.ctl();
     assert_eq!(c.cmd(&format!("USER {user}")).code, 331);
     c.cmd(&format!("PASS {pw}")).code
+}
+
+/// `ftpgate_auth_hook_logins_total{result}`.
+fn hook_metric(g: &Gate, result: &str) -> f64 {
+    let text = http_get(g.logged_addr("http endpoint bound"), "/metrics").1;
+    metric(
+        &text,
+        &format!("ftpgate_auth_hook_logins_total{{result=\"{result}\"}}"),
+    )
 }
 
 /// Requests the hook got for `user`.
@@ -107,7 +117,11 @@ fn hook_users_land_in_their_home_with_their_permissions() {
     std::fs::write(&src, &data).unwrap();
 
     // curl as the hook user alice: upload, then download, into /hooked/alice.
-    let (code, _, err) = curl(&["-T", src.to_str().unwrap(), &ftp_url(&g, "alice", "/up.bin")]);
+    let (code, _, err) = curl(&[
+        "-T",
+        src.to_str().unwrap(),
+        &ftp_url(&g, "alice", "/up.bin"),
+    ]);
     assert_eq!(code, Some(0), "curl upload: {err}\n{}", tail(&g.logs(), 40));
     assert_eq!(sha_file(&g.root().join("hooked/alice/up.bin")), sha(&data));
     let down = work.path().join("down.bin");
@@ -178,6 +192,9 @@ fn denials_and_hook_failures_refuse_the_login() {
         g.wait_log(why);
         assert_eq!(asked(&rx, user), 1, "{user}");
     }
+    assert_eq!(hook_metric(&g, "denied"), 2.0);
+    assert_eq!(hook_metric(&g, "failed"), 4.0);
+    assert_eq!(hook_metric(&g, "allowed"), 0.0);
     // The refused home was never created, inside or outside the root.
     assert!(!g.root().join("etc").exists());
     assert!(!g.dir.path().join("etc").exists());
@@ -192,10 +209,7 @@ fn denials_and_hook_failures_refuse_the_login() {
     assert_eq!(pass(&g, "alice", "alice pw"), 230);
 
     // A hook that is down: nothing listens on its port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::receiver::unused_port();
     let down = gate(&format!("http://127.0.0.1:{port}/auth"), "", "");
     assert_eq!(pass(&down, "alice", "alice pw"), 530);
     down.wait_log("auth hook failed: login refused (fail closed)");
@@ -209,6 +223,8 @@ fn allowed_logins_are_cached_wrong_passwords_are_not() {
     assert_eq!(pass(&g, "alice", "alice pw"), 230);
     g.wait_log("auth hook not asked: login recently allowed");
     assert_eq!(asked(&rx, "alice"), 1, "second login asked the hook");
+    assert_eq!(hook_metric(&g, "allowed"), 1.0);
+    assert_eq!(hook_metric(&g, "cached"), 1.0);
     // A wrong password for the cached user goes to the hook and fails.
     assert_eq!(pass(&g, "alice", "alice pwX"), 530);
     assert_eq!(asked(&rx, "alice"), 2);

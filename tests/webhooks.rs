@@ -332,10 +332,6 @@ fn shutdown_waits_briefly_for_queued_events_then_says_what_is_lost() {
 
 /// A port nothing listens on (bound, then released) and its webhook URL.
 fn unused_hook_url() -> (u16, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::receiver::unused_port();
     (port, format!("http://127.0.0.1:{port}/hook"))
 }

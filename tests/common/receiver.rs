@@ -173,6 +173,16 @@ fn read_request(s: &TcpStream) -> Option<Req> {
     })
 }
 
+/// A loopback port nothing listens on (bound, then released): connections to
+/// it are refused.
+pub fn unused_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// HMAC-SHA256 hex of `body` with the secret file's key, computed by Python (an
 /// implementation independent of the server's).
 pub fn python_hmac(dir: &Path, secret_file: &Path, body: &[u8]) -> String {
