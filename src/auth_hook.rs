@@ -177,8 +177,11 @@ pub struct HookCache {
     key: [u8; 32],
     ttl: Duration,
     max: usize,
-    entries: Mutex<HashMap<[u8; 32], (Arc<User>, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], Cached>>,
 }
+
+/// A cached allowed login: the user and when the hook allowed it.
+type Cached = (Arc<User>, Instant);
 
 impl HookCache {
     /// A cache keeping allowed logins for `ttl` (zero: off), at most `max`.
