@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ftpgate_storage::StorageBackend;
@@ -175,22 +175,15 @@ pub enum Verdict {
 /// oldest entry going first.
 pub struct HookCache {
     key: [u8; 32],
-    ttl: Duration,
-    max: usize,
-    entries: Mutex<HashMap<[u8; 32], Cached>>,
+    entries: crate::login_cache::Timed<Arc<User>>,
 }
-
-/// A cached allowed login: the user and when the hook allowed it.
-type Cached = (Arc<User>, Instant);
 
 impl HookCache {
     /// A cache keeping allowed logins for `ttl` (zero: off), at most `max`.
     pub fn new(ttl: Duration, max: usize) -> Self {
         Self {
             key: rand::random(),
-            ttl,
-            max,
-            entries: Mutex::new(HashMap::new()),
+            entries: crate::login_cache::Timed::new(ttl, max),
         }
     }
 
@@ -216,51 +209,24 @@ impl HookCache {
         info: &LoginInfo,
         now: Instant,
     ) -> Option<Arc<User>> {
-        if self.ttl.is_zero() || self.max == 0 {
-            return None;
-        }
         let k = self.entry_key(user, password, info);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get(&k) {
-            Some((u, at)) if now.saturating_duration_since(*at) < self.ttl => Some(u.clone()),
-            Some(_) => {
-                entries.remove(&k);
-                None
-            }
-            None => None,
-        }
+        self.entries.get(&k, now, |_| true)
     }
 
     /// Remembers an allowed login at `now`.
     pub fn put(&self, user: &str, password: &str, info: &LoginInfo, u: Arc<User>, now: Instant) {
-        if self.ttl.is_zero() || self.max == 0 {
-            return;
-        }
         let k = self.entry_key(user, password, info);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.max && !entries.contains_key(&k) {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
-            if entries.len() >= self.max {
-                if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.1).map(|(k, _)| *k) {
-                    entries.remove(&oldest);
-                }
-            }
-        }
-        entries.insert(k, (u, now));
+        self.entries.insert(k, u, now);
     }
 
     /// Forgets everything (SIGHUP).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.entries.clear();
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries.len()
     }
 
     /// True when nothing is held.

@@ -277,3 +277,24 @@ fn hook_denials_count_towards_bans() {
     assert_eq!(first_reply(&s).map(|r| r.0), Some(421));
     assert_eq!(asked(&rx, "alice"), 2);
 }
+
+#[test]
+fn hook_alone_needs_no_users_and_generates_none() {
+    let rx = Receiver::serve("127.0.0.1:0", |_, r| answer(r));
+    let url = format!("http://{}/auth", rx.addr);
+    let g = Gate::start_toml(move |d| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n\
+             [storage]\nroot = \"{}\"\n[auth_hook]\nurl = \"{url}\"\n",
+            d.join("data").display()
+        )
+    });
+    assert_eq!(pass(&g, "alice", "alice pw"), 230);
+    assert_eq!(pass(&g, "ftpgate", "anything"), 530);
+    assert_eq!(asked(&rx, "ftpgate"), 1, "a generated user answered");
+    assert!(!g.logs().contains("generated a login"));
+    assert!(
+        g.root().join("hooked/alice").is_dir(),
+        "home created at login"
+    );
+}
