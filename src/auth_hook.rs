@@ -102,14 +102,7 @@ impl Default for AuthHookConfig {
 impl AuthHookConfig {
     /// Checks the section; errors name the key as `auth_hook.key`.
     pub fn validate(&self) -> Result<(), String> {
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("auth_hook.url `{}` is not a URL: {e}", self.url))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!(
-                "auth_hook.url `{}` must be an http:// or https:// URL with a host",
-                self.url
-            ));
-        }
+        crate::webhooks::check_url("auth_hook", &self.url)?;
         if !(1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(format!(
                 "auth_hook.timeout_ms = {} must be between 1 and {MAX_TIMEOUT_MS}",
@@ -222,16 +215,6 @@ impl HookCache {
     /// Forgets everything (SIGHUP).
     pub fn clear(&self) {
         self.entries.clear();
-    }
-
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -570,15 +553,15 @@ mod tests {
         assert!(c
             .get("bob", "pw", &a, t + Duration::from_secs(60))
             .is_none());
-        assert!(c.is_empty(), "expired entry dropped");
+        assert_eq!(c.entries.len(), 0, "expired entry dropped");
         for (i, n) in ["u1", "u2", "u3"].iter().enumerate() {
             c.put(n, "pw", &a, user(n), t + Duration::from_secs(i as u64));
-            assert!(c.len() <= 2);
+            assert!(c.entries.len() <= 2);
         }
         assert!(c.get("u1", "pw", &a, t).is_none(), "oldest evicted");
         assert!(c.get("u3", "pw", &a, t).is_some());
         c.clear();
-        assert!(c.is_empty());
+        assert_eq!(c.entries.len(), 0);
         let off = HookCache::new(Duration::ZERO, 10);
         off.put("bob", "pw", &a, user("bob"), t);
         assert!(off.get("bob", "pw", &a, t).is_none());

@@ -108,6 +108,12 @@ fn ftp_url(g: &Gate, user: &str, path: &str) -> String {
     format!("ftp://{user}:{user}%20pw@{}{path}", g.addr)
 }
 
+/// Downloads `path` as hook user `user` with curl into `to`.
+fn curl_get(g: &Gate, user: &str, path: &str, to: &std::path::Path) {
+    let (code, _, err) = curl(&["-o", to.to_str().unwrap(), &ftp_url(g, user, path)]);
+    assert_eq!(code, Some(0), "curl download {path} as {user}: {err}");
+}
+
 #[test]
 fn hook_users_land_in_their_home_with_their_permissions() {
     let (rx, g) = hook_gate("", "");
@@ -125,12 +131,7 @@ fn hook_users_land_in_their_home_with_their_permissions() {
     assert_eq!(code, Some(0), "curl upload: {err}\n{}", tail(&g.logs(), 40));
     assert_eq!(sha_file(&g.root().join("hooked/alice/up.bin")), sha(&data));
     let down = work.path().join("down.bin");
-    let (code, _, err) = curl(&[
-        "-o",
-        down.to_str().unwrap(),
-        &ftp_url(&g, "alice", "/up.bin"),
-    ]);
-    assert_eq!(code, Some(0), "curl download: {err}");
+    curl_get(&g, "alice", "/up.bin", &down);
     assert_eq!(sha_file(&down), sha(&data));
 
     // reader: list and read only, in /shared.
@@ -138,12 +139,7 @@ fn hook_users_land_in_their_home_with_their_permissions() {
     std::fs::create_dir_all(g.root().join("shared")).unwrap();
     std::fs::write(g.root().join("shared/doc.bin"), &doc).unwrap();
     let got = work.path().join("doc.bin");
-    let (code, _, err) = curl(&[
-        "-o",
-        got.to_str().unwrap(),
-        &ftp_url(&g, "reader", "/doc.bin"),
-    ]);
-    assert_eq!(code, Some(0), "curl read: {err}");
+    curl_get(&g, "reader", "/doc.bin", &got);
     assert_eq!(sha_file(&got), sha(&doc));
     let mut c = g.ctl();
     c.login("reader", "reader pw");
