@@ -3,7 +3,8 @@
 //! curl and a raw client, land in the home the hook gave them with its
 //! permissions; denials, a hook that is down, hangs, errs or answers a home
 //! above the root all get 530; allowed logins are cached (the hook is not asked
-//! again), wrong passwords never are; requests are signed.
+//! again), wrong passwords never are, nor answers given for another TLS state;
+//! requests are signed.
 
 mod common;
 
@@ -293,4 +294,31 @@ fn hook_alone_needs_no_users_and_generates_none() {
         g.root().join("hooked/alice").is_dir(),
         "home created at login"
     );
+}
+
+#[test]
+fn tls_state_reaches_the_hook_and_keys_the_cache() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = make_cert(certs.path(), "gate", "localhost");
+    let (rx, g) = hook_gate(
+        &format!("cache_secs = 60\n{}", tls_section(&cert, "")),
+        "tls = \"optional\"",
+    );
+    let ca = cert.cert.to_str().unwrap().to_owned();
+    let url = ftp_url(&g, "alice", "/");
+    let list = ["--ssl-reqd", "--cacert", &ca, "-l", &url];
+    let (code, _, err) = curl(&list);
+    assert_eq!(code, Some(0), "curl over TLS: {err}");
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].json()["tls"], true);
+    // A plain login is not served by the answer given for a TLS one.
+    assert_eq!(pass(&g, "alice", "alice pw"), 230);
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 2, "plain login served from the TLS cache entry");
+    assert_eq!(reqs[1].json()["tls"], false);
+    // TLS again: from the cache.
+    let (code, _, err) = curl(&list);
+    assert_eq!(code, Some(0), "curl over TLS: {err}");
+    assert_eq!(rx.requests().len(), 2);
 }
