@@ -42,6 +42,7 @@ fn answer(r: &Req) -> Answer {
         "evil" => Answer::json(200, json!({"home": "../../etc"})),
         "stranger" => Answer::json(200, json!({"backend": "nope"})),
         "tester" => Answer::json(200, json!({"home": "/from-hook"})),
+        "archivist" => Answer::json(200, json!({"home": "/arch", "backend": "archive"})),
         _ => Answer::status(403),
     }
 }
@@ -57,6 +58,7 @@ fn gate(url: &str, hook: &str, server: &str) -> Gate {
             "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 10\n{server}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [storage]\nkind = \"local\"\nroot = \"{}\"\n\
+             [backends.archive]\nkind = \"memory\"\n\
              [[users]]\nname = \"{USER}\"\npassword_hash = \"{}\"\n\
              [auth_hook]\nurl = \"{url}\"\nsecret_file = \"{}\"\ntimeout_ms = 1500\n{hook}\n\
              [log]\nlevel = \"debug\"\n",
@@ -255,6 +257,7 @@ fn users_file_first_or_hook_only() {
     assert_eq!(asked(&rx, USER), 1);
     let mut c = g.ctl();
     c.login(USER, "tester pw");
+    assert!(c.cmd("PWD").text.contains("\"/\""));
     let data = payload(12_345, 13);
     let (pre, done) = c.store("STOR /x.bin", &data);
     assert_eq!((pre.code, done.code), (150, 226));
@@ -321,4 +324,22 @@ fn tls_state_reaches_the_hook_and_keys_the_cache() {
     let (code, _, err) = curl(&list);
     assert_eq!(code, Some(0), "curl over TLS: {err}");
     assert_eq!(rx.requests().len(), 2);
+}
+
+#[test]
+fn hook_users_get_the_backend_the_hook_names() {
+    let (_rx, g) = hook_gate("", "");
+    let data = payload(100_003, 14);
+    let mut c = g.ctl();
+    c.login("archivist", "archivist pw");
+    let (pre, done) = c.store("STOR /kept.bin", &data);
+    assert_eq!((pre.code, done.code), (150, 226));
+    let (r, back) = c.retr("/kept.bin");
+    assert_eq!(r.code, 226);
+    assert_eq!(sha(&back), sha(&data));
+    // In the memory backend, not on the local disk of [storage].
+    assert!(!g.root().join("arch").exists());
+    let mut other = g.ctl();
+    other.login("alice", "alice pw");
+    assert_eq!(other.retr("/kept.bin").0.code, 550);
 }
