@@ -203,6 +203,8 @@ pub struct Authenticator {
     /// Recent successful logins ([`crate::login_cache`]); off until
     /// [`Authenticator::with_login_cache`].
     login_cache: crate::login_cache::LoginCache,
+    /// The external authentication hook (`[auth_hook]`), if configured.
+    hook: Option<crate::auth_hook::AuthHook>,
 }
 
 /// One client address's turn to have a password checked: while it is held, no
@@ -225,12 +227,40 @@ impl LoginTurn<'_> {
         };
         let user = auth.verify_as(name, password, suspect).await;
         if user.is_none() {
-            let now = std::time::Instant::now();
-            let mut s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
-            if s.len() >= MAX_SUSPECTS {
-                s.retain(|_, t| now.duration_since(*t) < SUSPECT_FOR);
-            }
-            s.insert(self.ip, now);
+            self.suspect();
+        }
+        user
+    }
+
+    /// Marks this turn's address as having failed a login just now.
+    fn suspect(&self) {
+        let now = std::time::Instant::now();
+        let mut s = self.auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() >= MAX_SUSPECTS {
+            s.retain(|_, t| now.duration_since(*t) < SUSPECT_FOR);
+        }
+        s.insert(self.ip, now);
+    }
+
+    /// Checks a PASS (RFC 959 §4.1.1) from this turn's address: against the
+    /// users file ([`Self::verify`]) or, with `[auth_hook]`, for names not in
+    /// the file (or every name with `order = "hook_only"`), with the hook
+    /// ([`crate::auth_hook`]). A denial or a hook failure is a failed login.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        info: &crate::auth_hook::LoginInfo,
+    ) -> Option<Arc<User>> {
+        let Some(hook) = &self.auth.hook else {
+            return self.verify(name, password).await;
+        };
+        if hook.order() == crate::auth_hook::HookOrder::UsersFirst && self.auth.has_user(name) {
+            return self.verify(name, password).await;
+        }
+        let user = hook.login(name, password, info).await;
+        if user.is_none() {
+            self.suspect();
         }
         user
     }
@@ -263,7 +293,29 @@ impl Authenticator {
             turns: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
             login_cache: crate::login_cache::LoginCache::off(),
+            hook: None,
         })
+    }
+
+    /// Sends logins the users file does not decide to `hook` (`[auth_hook]`).
+    pub fn with_hook(mut self, hook: crate::auth_hook::AuthHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// True when `name` is a user of the users file (or inline `[[users]]`).
+    pub fn has_user(&self, name: &str) -> bool {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table.accounts.contains_key(name)
+    }
+
+    /// The logged-in user of one `[[users]]` entry (its hash is not used), as
+    /// the users file's entries become users; for the auth hook's answers.
+    pub fn user_of(u: &UserConfig) -> Result<Arc<User>, String> {
+        Self::accounts(std::slice::from_ref(u))?
+            .remove(&u.name)
+            .map(|a| a.user)
+            .ok_or_else(|| format!("user {}: not built", u.name))
     }
 
     /// Remembers successful logins for `ttl` (`server.login_cache_secs`; zero: off).
@@ -285,6 +337,9 @@ impl Authenticator {
         let table = Self::table(users, &old)?;
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
         self.login_cache.clear();
+        if let Some(h) = &self.hook {
+            h.clear_cache();
+        }
         Ok(())
     }
 

@@ -42,6 +42,9 @@ pub struct Config {
     /// `[[webhooks]]`: endpoints notified of uploads and other events.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// `[auth_hook]`: an HTTP endpoint that checks logins the users file does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_hook: Option<crate::auth_hook::AuthHookConfig>,
 }
 
 /// FTPS on a listener (RFC 4217).
@@ -771,7 +774,11 @@ impl Config {
     /// Checks values figment cannot: addresses, ranges, hashes, homes.
     pub fn validate(&self) -> Result<(), String> {
         let listen = self.listen_addr()?;
-        if self.users.is_empty() && self.users_file.is_none() && !listen.ip().is_loopback() {
+        if self.users.is_empty()
+            && self.users_file.is_none()
+            && self.auth_hook.is_none()
+            && !listen.ip().is_loopback()
+        {
             return Err(format!(
                 "server.listen = {listen} is not a loopback address and no [[users]] are configured: \
                  add a user (password_hash from `ftpgate hash-password`) before listening on the network"
@@ -831,6 +838,9 @@ impl Config {
         }
         for (i, w) in self.webhooks.iter().enumerate() {
             w.validate(i)?;
+        }
+        if let Some(h) = &self.auth_hook {
+            h.validate()?;
         }
         let tls_on = self.server.tls != TlsMode::Off || self.tls.implicit_listen.is_some();
         if tls_on && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {

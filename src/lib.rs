@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub(crate) mod auth_hook;
 pub(crate) mod bans;
 pub(crate) mod checksum;
 pub mod config;

@@ -27,7 +27,7 @@ const BLOCK: usize = 64;
 
 /// HMAC-SHA256 of the length-prefixed `parts` (RFC 2104, RFC 4231). Each part is
 /// preceded by its length, so ("ab", "c") and ("a", "bc") differ.
-fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     let mut k = [0u8; BLOCK];
     k[..32].copy_from_slice(key);
     hmac_raw(&k, parts, true)
@@ -50,19 +50,90 @@ fn hmac_raw(k: &[u8; BLOCK], parts: &[&[u8]], prefixed: bool) -> [u8; 32] {
     outer.finalize().into()
 }
 
-struct Entry {
-    /// Digest of the stored password hash the login was verified against.
-    hash_tag: [u8; 32],
-    /// When the password was verified.
-    at: Instant,
-}
-
-/// Successful logins of the last `ttl`, keyed by HMAC(process key, user, password).
-pub struct LoginCache {
-    key: [u8; 32],
+/// Values keyed by a 32-byte HMAC, each kept for `ttl` after it was added, at
+/// most `max` of them (expired ones go first, then the oldest). Zero `ttl` or
+/// `max`: holds nothing.
+pub(crate) struct Timed<V> {
     ttl: Duration,
     max: usize,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: Mutex<HashMap<[u8; 32], (V, Instant)>>,
+}
+
+impl<V: Clone> Timed<V> {
+    /// An empty map.
+    pub(crate) fn new(ttl: Duration, max: usize) -> Self {
+        Self {
+            ttl,
+            max,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.ttl.is_zero() && self.max > 0
+    }
+
+    /// The value of `key` if it was added less than `ttl` before `now` and
+    /// `valid` accepts it; otherwise the entry is dropped.
+    pub(crate) fn get(
+        &self,
+        key: &[u8; 32],
+        now: Instant,
+        valid: impl Fn(&V) -> bool,
+    ) -> Option<V> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get(key) {
+            Some((v, at)) if valid(v) && now.saturating_duration_since(*at) < self.ttl => {
+                Some(v.clone())
+            }
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Adds (or replaces) `key` at `now`, making room if full.
+    pub(crate) fn insert(&self, key: [u8; 32], value: V, now: Instant) {
+        if !self.enabled() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.max && !entries.contains_key(&key) {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            if entries.len() >= self.max {
+                if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.1).map(|(k, _)| *k) {
+                    entries.remove(&oldest);
+                }
+            }
+        }
+        entries.insert(key, (value, now));
+    }
+
+    /// Forgets every entry.
+    pub(crate) fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Number of entries held (expired ones included until they are purged).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Successful logins of the last `ttl`, keyed by HMAC(process key, user, password);
+/// the value is a digest of the stored password hash the login was verified against.
+pub struct LoginCache {
+    key: [u8; 32],
+    entries: Timed<[u8; 32]>,
 }
 
 impl LoginCache {
@@ -71,19 +142,13 @@ impl LoginCache {
     pub fn new(ttl: Duration, max: usize) -> Self {
         Self {
             key: rand::random(),
-            ttl,
-            max,
-            entries: Mutex::new(HashMap::new()),
+            entries: Timed::new(ttl, max),
         }
     }
 
     /// A cache that never remembers anything (`server.login_cache_secs = 0`).
     pub fn off() -> Self {
         Self::new(Duration::ZERO, 0)
-    }
-
-    fn enabled(&self) -> bool {
-        !self.ttl.is_zero() && self.max > 0
     }
 
     fn entry_key(&self, user: &str, password: &str) -> [u8; 32] {
@@ -97,56 +162,28 @@ impl LoginCache {
     /// True if `user` logged in with `password` against `stored_hash` less than
     /// the cache's age ago (at `now`).
     pub fn hit(&self, user: &str, password: &str, stored_hash: &str, now: Instant) -> bool {
-        if !self.enabled() {
-            return false;
-        }
         let key = self.entry_key(user, password);
         let tag = self.hash_tag(stored_hash);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get(&key) {
-            Some(e) if e.hash_tag == tag && now.saturating_duration_since(e.at) < self.ttl => true,
-            Some(_) => {
-                // Expired, or the password was changed since.
-                entries.remove(&key);
-                false
-            }
-            None => false,
-        }
+        // Dropped when expired, or when the password was changed since.
+        self.entries.get(&key, now, |t| *t == tag).is_some()
     }
 
     /// Records a successful verification of `password` for `user` against
     /// `stored_hash` at `now`. Only call after the hash check passed.
     pub fn remember(&self, user: &str, password: &str, stored_hash: &str, now: Instant) {
-        if !self.enabled() {
-            return;
-        }
         let key = self.entry_key(user, password);
-        let hash_tag = self.hash_tag(stored_hash);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.max && !entries.contains_key(&key) {
-            let ttl = self.ttl;
-            entries.retain(|_, e| now.saturating_duration_since(e.at) < ttl);
-            if entries.len() >= self.max {
-                if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.at).map(|(k, _)| *k) {
-                    entries.remove(&oldest);
-                }
-            }
-        }
-        entries.insert(key, Entry { hash_tag, at: now });
+        self.entries.insert(key, self.hash_tag(stored_hash), now);
     }
 
     /// Forgets every entry (the users were reloaded).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.entries.clear();
     }
 
     /// Number of entries held (expired ones included until they are purged).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries.len()
     }
 
     /// True when no entry is held.
@@ -238,10 +275,10 @@ mod tests {
         let c = cache(300, 10);
         let t = Instant::now();
         c.remember("bob", "hunter2-secret", "$h", t);
-        let entries = c.entries.lock().unwrap();
+        let entries = c.entries.entries.lock().unwrap();
         let (key, entry) = entries.iter().next().unwrap();
         let needle = b"hunter2";
-        for bytes in [&key[..], &entry.hash_tag[..]] {
+        for bytes in [&key[..], &entry.0[..]] {
             assert!(!bytes.windows(needle.len()).any(|w| w == needle));
         }
         // A different process key gives a different entry key.

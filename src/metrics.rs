@@ -108,6 +108,8 @@ pub struct Metrics {
     pub sessions: Counter,
     /// PASS results.
     pub logins: Family<ResultLabel, Counter>,
+    /// Logins decided by the auth hook, by result (`crate::auth_hook`).
+    pub auth_hook: Family<ResultLabel, Counter>,
     /// Final replies by verb and class.
     pub commands: Family<CommandLabels, Counter>,
     /// Data bytes moved.
@@ -194,6 +196,7 @@ impl Metrics {
             sessions_active: Gauge::default(),
             sessions: Counter::default(),
             logins: Family::default(),
+            auth_hook: Family::default(),
             commands: Family::default(),
             transfer_bytes: Family::default(),
             transfers: Family::default(),
@@ -223,6 +226,11 @@ impl Metrics {
             m.sessions.clone(),
         );
         registry.register("ftpgate_logins", "Login attempts", m.logins.clone());
+        registry.register(
+            "ftpgate_auth_hook_logins",
+            "Logins decided by the auth hook: allowed, cached, denied, failed (refused)",
+            m.auth_hook.clone(),
+        );
         registry.register(
             "ftpgate_commands",
             "Commands by verb and reply class",

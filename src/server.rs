@@ -212,7 +212,7 @@ pub async fn build_storage(
 }
 
 /// Creates every level of `dir` that does not exist yet.
-async fn ensure_dir(storage: &dyn StorageBackend, dir: &VPath) -> anyhow::Result<()> {
+pub(crate) async fn ensure_dir(storage: &dyn StorageBackend, dir: &VPath) -> anyhow::Result<()> {
     let mut p = VPath::root();
     for seg in dir.segments() {
         p = p.child(seg)?;
@@ -231,7 +231,7 @@ impl Server {
     /// its login printed once in the log.
     pub async fn bind(mut config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        if config.users.is_empty() && config.users_file.is_none() {
+        if config.users.is_empty() && config.users_file.is_none() && config.auth_hook.is_none() {
             let password = random_password();
             let hash =
                 auth::hash_password(&password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
@@ -263,6 +263,19 @@ impl Server {
         let auth = Authenticator::new(&users)
             .map_err(anyhow::Error::msg)?
             .with_login_cache(Duration::from_secs(config.server.login_cache_secs));
+        let auth = match &config.auth_hook {
+            Some(h) => auth.with_hook(
+                crate::auth_hook::AuthHook::new(
+                    &config,
+                    h,
+                    storage.clone(),
+                    backends.clone(),
+                    metrics.clone(),
+                )
+                .map_err(anyhow::Error::msg)?,
+            ),
+            None => auth,
+        };
         for u in auth.users() {
             let backend = u
                 .backend

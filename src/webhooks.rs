@@ -96,14 +96,7 @@ impl WebhookConfig {
     /// Checks the entry; errors name the key as `webhooks[i].key`.
     pub fn validate(&self, i: usize) -> Result<(), String> {
         let key = format!("webhooks[{i}]");
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("{key}.url `{}` is not a URL: {e}", self.url))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!(
-                "{key}.url `{}` must be an http:// or https:// URL with a host",
-                self.url
-            ));
-        }
+        check_url(&key, &self.url)?;
         for e in &self.events {
             if !EVENT_TYPES.contains(&e.as_str()) {
                 return Err(format!(
@@ -141,8 +134,21 @@ impl WebhookConfig {
     }
 }
 
+/// Checks that `url` (the key `{key}.url`) is an `http://` or `https://` URL
+/// with a host.
+pub(crate) fn check_url(key: &str, url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("{key}.url `{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "{key}.url `{url}` must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a secret file; surrounding whitespace (a trailing newline) is ignored.
-fn read_secret(f: &std::path::Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_secret(f: &std::path::Path) -> Result<Vec<u8>, String> {
     let s = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
     let t = String::from_utf8_lossy(&s).trim().as_bytes().to_vec();
     if t.is_empty() {

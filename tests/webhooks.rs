@@ -5,146 +5,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::receiver::{python_hmac, Receiver, Req};
 use common::*;
 
 const SECRET: &str = "webhook secret 42";
-
-/// One request the receiver got: lower-case header names.
-#[derive(Clone, Debug)]
-struct Req {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
-/// An HTTP/1.1 receiver answering every POST with `status`, one request per
-/// connection.
-struct Receiver {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Req>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start(addr: &str, status: u16) -> Receiver {
-        Self::start_with(addr, &[], status)
-    }
-
-    /// Answers the first requests with `first`, in order, then with `then`.
-    fn start_with(addr: &str, first: &[u16], then: u16) -> Receiver {
-        let first = first.to_vec();
-        let l = TcpListener::bind(addr).expect("bind receiver");
-        let addr = l.local_addr().expect("receiver addr");
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g, st) = (got.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(s) = s {
-                    let n = g.lock().unwrap().len();
-                    let status = first.get(n).copied().unwrap_or(then);
-                    if let Some(r) = read_request(s, status) {
-                        g.lock().unwrap().push(r);
-                    }
-                }
-            }
-        });
-        Receiver { addr, got, stop }
-    }
-
-    fn requests(&self) -> Vec<Req> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Waits (up to `limit`) until `pred` holds for the requests received.
-    fn wait(&self, limit: Duration, what: &str, pred: impl Fn(&[Req]) -> bool) -> Vec<Req> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let r = self.requests();
-            if pred(&r) {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "no {what}; got {r:#?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn read_request(s: TcpStream, status: u16) -> Option<Req> {
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let mut r = BufReader::new(s.try_clone().ok()?);
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let path = line.split_whitespace().nth(1)?.to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let len: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    let mut s = s;
-    write!(
-        s,
-        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    Some(Req {
-        path,
-        headers,
-        body,
-    })
-}
-
-/// HMAC-SHA256 hex of `body` with the secret file's key, computed by Python.
-fn python_hmac(dir: &Path, secret_file: &Path, body: &[u8]) -> String {
-    let b = dir.join("body.json");
-    std::fs::write(&b, body).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(
-            "import hmac,hashlib,sys\n\
-             k=open(sys.argv[1],'rb').read().strip()\n\
-             print(hmac.new(k,open(sys.argv[2],'rb').read(),hashlib.sha256).hexdigest())",
-        )
-        .arg(secret_file)
-        .arg(&b);
-    let (code, out, err) = run_for(&mut cmd, Duration::from_secs(30));
-    assert_eq!(code, Some(0), "python hmac: {err}");
-    out.trim().to_owned()
-}
 
 /// A gate on local storage whose user `tester` has home `/team`, with the
 /// metrics endpoint and one `[[webhooks]]` entry (`webhook` holds its extra keys).
@@ -465,10 +332,6 @@ fn shutdown_waits_briefly_for_queued_events_then_says_what_is_lost() {
 
 /// A port nothing listens on (bound, then released) and its webhook URL.
 fn unused_hook_url() -> (u16, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::receiver::unused_port();
     (port, format!("http://127.0.0.1:{port}/hook"))
 }

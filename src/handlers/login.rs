@@ -65,7 +65,12 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
         }
         return Reply::new(530, "Login incorrect").into();
     }
-    let verified = turn.verify(&name, &pw.0).await;
+    let info = crate::auth_hook::LoginInfo {
+        ip,
+        tls: ctx.session.tls_control,
+        session_id: ctx.session.id,
+    };
+    let verified = turn.login(&name, &pw.0, &info).await;
     // Counted before the turn ends, so the next check from this address sees a ban.
     let ban = match verified {
         Some(_) => None,

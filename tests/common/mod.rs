@@ -15,6 +15,9 @@ pub mod mount;
 /// A thread racing path resolution with `renameat2(RENAME_EXCHANGE)`.
 pub mod swap;
 
+/// A small HTTP server for webhook and auth-hook tests.
+pub mod receiver;
+
 /// Replicas behind HAProxy running the shipped `deploy/haproxy/haproxy.cfg`.
 pub mod haproxy;
 
