@@ -124,6 +124,7 @@ impl<V: Clone> Timed<V> {
     }
 
     /// Number of entries held (expired ones included until they are purged).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
