@@ -66,12 +66,41 @@ pub struct User {
     pub backend: Option<String>,
     /// Largest single upload in bytes (`users.max_upload_bytes`).
     pub max_upload_bytes: Option<u64>,
+    /// Most bytes the home may hold (`users.quota_bytes`).
+    pub quota_bytes: Option<u64>,
+    /// Most files the home may hold (`users.quota_files`).
+    pub quota_files: Option<u64>,
+    /// Upload bandwidth shared by the user's sessions (`users.upload_bytes_per_sec`).
+    pub upload_bytes_per_sec: Option<u64>,
+    /// Download bandwidth shared by the user's sessions (`users.download_bytes_per_sec`).
+    pub download_bytes_per_sec: Option<u64>,
+    /// Most concurrent logged-in sessions (`users.max_sessions`).
+    pub max_sessions: Option<usize>,
+    /// Client networks the user may log in from (`users.allowed_networks`);
+    /// empty: any.
+    pub allowed_networks: Vec<ipnet::IpNet>,
 }
 
 impl User {
     /// True if the user holds `p`.
     pub fn may(&self, p: Permission) -> bool {
         self.permissions.contains(&p)
+    }
+
+    /// True if the user may log in from `ip` (`users.allowed_networks`); an
+    /// IPv4-mapped IPv6 address counts as IPv4.
+    pub fn allowed_from(&self, ip: IpAddr) -> bool {
+        let ip = crate::datachan::canonical(ip);
+        self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The user's storage quota (`users.quota_bytes`, `users.quota_files`), if any.
+    pub fn quota(&self) -> Option<crate::quota::QuotaLimits> {
+        let q = crate::quota::QuotaLimits {
+            bytes: self.quota_bytes,
+            files: self.quota_files,
+        };
+        (q != crate::quota::QuotaLimits::default()).then_some(q)
     }
 }
 
@@ -236,6 +265,65 @@ impl LoginTurn<'_> {
     }
 }
 
+/// The outcome of [`LoginTurn::verify_from`].
+#[derive(Debug)]
+pub enum Checked {
+    /// Name and password match, and the client's network is allowed.
+    Ok(Arc<User>),
+    /// Unknown name or wrong password.
+    Failed,
+    /// A known user outside `users.allowed_networks`: the password was not
+    /// checked, but a dummy hash of the same cost was, so the reply comes as late
+    /// as for a wrong password and tells nothing about the name or the password.
+    NetworkRefused,
+}
+
+impl LoginTurn<'_> {
+    /// [`LoginTurn::verify`] for a client at `client`: a user with
+    /// `allowed_networks` that do not contain it is refused without checking the
+    /// password (no password oracle from outside those networks), at the cost of a
+    /// wrong password.
+    pub async fn verify_from(&self, name: &str, password: &str, client: IpAddr) -> Checked {
+        let auth = self.auth;
+        let refused = {
+            let table = auth.table.read().unwrap_or_else(|p| p.into_inner());
+            table
+                .accounts
+                .get(name)
+                .filter(|a| !a.user.allowed_from(client))
+                .map(|a| {
+                    let class = cost_class(&a.hash);
+                    table
+                        .dummies
+                        .iter()
+                        .find(|(c, _)| *c == class)
+                        .map_or_else(|| table.dummies[0].1.clone(), |(_, d)| d.clone())
+                })
+        };
+        let Some(dummy) = refused else {
+            return match self.verify(name, password).await {
+                Some(u) => Checked::Ok(u),
+                None => Checked::Failed,
+            };
+        };
+        let suspect = {
+            let s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            s.get(&self.ip).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+        };
+        if let Some(_permit) = auth.verifying.acquire(suspect).await {
+            let password = password.to_owned();
+            let _ = tokio::task::spawn_blocking(move || verify_password(&password, &dummy)).await;
+        }
+        let now = std::time::Instant::now();
+        let mut s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() >= MAX_SUSPECTS {
+            s.retain(|_, t| now.duration_since(*t) < SUSPECT_FOR);
+        }
+        s.insert(self.ip, now);
+        Checked::NetworkRefused
+    }
+}
+
 impl Drop for LoginTurn<'_> {
     fn drop(&mut self) {
         let mut turns = self.auth.turns.lock().unwrap_or_else(|p| p.into_inner());
@@ -324,6 +412,17 @@ impl Authenticator {
                         permissions: u.permissions.iter().copied().collect(),
                         backend: u.backend.clone(),
                         max_upload_bytes: u.max_upload_bytes,
+                        quota_bytes: u.quota_bytes,
+                        quota_files: u.quota_files,
+                        upload_bytes_per_sec: u.upload_bytes_per_sec,
+                        download_bytes_per_sec: u.download_bytes_per_sec,
+                        max_sessions: u.max_sessions,
+                        allowed_networks: u
+                            .allowed_networks
+                            .iter()
+                            .map(|n| crate::config::parse_net(n))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| format!("user {}: allowed_networks: {e}", u.name))?,
                     }),
                     hash: u.password_hash.clone(),
                 },
@@ -525,6 +624,12 @@ mod tests {
             permissions: vec![Permission::Write],
             backend: None,
             max_upload_bytes: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_bytes_per_sec: None,
+            download_bytes_per_sec: None,
+            max_sessions: None,
+            allowed_networks: Vec::new(),
         }])
         .unwrap();
         let u = auth.verify("bob", "s3cret").await.unwrap();
@@ -542,6 +647,12 @@ mod tests {
             permissions: vec![Permission::Write],
             backend: None,
             max_upload_bytes: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_bytes_per_sec: None,
+            download_bytes_per_sec: None,
+            max_sessions: None,
+            allowed_networks: Vec::new(),
         }
     }
 

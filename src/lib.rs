@@ -22,6 +22,8 @@
 //! - [`config`]: figment layering and validation.
 //! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
 //! - [`server`]: listeners, session limits, graceful shutdown, users reload.
+//! - [`limits`]: per-user session caps and bandwidth buckets; [`quota`]: per-user
+//!   storage quotas, counted by a wrapper around each backend.
 //! - [`health`]: background backend checks behind `/readyz` and `ftpgate_backend_up`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/readyz`,
 //!   `/metrics` endpoint; [`process`]: CPU, memory and descriptors of the process.
@@ -43,12 +45,14 @@ pub mod handlers;
 pub mod health;
 pub mod http;
 pub mod listing;
+pub mod limits;
 pub mod liveness;
 pub mod login_cache;
 pub mod metrics;
 pub mod process;
 pub mod protocol;
 pub mod proxy;
+pub mod quota;
 pub mod resources;
 pub mod resume;
 pub mod server;
