@@ -115,7 +115,9 @@ pub struct UserSlot {
 
 impl std::fmt::Debug for UserSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserSlot").field("user", &self.name).finish()
+        f.debug_struct("UserSlot")
+            .field("user", &self.name)
+            .finish()
     }
 }
 

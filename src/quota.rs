@@ -304,7 +304,11 @@ impl Reservation {
         let mut s = self.area.lock();
         let u = &mut s.usage;
         if let Some(max) = self.limits.bytes {
-            if u.bytes.saturating_add(u.reserved_bytes).saturating_add(extra) > max {
+            if u.bytes
+                .saturating_add(u.reserved_bytes)
+                .saturating_add(extra)
+                > max
+            {
                 return Err(Exceeded::Bytes);
             }
         }

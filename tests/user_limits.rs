@@ -67,7 +67,11 @@ fn quota_story(g: &Gate) {
     let r = store(&mut c, "b.bin", &payload(600_000, 2));
     assert_eq!(r.code, 552, "{r:?}\n{}", common::tail(&g.logs(), 20));
     assert!(r.text.contains("Exceeded storage allocation"), "{r:?}");
-    assert_eq!(size(&mut c, "b.bin").code, 550, "a refused upload left a file");
+    assert_eq!(
+        size(&mut c, "b.bin").code,
+        550,
+        "a refused upload left a file"
+    );
     // Overwriting a.bin with 900 000 bytes needs only 300 000 more.
     let a2 = payload(900_000, 3);
     assert_eq!(store(&mut c, "a.bin", &a2).code, 226);
@@ -192,7 +196,12 @@ fn parallel_sessions_share_one_quota() {
     });
     let mut sorted = codes.clone();
     sorted.sort();
-    assert_eq!(sorted, [226, 552], "{codes:?}\n{}", common::tail(&g.logs(), 20));
+    assert_eq!(
+        sorted,
+        [226, 552],
+        "{codes:?}\n{}",
+        common::tail(&g.logs(), 20)
+    );
     let winner = codes.iter().position(|&c| c == 226).unwrap();
     let stored = g.root().join(format!("q/p{winner}.bin"));
     assert_eq!(common::sha_file(&stored), sha(&bodies[winner]));
@@ -348,7 +357,10 @@ fn bandwidth_is_shared_by_the_users_sessions() {
     });
     let both = t.elapsed().as_secs_f64();
     eprintln!("2 x 10 MiB in parallel at 2 MiB/s: {both:.2} s");
-    assert!(both >= 8.0, "sessions did not share the budget: {both:.2} s");
+    assert!(
+        both >= 8.0,
+        "sessions did not share the budget: {both:.2} s"
+    );
     let mut c = q(&g);
     for (i, b) in bodies.iter().enumerate() {
         let (r, back) = c.retr(&format!("s{i}.bin"));
@@ -404,7 +416,10 @@ fn max_sessions_per_user() {
     let http = g.logged_addr("http endpoint bound");
     let (_, text) = common::http_get(http, "/metrics");
     assert!(
-        common::metric(&text, "ftpgate_user_limit_refusals_total{reason=\"sessions\"}") >= 1.0,
+        common::metric(
+            &text,
+            "ftpgate_user_limit_refusals_total{reason=\"sessions\"}"
+        ) >= 1.0,
         "{text}"
     );
 }
@@ -467,7 +482,9 @@ fn bad_limits_are_refused_naming_the_key() {
         )
     };
     let e = refused_start(
-        Some(&user("allowed_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]")),
+        Some(&user(
+            "allowed_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+        )),
         &[],
     );
     assert!(e.contains("users[0].allowed_networks[1]"), "{e}");
@@ -505,7 +522,9 @@ fn reload_changes_limits_for_new_logins() {
     )
     .unwrap();
     g.signal("HUP");
-    g.wait_logs("second reload", |l| l.matches("users reloaded").count() >= 2);
+    g.wait_logs("second reload", |l| {
+        l.matches("users reloaded").count() >= 2
+    });
     let mut c = g.ctl();
     assert_eq!(c.cmd("USER q").code, 331);
     assert_eq!(c.cmd(&format!("PASS {QPASS}")).code, 530);
