@@ -529,3 +529,40 @@ fn reload_changes_limits_for_new_logins() {
     assert_eq!(c.cmd("USER q").code, 331);
     assert_eq!(c.cmd(&format!("PASS {QPASS}")).code, 530);
 }
+
+/// A refused network costs what a wrong password costs (a bcrypt cost-11 user
+/// here, ~100 ms a check): the fastest of several refusals is no faster than the
+/// fastest wrong password, so timing tells neither that the name exists nor that
+/// the password was right.
+#[test]
+fn refused_network_costs_a_password_check() {
+    let real = bcrypt::hash("the real password", 11).expect("bcrypt");
+    let g = Gate::start_toml(|dir| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nlogin_failure_delay_ms = 1\n\
+             max_login_failures = 100\nban_after_failures = 0\n\
+             [storage]\nkind = \"local\"\nroot = \"{}\"\n\
+             [[users]]\nname = \"net\"\npassword_hash = \"{real}\"\n\
+             allowed_networks = [\"10.0.0.0/8\"]\n",
+            dir.join("data").display(),
+        )
+    });
+    let mut c = g.ctl();
+    let timed = |c: &mut Ctl, pass: &str| {
+        assert_eq!(c.cmd("USER net").code, 331);
+        let t = Instant::now();
+        let r = c.cmd(&format!("PASS {pass}"));
+        assert_eq!(r.code, 530, "{r:?}");
+        t.elapsed()
+    };
+    let (mut refused, mut wrong) = (Duration::MAX, Duration::MAX);
+    for _ in 0..4 {
+        refused = refused.min(timed(&mut c, "the real password"));
+        wrong = wrong.min(timed(&mut c, "not it"));
+    }
+    println!("fastest 530: right password, wrong network {refused:?}; wrong password {wrong:?}");
+    assert!(
+        refused * 10 >= wrong * 6,
+        "a refused network answers faster ({refused:?}) than a wrong password ({wrong:?})"
+    );
+}
