@@ -87,6 +87,30 @@ impl User {
         self.permissions.contains(&p)
     }
 
+    /// The user of a `[[users]]` entry (or of any answer deserialised into one, as
+    /// an external auth hook's): every key, limits included, in one place.
+    pub fn from_config(u: &UserConfig) -> Result<Self, String> {
+        let home = VPath::parse(&u.home).map_err(|e| format!("user {}: home: {e}", u.name))?;
+        Ok(User {
+            name: u.name.clone(),
+            home,
+            permissions: u.permissions.iter().copied().collect(),
+            backend: u.backend.clone(),
+            max_upload_bytes: u.max_upload_bytes,
+            quota_bytes: u.quota_bytes,
+            quota_files: u.quota_files,
+            upload_bytes_per_sec: u.upload_bytes_per_sec,
+            download_bytes_per_sec: u.download_bytes_per_sec,
+            max_sessions: u.max_sessions,
+            allowed_networks: u
+                .allowed_networks
+                .iter()
+                .map(|n| crate::config::parse_net(n))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("user {}: allowed_networks: {e}", u.name))?,
+        })
+    }
+
     /// True if the user may log in from `ip` (`users.allowed_networks`); an
     /// IPv4-mapped IPv6 address counts as IPv4.
     pub fn allowed_from(&self, ip: IpAddr) -> bool {
@@ -402,28 +426,10 @@ impl Authenticator {
     fn accounts(users: &[UserConfig]) -> Result<HashMap<String, Account>, String> {
         let mut accounts = HashMap::new();
         for u in users {
-            let home = VPath::parse(&u.home).map_err(|e| format!("user {}: home: {e}", u.name))?;
             accounts.insert(
                 u.name.clone(),
                 Account {
-                    user: Arc::new(User {
-                        name: u.name.clone(),
-                        home,
-                        permissions: u.permissions.iter().copied().collect(),
-                        backend: u.backend.clone(),
-                        max_upload_bytes: u.max_upload_bytes,
-                        quota_bytes: u.quota_bytes,
-                        quota_files: u.quota_files,
-                        upload_bytes_per_sec: u.upload_bytes_per_sec,
-                        download_bytes_per_sec: u.download_bytes_per_sec,
-                        max_sessions: u.max_sessions,
-                        allowed_networks: u
-                            .allowed_networks
-                            .iter()
-                            .map(|n| crate::config::parse_net(n))
-                            .collect::<Result<_, _>>()
-                            .map_err(|e| format!("user {}: allowed_networks: {e}", u.name))?,
-                    }),
+                    user: Arc::new(User::from_config(u)?),
                     hash: u.password_hash.clone(),
                 },
             );
@@ -697,6 +703,46 @@ mod tests {
         // No users at all: the argon2id default.
         let t = Authenticator::table(&[], &[]).unwrap();
         assert!(t.dummies[0].1.starts_with("$argon2id$"));
+    }
+
+    #[tokio::test]
+    async fn networks_are_checked_before_the_password() {
+        let mut u = user_with("n", bcrypt::hash("pw", 4).unwrap());
+        u.allowed_networks = vec!["10.0.0.0/8".into(), "::1".into()];
+        let auth = Authenticator::new(&[u]).unwrap();
+        let inside: IpAddr = "10.1.2.3".parse().unwrap();
+        let outside: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.9.9.9".parse().unwrap();
+        let t = auth.turn(outside).await;
+        assert!(matches!(
+            t.verify_from("n", "pw", outside).await,
+            Checked::NetworkRefused
+        ));
+        // A refusal marks the address like a failure.
+        assert!(auth.suspects.lock().unwrap().contains_key(&outside));
+        drop(t);
+        let t = auth.turn(inside).await;
+        assert!(matches!(
+            t.verify_from("n", "pw", inside).await,
+            Checked::Ok(_)
+        ));
+        assert!(matches!(
+            t.verify_from("n", "no", inside).await,
+            Checked::Failed
+        ));
+        assert!(matches!(
+            t.verify_from("n", "pw", mapped).await,
+            Checked::Ok(_)
+        ));
+        assert!(matches!(
+            t.verify_from("n", "pw", "::1".parse().unwrap()).await,
+            Checked::Ok(_)
+        ));
+        // Unknown names fail the same way from anywhere.
+        assert!(matches!(
+            t.verify_from("x", "pw", outside).await,
+            Checked::Failed
+        ));
     }
 
     #[tokio::test]
