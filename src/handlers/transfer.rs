@@ -31,6 +31,9 @@ use crate::resume::{self, Park};
 /// the local backend's queue of 4 chunks, one upload holds at most ~5 MiB.
 const UPLOAD_CHUNK: usize = 1024 * 1024;
 
+/// Largest piece of a throttled download written at once (`users.download_bytes_per_sec`).
+const THROTTLE_SLICE: usize = 64 * 1024;
+
 /// STOR or APPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum StoreKind {
@@ -263,20 +266,32 @@ async fn send_file(
         } else {
             chunk
         };
-        if let Some(t) = &throttle {
-            if !t.pass(chunk.len() as u64, &cancel).await {
+        // Throttled: pieces of at most THROTTLE_SLICE, each after its tokens, so a
+        // slow rate sends steadily instead of pausing a whole chunk's time.
+        let step = if throttle.is_some() {
+            THROTTLE_SLICE
+        } else {
+            chunk.len().max(1)
+        };
+        let mut at = 0;
+        while at < chunk.len() {
+            let piece = chunk.slice(at..(at + step).min(chunk.len()));
+            at += piece.len();
+            if let Some(t) = &throttle {
+                if !t.pass(piece.len() as u64, &cancel).await {
+                    return aborted(sent);
+                }
+            }
+            let w = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return aborted(sent),
+                w = sock.write_all(&piece) => w,
+            };
+            if w.is_err() {
                 return aborted(sent);
             }
+            sent += piece.len() as u64;
         }
-        let w = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return aborted(sent),
-            w = sock.write_all(&chunk) => w,
-        };
-        if w.is_err() {
-            return aborted(sent);
-        }
-        sent += chunk.len() as u64;
     }
     drop(stream);
     if sock.sock.shutdown().await.is_err() {
