@@ -566,3 +566,41 @@ fn refused_network_costs_a_password_check() {
         "a refused network answers faster ({refused:?}) than a wrong password ({wrong:?})"
     );
 }
+
+/// lftp sees the quota as the permanent error it is: `put` of a file that does
+/// not fit fails with 552 and leaves nothing; one that fits is stored intact.
+#[test]
+fn quota_refusal_seen_by_lftp() {
+    if !common::require("lftp") {
+        return;
+    }
+    let g = gate_with("local", "quota_bytes = 1000000\n", "", "");
+    let big = g.dir.path().join("big.bin");
+    let small = g.dir.path().join("small.bin");
+    std::fs::write(&big, payload(1_500_000, 1)).unwrap();
+    std::fs::write(&small, payload(900_000, 2)).unwrap();
+    let lftp = |script: String| {
+        let mut cmd = Command::new("lftp");
+        cmd.args(["-u", &format!("q,{QPASS}"), "-p", &g.port().to_string()])
+            .arg("-e")
+            .arg(format!(
+                "set ftp:ssl-allow no; set net:max-retries 1; set net:timeout 10; \
+                 set cmd:fail-exit yes; {script}; quit"
+            ))
+            .arg("127.0.0.1")
+            .env("HOME", g.dir.path())
+            .env("LC_ALL", "C.UTF-8");
+        common::no_proxy(&mut cmd);
+        common::run_for(&mut cmd, Duration::from_secs(60))
+    };
+    let (code, out, err) = lftp(format!("put {} -o big.bin", big.display()));
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(err.contains("552"), "{out}\n{err}");
+    assert!(!g.root().join("q/big.bin").exists());
+    let (code, out, err) = lftp(format!("put {} -o small.bin", small.display()));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        common::sha_file(&g.root().join("q/small.bin")),
+        common::sha_file(&small)
+    );
+}
