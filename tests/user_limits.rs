@@ -604,3 +604,37 @@ fn quota_refusal_seen_by_lftp() {
         common::sha_file(&small)
     );
 }
+
+/// An interrupted upload resumed after a restart (APPE continues the pending
+/// upload, local disk) counts in full: the kept bytes and the new ones.
+#[test]
+fn resumed_upload_counts_in_the_quota() {
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().to_path_buf();
+    let keys = "quota_bytes = 10000000\n";
+    // What `interrupted_stor` sends: bytes 0..=255 over and over.
+    let body: Vec<u8> = (0..8_000_000u32).map(|i| i as u8).collect();
+    let mut g = Gate::start_toml(|_| local_config(&root, keys));
+    let mut c = q(&g);
+    let r = common::interrupted_stor(&mut c, "r.bin", 4_000_000);
+    assert_eq!(r.code, 426, "{r:?}");
+    drop(c);
+    g.terminate();
+    let g = Gate::start_toml(|_| local_config(&root, keys));
+    let mut c = q(&g);
+    let r = size(&mut c, "r.bin");
+    assert_eq!(r.code, 213, "{r:?}");
+    let kept: usize = r.text[4..].trim().parse().unwrap();
+    // Whole chunks were kept (1 MiB each).
+    assert!(kept > 0 && kept <= 4_000_000, "{r:?}");
+    let mut d = c.epsv();
+    assert_eq!(c.cmd("APPE r.bin").code, 150);
+    d.write_all(&body[kept..]).unwrap();
+    drop(d);
+    let r = c.read();
+    assert_eq!(r.code, 226, "{r:?}\n{}", common::tail(&g.logs(), 20));
+    assert_eq!(common::sha_file(&root.join("q/r.bin")), sha(&body));
+    // 8 000 000 used.
+    assert_eq!(store(&mut c, "s.bin", &payload(2_000_001, 3)).code, 552);
+    assert_eq!(store(&mut c, "s.bin", &payload(2_000_000, 3)).code, 226);
+}

@@ -342,6 +342,8 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
         (StoreKind::Stor, Some(n)) if n > 0 => WriteMode::Offset(n),
         (StoreKind::Stor, _) => WriteMode::Truncate,
     };
+    // Usage known before a pending upload is taken up (see `quota_area`).
+    tri!(quota_area(ctx).await);
     let park = park_plan(ctx, &t.storage);
     if let (Some(p), Some(window)) = (&park, ctx.storage_config().resume_window()) {
         let storage = ctx.storage();
@@ -598,16 +600,10 @@ async fn reserve_quota(
     let Some(limits) = user.quota() else {
         return Ok(None);
     };
+    let Some(area) = quota_area(ctx).await? else {
+        return Ok(None);
+    };
     let storage = ctx.storage();
-    let label = ctx.server.backend_label(Some(user));
-    let area = ctx.server.quotas.area(label, &user.home);
-    if let Err(e) = area.load(&*storage).await {
-        tracing::warn!(error = %e, "quota usage could not be computed");
-        return Err(Reply::new(
-            451,
-            "Requested action aborted: quota usage could not be computed",
-        ));
-    }
     let old = match storage.stat(path).await {
         Ok(m) if m.is_file() => Some(m.size),
         _ => None,
@@ -625,6 +621,27 @@ async fn reserve_quota(
             tracing::info!(limit = e.key(), "upload refused: user's quota is full");
             quota_reply(e)
         })
+}
+
+/// The user's counted area with its usage loaded (walked on first use), `None`
+/// for a user without quota; 451 when the walk fails. Loaded before any upload
+/// object exists, so the backend wrapper accounts for it (a resumed one too).
+async fn quota_area(ctx: &Ctx<'_>) -> Result<Option<std::sync::Arc<crate::quota::Area>>, Reply> {
+    let Some(user) = ctx.session.user().filter(|u| u.quota().is_some()) else {
+        return Ok(None);
+    };
+    let label = ctx.server.backend_label(Some(user));
+    let area = ctx.server.quotas.area(label, &user.home);
+    match area.load(&*ctx.storage()).await {
+        Ok(_) => Ok(Some(area)),
+        Err(e) => {
+            tracing::warn!(error = %e, "quota usage could not be computed");
+            Err(Reply::new(
+                451,
+                "Requested action aborted: quota usage could not be computed",
+            ))
+        }
+    }
 }
 
 /// 552 for an upload over the user's quota.
