@@ -461,7 +461,8 @@ impl StorageBackend for AccountedBackend {
 
     async fn rename(&self, from: &VPath, to: &VPath) -> Result<()> {
         let label = &self.label;
-        if !self.quotas.covered(label, from) && !self.quotas.covered(label, to) {
+        // Onto itself nothing moves (and the "replaced" file is the source).
+        if from == to || !self.quotas.covered(label, from) && !self.quotas.covered(label, to) {
             return self.inner.rename(from, to).await;
         }
         let src = self.inner.stat(from).await?;
@@ -572,6 +573,9 @@ mod tests {
         b.rename(&p("/a/three"), &p("/b/three")).await.unwrap();
         assert_eq!((a.usage().bytes, a.usage().files), (80, 2));
         b.rename(&p("/b/other"), &p("/a/one")).await.unwrap();
+        assert_eq!((a.usage().bytes, a.usage().files), (57, 2));
+        // Renamed onto itself: nothing changes.
+        b.rename(&p("/a/one"), &p("/a/one")).await.unwrap();
         assert_eq!((a.usage().bytes, a.usage().files), (57, 2));
         b.delete(&p("/a/one")).await.unwrap();
         assert_eq!((a.usage().bytes, a.usage().files), (50, 1));
