@@ -66,12 +66,65 @@ pub struct User {
     pub backend: Option<String>,
     /// Largest single upload in bytes (`users.max_upload_bytes`).
     pub max_upload_bytes: Option<u64>,
+    /// Most bytes the home may hold (`users.quota_bytes`).
+    pub quota_bytes: Option<u64>,
+    /// Most files the home may hold (`users.quota_files`).
+    pub quota_files: Option<u64>,
+    /// Upload bandwidth shared by the user's sessions (`users.upload_bytes_per_sec`).
+    pub upload_bytes_per_sec: Option<u64>,
+    /// Download bandwidth shared by the user's sessions (`users.download_bytes_per_sec`).
+    pub download_bytes_per_sec: Option<u64>,
+    /// Most concurrent logged-in sessions (`users.max_sessions`).
+    pub max_sessions: Option<usize>,
+    /// Client networks the user may log in from (`users.allowed_networks`);
+    /// empty: any.
+    pub allowed_networks: Vec<ipnet::IpNet>,
 }
 
 impl User {
     /// True if the user holds `p`.
     pub fn may(&self, p: Permission) -> bool {
         self.permissions.contains(&p)
+    }
+
+    /// The user of a `[[users]]` entry (or of any answer deserialised into one, as
+    /// an external auth hook's): every key, limits included, in one place.
+    pub fn from_config(u: &UserConfig) -> Result<Self, String> {
+        let home = VPath::parse(&u.home).map_err(|e| format!("user {}: home: {e}", u.name))?;
+        Ok(User {
+            name: u.name.clone(),
+            home,
+            permissions: u.permissions.iter().copied().collect(),
+            backend: u.backend.clone(),
+            max_upload_bytes: u.max_upload_bytes,
+            quota_bytes: u.quota_bytes,
+            quota_files: u.quota_files,
+            upload_bytes_per_sec: u.upload_bytes_per_sec,
+            download_bytes_per_sec: u.download_bytes_per_sec,
+            max_sessions: u.max_sessions,
+            allowed_networks: u
+                .allowed_networks
+                .iter()
+                .map(|n| crate::config::parse_net(n))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("user {}: allowed_networks: {e}", u.name))?,
+        })
+    }
+
+    /// True if the user may log in from `ip` (`users.allowed_networks`); an
+    /// IPv4-mapped IPv6 address counts as IPv4.
+    pub fn allowed_from(&self, ip: IpAddr) -> bool {
+        let ip = crate::datachan::canonical(ip);
+        self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The user's storage quota (`users.quota_bytes`, `users.quota_files`), if any.
+    pub fn quota(&self) -> Option<crate::quota::QuotaLimits> {
+        let q = crate::quota::QuotaLimits {
+            bytes: self.quota_bytes,
+            files: self.quota_files,
+        };
+        (q != crate::quota::QuotaLimits::default()).then_some(q)
     }
 }
 
@@ -243,26 +296,85 @@ impl LoginTurn<'_> {
     }
 
     /// Checks a PASS (RFC 959 §4.1.1) from this turn's address: against the
-    /// users file ([`Self::verify`]) or, with `[auth_hook]`, for names not in
+    /// users file ([`Self::verify_from`]) or, with `[auth_hook]`, for names not in
     /// the file (or every name with `order = "hook_only"`), with the hook
-    /// ([`crate::auth_hook`]). A denial or a hook failure is a failed login.
+    /// ([`crate::auth_hook`]). A denial or a hook failure is a failed login; a hook
+    /// user's `allowed_networks` are checked on its answer.
     pub async fn login(
         &self,
         name: &str,
         password: &str,
         info: &crate::auth_hook::LoginInfo,
-    ) -> Option<Arc<User>> {
+    ) -> Checked {
         let Some(hook) = &self.auth.hook else {
-            return self.verify(name, password).await;
+            return self.verify_from(name, password, info.ip).await;
         };
         if hook.order() == crate::auth_hook::HookOrder::UsersFirst && self.auth.has_user(name) {
-            return self.verify(name, password).await;
+            return self.verify_from(name, password, info.ip).await;
         }
-        let user = hook.login(name, password, info).await;
-        if user.is_none() {
+        let checked = match hook.login(name, password, info).await {
+            Some(u) if u.allowed_from(info.ip) => Checked::Ok(u),
+            Some(_) => Checked::NetworkRefused,
+            None => Checked::Failed,
+        };
+        if !matches!(checked, Checked::Ok(_)) {
             self.suspect();
         }
-        user
+        checked
+    }
+}
+
+/// The outcome of [`LoginTurn::verify_from`].
+#[derive(Debug)]
+pub enum Checked {
+    /// Name and password match, and the client's network is allowed.
+    Ok(Arc<User>),
+    /// Unknown name or wrong password.
+    Failed,
+    /// A known user outside `users.allowed_networks`: the password was not
+    /// checked, but a dummy hash of the same cost was, so the reply comes as late
+    /// as for a wrong password and tells nothing about the name or the password.
+    NetworkRefused,
+}
+
+impl LoginTurn<'_> {
+    /// [`LoginTurn::verify`] for a client at `client`: a user with
+    /// `allowed_networks` that do not contain it is refused without checking the
+    /// password (no password oracle from outside those networks), at the cost of a
+    /// wrong password.
+    pub async fn verify_from(&self, name: &str, password: &str, client: IpAddr) -> Checked {
+        let auth = self.auth;
+        let refused = {
+            let table = auth.table.read().unwrap_or_else(|p| p.into_inner());
+            table
+                .accounts
+                .get(name)
+                .filter(|a| !a.user.allowed_from(client))
+                .map(|a| {
+                    let class = cost_class(&a.hash);
+                    table
+                        .dummies
+                        .iter()
+                        .find(|(c, _)| *c == class)
+                        .map_or_else(|| table.dummies[0].1.clone(), |(_, d)| d.clone())
+                })
+        };
+        let Some(dummy) = refused else {
+            return match self.verify(name, password).await {
+                Some(u) => Checked::Ok(u),
+                None => Checked::Failed,
+            };
+        };
+        let suspect = {
+            let s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            s.get(&self.ip).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+        };
+        if let Some(_permit) = auth.verifying.acquire(suspect).await {
+            let password = password.to_owned();
+            let _ = tokio::task::spawn_blocking(move || verify_password(&password, &dummy)).await;
+        }
+        self.suspect();
+        Checked::NetworkRefused
     }
 }
 
@@ -369,17 +481,10 @@ impl Authenticator {
     fn accounts(users: &[UserConfig]) -> Result<HashMap<String, Account>, String> {
         let mut accounts = HashMap::new();
         for u in users {
-            let home = VPath::parse(&u.home).map_err(|e| format!("user {}: home: {e}", u.name))?;
             accounts.insert(
                 u.name.clone(),
                 Account {
-                    user: Arc::new(User {
-                        name: u.name.clone(),
-                        home,
-                        permissions: u.permissions.iter().copied().collect(),
-                        backend: u.backend.clone(),
-                        max_upload_bytes: u.max_upload_bytes,
-                    }),
+                    user: Arc::new(User::from_config(u)?),
                     hash: u.password_hash.clone(),
                 },
             );
@@ -580,6 +685,12 @@ mod tests {
             permissions: vec![Permission::Write],
             backend: None,
             max_upload_bytes: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_bytes_per_sec: None,
+            download_bytes_per_sec: None,
+            max_sessions: None,
+            allowed_networks: Vec::new(),
         }])
         .unwrap();
         let u = auth.verify("bob", "s3cret").await.unwrap();
@@ -597,6 +708,12 @@ mod tests {
             permissions: vec![Permission::Write],
             backend: None,
             max_upload_bytes: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_bytes_per_sec: None,
+            download_bytes_per_sec: None,
+            max_sessions: None,
+            allowed_networks: Vec::new(),
         }
     }
 
@@ -641,6 +758,46 @@ mod tests {
         // No users at all: the argon2id default.
         let t = Authenticator::table(&[], &[]).unwrap();
         assert!(t.dummies[0].1.starts_with("$argon2id$"));
+    }
+
+    #[tokio::test]
+    async fn networks_are_checked_before_the_password() {
+        let mut u = user_with("n", bcrypt::hash("pw", 4).unwrap());
+        u.allowed_networks = vec!["10.0.0.0/8".into(), "::1".into()];
+        let auth = Authenticator::new(&[u]).unwrap();
+        let inside: IpAddr = "10.1.2.3".parse().unwrap();
+        let outside: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.9.9.9".parse().unwrap();
+        let t = auth.turn(outside).await;
+        assert!(matches!(
+            t.verify_from("n", "pw", outside).await,
+            Checked::NetworkRefused
+        ));
+        // A refusal marks the address like a failure.
+        assert!(auth.suspects.lock().unwrap().contains_key(&outside));
+        drop(t);
+        let t = auth.turn(inside).await;
+        assert!(matches!(
+            t.verify_from("n", "pw", inside).await,
+            Checked::Ok(_)
+        ));
+        assert!(matches!(
+            t.verify_from("n", "no", inside).await,
+            Checked::Failed
+        ));
+        assert!(matches!(
+            t.verify_from("n", "pw", mapped).await,
+            Checked::Ok(_)
+        ));
+        assert!(matches!(
+            t.verify_from("n", "pw", "::1".parse().unwrap()).await,
+            Checked::Ok(_)
+        ));
+        // Unknown names fail the same way from anywhere.
+        assert!(matches!(
+            t.verify_from("x", "pw", outside).await,
+            Checked::Failed
+        ));
     }
 
     #[tokio::test]

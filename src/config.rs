@@ -613,6 +613,31 @@ pub struct UserConfig {
     /// is stored. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_upload_bytes: Option<u64>,
+    /// Most bytes the user's home may hold (all files under it, counted through
+    /// this process); an upload that would pass it gets 552 and stores nothing.
+    /// Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// Most files the user's home may hold; a new file beyond it gets 552.
+    /// Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_files: Option<u64>,
+    /// Upload bandwidth in bytes per second, shared by all of the user's
+    /// sessions. Unset: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_bytes_per_sec: Option<u64>,
+    /// Download (RETR) bandwidth in bytes per second, shared by all of the
+    /// user's sessions. Unset: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_bytes_per_sec: Option<u64>,
+    /// Most sessions logged in as this user at once; PASS beyond it gets 421
+    /// and the connection closes. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
+    /// Client networks (CIDR, or single addresses) this user may log in from;
+    /// from elsewhere PASS fails like a wrong password (530). Empty: anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_networks: Vec<String>,
 }
 
 fn default_home() -> String {
@@ -910,6 +935,7 @@ impl Config {
                     u.home
                 ));
             }
+            check_user_limits(u).map_err(|e| format!("{}.{e}", self.user_key(i)))?;
             if let Some(b) = &u.backend {
                 if !self.backends.contains_key(b) {
                     return Err(format!(
@@ -1103,6 +1129,25 @@ pub fn load_users_file(path: &Path) -> Result<Vec<UserConfig>, String> {
         toml::from_str(&text).map_err(|e| format!("users_file {}: {e}", path.display()))?
     };
     Ok(parsed.users)
+}
+
+/// Checks a user's limits; the error starts with the key (`quota_bytes: …`).
+fn check_user_limits(u: &UserConfig) -> Result<(), String> {
+    for (key, v) in [
+        ("upload_bytes_per_sec", u.upload_bytes_per_sec),
+        ("download_bytes_per_sec", u.download_bytes_per_sec),
+        ("max_sessions", u.max_sessions.map(|n| n as u64)),
+    ] {
+        if v == Some(0) {
+            return Err(format!(
+                "{key} = 0 refuses everything; leave it unset for no limit"
+            ));
+        }
+    }
+    for (j, n) in u.allowed_networks.iter().enumerate() {
+        parse_net(n).map_err(|e| format!("allowed_networks[{j}]: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Parses a CIDR network; a bare address is a single-host network.

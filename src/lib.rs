@@ -25,6 +25,8 @@
 //! - [`config`]: figment layering and validation.
 //! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
 //! - [`server`]: listeners, session limits, graceful shutdown, users reload.
+//! - [`limits`]: per-user session caps and bandwidth buckets; [`quota`]: per-user
+//!   storage quotas, counted by a wrapper around each backend.
 //! - [`health`]: background backend checks behind `/readyz` and `ftpgate_backend_up`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/readyz`,
 //!   `/metrics` endpoint; [`process`]: CPU, memory and descriptors of the process.
@@ -46,6 +48,7 @@ pub(crate) mod errors;
 pub(crate) mod handlers;
 pub(crate) mod health;
 pub(crate) mod http;
+pub(crate) mod limits;
 pub(crate) mod listing;
 pub(crate) mod liveness;
 pub(crate) mod login_cache;
@@ -53,6 +56,7 @@ pub mod metrics;
 pub(crate) mod process;
 pub mod protocol;
 pub(crate) mod proxy;
+pub(crate) mod quota;
 pub mod resources;
 pub(crate) mod resume;
 pub mod server;

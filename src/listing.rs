@@ -317,6 +317,12 @@ mod tests {
             permissions: HashSet::from([Permission::Write]),
             backend: None,
             max_upload_bytes: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_bytes_per_sec: None,
+            download_bytes_per_sec: None,
+            max_sessions: None,
+            allowed_networks: Vec::new(),
         };
         let f = entry("f", EntryKind::File, 0, 1);
         assert_eq!(perm_fact(&f.meta, &u, true), "aw");

@@ -143,6 +143,15 @@ pub struct Metrics {
     pub pending_changed: tokio::sync::Notify,
     /// Webhook events by endpoint and result (`crate::webhooks`).
     pub webhook_events: Family<WebhookLabels, Counter>,
+    /// Refusals by a per-user limit (`reason`: quota, sessions, network).
+    pub user_limit_refusals: Family<ReasonLabel, Counter>,
+}
+
+/// Label of `ftpgate_user_limit_refusals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `quota` (552), `sessions` (421 at PASS) or `network` (530 at PASS).
+    pub reason: &'static str,
 }
 
 /// Label of `ftpgate_pending_upload_events_total`.
@@ -213,6 +222,7 @@ impl Metrics {
             pending_events: Family::default(),
             pending_changed: tokio::sync::Notify::new(),
             webhook_events: Family::default(),
+            user_limit_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -315,8 +325,20 @@ impl Metrics {
             "Webhook events delivered, failed (given up) or dropped (queue full)",
             m.webhook_events.clone(),
         );
+        registry.register(
+            "ftpgate_user_limit_refusals",
+            "Requests refused by a per-user limit: quota (552), sessions (421), network (530)",
+            m.user_limit_refusals.clone(),
+        );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
+    }
+
+    /// Counts one refusal by a per-user limit (`quota`, `sessions`, `network`).
+    pub fn user_limit_refused(&self, reason: &'static str) {
+        self.user_limit_refusals
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts one webhook event's end for `endpoint`.

@@ -67,6 +67,11 @@ pub struct Shared {
     pub health: crate::health::Health,
     /// Webhook notifications (`[[webhooks]]`).
     pub events: crate::webhooks::Events,
+    /// Per-user session counts and bandwidth buckets (`users.max_sessions`,
+    /// `users.*_bytes_per_sec`).
+    pub user_limits: Arc<crate::limits::UserLimits>,
+    /// Counted storage areas for `users.quota_bytes` / `users.quota_files`.
+    pub quotas: Arc<crate::quota::Quotas>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Mutex<usize>,
     next_id: AtomicU64,
@@ -242,6 +247,12 @@ impl Server {
                 permissions: auth::Permission::all_vec(),
                 backend: None,
                 max_upload_bytes: None,
+                quota_bytes: None,
+                quota_files: None,
+                upload_bytes_per_sec: None,
+                download_bytes_per_sec: None,
+                max_sessions: None,
+                allowed_networks: Vec::new(),
             });
             tracing::warn!(
                 user = "ftpgate",
@@ -250,8 +261,11 @@ impl Server {
             );
         }
         let metrics = Arc::new(Metrics::new());
+        let quotas = Arc::new(crate::quota::Quotas::default());
         let instrument = |b: Arc<dyn StorageBackend>, name: &str| -> Arc<dyn StorageBackend> {
-            Arc::new(InstrumentedBackend::new(b, name, metrics.clone()))
+            let b: Arc<dyn StorageBackend> =
+                Arc::new(InstrumentedBackend::new(b, name, metrics.clone()));
+            Arc::new(crate::quota::AccountedBackend::new(b, name, quotas.clone()))
         };
         let storage = instrument(build_storage(&config.storage, "storage").await?, "storage");
         let mut backends = HashMap::new();
@@ -365,6 +379,8 @@ impl Server {
             hard_stop: CancellationToken::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
             health,
+            user_limits: Arc::default(),
+            quotas,
             per_ip: Mutex::new(HashMap::new()),
             total: Mutex::new(0),
             next_id: AtomicU64::new(1),

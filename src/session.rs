@@ -76,6 +76,11 @@ pub struct Session {
     /// Backend paths this login uploaded (committed), newest last: a user
     /// without `list` (a drop box) may change the times and modes of these only.
     pub own_uploads: Arc<std::sync::Mutex<std::collections::VecDeque<VPath>>>,
+    /// This login's place in its user's `max_sessions` (released on logout, REIN
+    /// or when the session ends, however it ends).
+    pub user_slot: Option<crate::limits::UserSlot>,
+    /// The user's shared bandwidth buckets (`users.*_bytes_per_sec`).
+    pub throttles: crate::limits::Throttles,
 }
 
 /// Data moved by one session's transfers: bytes in both directions (every
@@ -155,6 +160,8 @@ impl Session {
             hash_algorithm: crate::checksum::Algorithm::default(),
             totals: Arc::default(),
             own_uploads: Arc::default(),
+            user_slot: None,
+            throttles: crate::limits::Throttles::default(),
         }
     }
 

@@ -30,6 +30,9 @@ pub(super) fn user(ctx: &mut Ctx<'_>, name: String) -> Outcome {
         return tls_first();
     }
     ctx.session.login = LoginState::AwaitPass { name };
+    // A new login begins: the previous one's place in its user's max_sessions goes.
+    ctx.session.user_slot = None;
+    ctx.session.throttles = crate::limits::Throttles::default();
     ctx.session.cwd = ftpgate_storage::VPath::root();
     Reply::new(331, "Please specify the password").into()
 }
@@ -65,20 +68,46 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
         }
         return Reply::new(530, "Login incorrect").into();
     }
+    // `users.allowed_networks` is checked here, against the client address after
+    // any PROXY header: USER answers 331 for every name (RFC 959 allows it), so a
+    // refusal there would tell that the name exists. A refused network costs a
+    // dummy hash check and ends exactly like a wrong password.
     let info = crate::auth_hook::LoginInfo {
         ip,
         tls: ctx.session.tls_control,
         session_id: ctx.session.id,
     };
-    let verified = turn.login(&name, &pw.0, &info).await;
+    let checked = turn.login(&name, &pw.0, &info).await;
+    let network_refused = matches!(checked, crate::auth::Checked::NetworkRefused);
+    let verified = match checked {
+        crate::auth::Checked::Ok(u) => Some(u),
+        _ => None,
+    };
     // Counted before the turn ends, so the next check from this address sees a ban.
     let ban = match verified {
         Some(_) => None,
         None => ctx.server.bans.failure(ip),
     };
     drop(turn);
+    if network_refused {
+        ctx.server.metrics.user_limit_refused("network");
+        tracing::warn!(user = %name, peer = %ip, "login refused: client network not in the user's allowed_networks");
+    }
     match verified {
         Some(user) => {
+            let Some((slot, throttles)) = ctx.server.user_limits.login(&user) else {
+                ctx.server.metrics.user_limit_refused("sessions");
+                ctx.server.metrics.logins.get_or_create(&LOGIN_FAILED).inc();
+                ctx.session.login = LoginState::AwaitUser;
+                tracing::warn!(user = %user.name, max_sessions = ?user.max_sessions, "login refused: user has max_sessions sessions already");
+                // RFC 959 §4.2: "421 Service not available, closing control connection".
+                return Outcome::Close(Reply::new(
+                    421,
+                    "Too many sessions for this user, closing control connection",
+                ));
+            };
+            ctx.session.user_slot = Some(slot);
+            ctx.session.throttles = throttles;
             ctx.server.metrics.logins.get_or_create(&LOGIN_OK).inc();
             tracing::Span::current().record("user", user.name.as_str());
             tracing::info!(user = %user.name, "login ok");

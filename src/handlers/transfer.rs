@@ -31,6 +31,9 @@ use crate::resume::{self, Park};
 /// the local backend's queue of 4 chunks, one upload holds at most ~5 MiB.
 const UPLOAD_CHUNK: usize = 1024 * 1024;
 
+/// Largest piece of a throttled download written at once (`users.download_bytes_per_sec`).
+const THROTTLE_SLICE: usize = 64 * 1024;
+
 /// STOR or APPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum StoreKind {
@@ -208,6 +211,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     };
     let ascii = ascii(ctx);
     let link = tri!(data_link(ctx));
+    let throttle = ctx.session.throttles.download.clone();
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     let pre = Reply::new(
@@ -224,15 +228,18 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
             Ok(s) => s,
             Err(e) => return e,
         };
-        send_file(sock, stream, ascii, c).await
+        send_file(sock, stream, ascii, c, throttle).await
     })
 }
 
+/// Sends a file; `throttle` is the user's shared download bucket
+/// (`users.download_bytes_per_sec`).
 async fn send_file(
     mut sock: DataConn,
     mut stream: ByteStream,
     ascii: bool,
     cancel: CancellationToken,
+    throttle: Option<std::sync::Arc<crate::limits::Throttle>>,
 ) -> TransferEnd {
     let mut sent = 0u64;
     let mut prev_cr = false;
@@ -259,15 +266,32 @@ async fn send_file(
         } else {
             chunk
         };
-        let w = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return aborted(sent),
-            w = sock.write_all(&chunk) => w,
+        // Throttled: pieces of at most THROTTLE_SLICE, each after its tokens, so a
+        // slow rate sends steadily instead of pausing a whole chunk's time.
+        let step = if throttle.is_some() {
+            THROTTLE_SLICE
+        } else {
+            chunk.len().max(1)
         };
-        if w.is_err() {
-            return aborted(sent);
+        let mut at = 0;
+        while at < chunk.len() {
+            let piece = chunk.slice(at..(at + step).min(chunk.len()));
+            at += piece.len();
+            if let Some(t) = &throttle {
+                if !t.pass(piece.len() as u64, &cancel).await {
+                    return aborted(sent);
+                }
+            }
+            let w = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return aborted(sent),
+                w = sock.write_all(&piece) => w,
+            };
+            if w.is_err() {
+                return aborted(sent);
+            }
+            sent += piece.len() as u64;
         }
-        sent += chunk.len() as u64;
     }
     drop(stream);
     if sock.sock.shutdown().await.is_err() {
@@ -318,6 +342,8 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
         (StoreKind::Stor, Some(n)) if n > 0 => WriteMode::Offset(n),
         (StoreKind::Stor, _) => WriteMode::Truncate,
     };
+    // Usage known before a pending upload is taken up (see `quota_area`).
+    tri!(quota_area(ctx).await);
     let park = park_plan(ctx, &t.storage);
     if let (Some(p), Some(window)) = (&park, ctx.storage_config().resume_window()) {
         let storage = ctx.storage();
@@ -470,6 +496,15 @@ async fn begin_upload_with(
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
     let kept = park.as_ref().map_or(0, |p| p.resumed_from);
+    let quota = match reserve_quota(ctx, &path, mode, resumed.as_ref().map(|_| kept)).await {
+        Ok(q) => q,
+        Err(r) => {
+            if let Some(r) = resumed {
+                resume::park(r.upload, park.as_ref(), 0).await;
+            }
+            return r.into();
+        }
+    };
     let (upload, prefix, digest) = match resumed {
         Some(r) => {
             let hash = ctx.storage_config().upload_sha256.unwrap_or(true) && r.prefix.is_some();
@@ -485,11 +520,16 @@ async fn begin_upload_with(
         },
     };
     let ascii = ascii(ctx);
-    let limit = ctx
-        .session
-        .user()
-        .and_then(|u| u.max_upload_bytes)
-        .map(|l| l.saturating_sub(kept));
+    let limits = UploadLimits {
+        max: ctx
+            .session
+            .user()
+            .and_then(|u| u.max_upload_bytes)
+            .map(|l| l.saturating_sub(kept)),
+        quota,
+        throttle: ctx.session.throttles.upload.clone(),
+        metrics: ctx.server.metrics.clone(),
+    };
     let link = match data_link(ctx) {
         Ok(l) => l,
         Err(r) => {
@@ -528,7 +568,7 @@ async fn begin_upload_with(
             sock,
             upload,
             ascii,
-            limit,
+            limits,
             digest,
             c,
             UploadEnd { probe, park },
@@ -542,6 +582,86 @@ async fn begin_upload_with(
         }
         r
     })
+}
+
+/// The quota reservation of an upload to `path` (`users.quota_bytes`,
+/// `users.quota_files`): `None` for a user without quota; 552 (RFC 959 §4.2
+/// "Exceeded storage allocation") when even its first byte does not fit. Usage is
+/// walked on first use. `resumed_from`: the kept bytes of a resumed upload.
+async fn reserve_quota(
+    ctx: &Ctx<'_>,
+    path: &VPath,
+    mode: WriteMode,
+    resumed_from: Option<u64>,
+) -> Result<Option<crate::quota::Reservation>, Reply> {
+    let Some(user) = ctx.session.user() else {
+        return Ok(None);
+    };
+    let Some(limits) = user.quota() else {
+        return Ok(None);
+    };
+    let Some(area) = quota_area(ctx).await? else {
+        return Ok(None);
+    };
+    let storage = ctx.storage();
+    let old = match storage.stat(path).await {
+        Ok(m) if m.is_file() => Some(m.size),
+        _ => None,
+    };
+    let base = match (resumed_from, mode) {
+        (Some(kept), _) => kept,
+        (None, WriteMode::Append) => old.unwrap_or(0),
+        (None, WriteMode::Offset(n)) => n,
+        (None, WriteMode::Truncate | WriteMode::CreateNew) => 0,
+    };
+    crate::quota::Reservation::start(area, limits, base, old)
+        .map(Some)
+        .map_err(|e| {
+            ctx.server.metrics.user_limit_refused("quota");
+            tracing::info!(limit = e.key(), "upload refused: user's quota is full");
+            quota_reply(e)
+        })
+}
+
+/// The user's counted area with its usage loaded (walked on first use), `None`
+/// for a user without quota; 451 when the walk fails. Loaded before any upload
+/// object exists, so the backend wrapper accounts for it (a resumed one too).
+async fn quota_area(ctx: &Ctx<'_>) -> Result<Option<std::sync::Arc<crate::quota::Area>>, Reply> {
+    let Some(user) = ctx.session.user().filter(|u| u.quota().is_some()) else {
+        return Ok(None);
+    };
+    let label = ctx.server.backend_label(Some(user));
+    let area = ctx.server.quotas.area(label, &user.home);
+    match area.load(&*ctx.storage()).await {
+        Ok(_) => Ok(Some(area)),
+        Err(e) => {
+            tracing::warn!(error = %e, "quota usage could not be computed");
+            Err(Reply::new(
+                451,
+                "Requested action aborted: quota usage could not be computed",
+            ))
+        }
+    }
+}
+
+/// 552 for an upload over the user's quota.
+fn quota_reply(e: crate::quota::Exceeded) -> Reply {
+    Reply::new(
+        552,
+        format!("Exceeded storage allocation ({}); nothing stored", e.key()),
+    )
+}
+
+/// What bounds an upload while it streams.
+struct UploadLimits {
+    /// `users.max_upload_bytes`, less bytes kept by a resumed upload.
+    max: Option<u64>,
+    /// Room taken from the user's quota, grown as bytes arrive.
+    quota: Option<crate::quota::Reservation>,
+    /// The user's shared upload bucket (`users.upload_bytes_per_sec`).
+    throttle: Option<std::sync::Arc<crate::limits::Throttle>>,
+    /// For `ftpgate_user_limit_refusals_total`.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Feeds the kept bytes of a resumed upload into its digest; `None` (no digest) when
@@ -582,14 +702,14 @@ struct UploadEnd {
     park: Option<Park>,
 }
 
-/// Receives until EOF into `upload`; more than `limit` bytes (the user's
-/// `max_upload_bytes`) aborts it with 552 (RFC 959 §4.2 "Exceeded storage
-/// allocation").
+/// Receives until EOF into `upload`; more than the user's `max_upload_bytes`, or
+/// more than the quota has room for, aborts it with 552 (RFC 959 §4.2 "Exceeded
+/// storage allocation"). Reads wait for the user's upload bucket.
 async fn receive_file(
     mut sock: DataConn,
     mut upload: Box<dyn Upload>,
     ascii: bool,
-    limit: Option<u64>,
+    mut limits: UploadLimits,
     mut digest: Option<UploadDigest>,
     cancel: CancellationToken,
     UploadEnd { probe, park }: UploadEnd,
@@ -625,7 +745,23 @@ async fn receive_file(
                 }
                 Ok(n) => {
                     received += n as u64;
-                    if limit.is_some_and(|l| received > l) {
+                    if let Some(Err(e)) = limits.quota.as_mut().map(|q| q.update(received)) {
+                        limits.metrics.user_limit_refused("quota");
+                        tracing::info!(received, limit = e.key(), "upload over the user's quota");
+                        let _ = upload.abort().await;
+                        return TransferEnd {
+                            reply: quota_reply(e),
+                            bytes: received,
+                            sha256: None,
+                        };
+                    }
+                    if let Some(t) = &limits.throttle {
+                        if !t.pass(n as u64, &cancel).await {
+                            resume::park(upload, park.as_ref(), received).await;
+                            return aborted(received);
+                        }
+                    }
+                    if limits.max.is_some_and(|l| received > l) {
                         tracing::info!(received, "upload over the user's max_upload_bytes");
                         let _ = upload.abort().await;
                         return end(
