@@ -43,6 +43,14 @@ fn answer(r: &Req) -> Answer {
         "stranger" => Answer::json(200, json!({"backend": "nope"})),
         "tester" => Answer::json(200, json!({"home": "/from-hook"})),
         "archivist" => Answer::json(200, json!({"home": "/arch", "backend": "archive"})),
+        "remote" => Answer::json(
+            200,
+            json!({"home": "/remote", "allowed_networks": ["10.0.0.0/8"]}),
+        ),
+        "local" => Answer::json(
+            200,
+            json!({"home": "/local", "allowed_networks": ["127.0.0.0/8"], "max_sessions": 1}),
+        ),
         _ => Answer::status(403),
     }
 }
@@ -342,4 +350,21 @@ fn hook_users_get_the_backend_the_hook_names() {
     let mut other = g.ctl();
     other.login("alice", "alice pw");
     assert_eq!(other.retr("/kept.bin").0.code, 550);
+}
+
+/// The hook's answer carries per-user limits like a users-file entry:
+/// `allowed_networks` refuses a client outside them (530, counted as a failed
+/// login), `max_sessions` caps the user's sessions (421).
+#[test]
+fn hook_users_get_their_limits() {
+    let (rx, g) = hook_gate("", "");
+    assert_eq!(pass(&g, "remote", "remote pw"), 530);
+    assert_eq!(asked(&rx, "remote"), 1, "the hook was asked");
+    g.wait_logs("the network refusal", |l| l.contains("login failed"));
+    let mut first = g.ctl();
+    first.login("local", "local pw");
+    let mut second = g.ctl();
+    second.cmd("USER local");
+    assert_eq!(second.cmd("PASS local pw").code, 421, "max_sessions = 1");
+    assert_eq!(first.cmd("PWD").code, 257);
 }
