@@ -327,7 +327,7 @@ async fn read_error_body(mut body: StallBody) -> Bytes {
 
 /// The HTTP client of the backend, with the bounds described in the module docs.
 #[derive(Debug)]
-pub(crate) struct Transport {
+pub struct Transport {
     client: reqwest::Client,
     response_timeout: Duration,
     stall_timeout: Duration,
@@ -335,7 +335,7 @@ pub(crate) struct Transport {
 
 impl Transport {
     /// A client for `http://` endpoints only when `allow_http`.
-    pub(crate) fn new(
+    pub fn new(
         allow_http: bool,
         connect_timeout: Duration,
         pool_idle_timeout: Duration,
@@ -429,7 +429,7 @@ impl HttpService for Transport {
 
 /// Hands object_store the shared [`Transport`].
 #[derive(Debug, Clone)]
-pub(crate) struct Connector(pub(crate) Arc<Transport>);
+pub struct Connector(pub Arc<Transport>);
 
 /// Lets an `Arc<Transport>` serve as an [`HttpService`] (the typed requests share it).
 #[derive(Debug, Clone)]

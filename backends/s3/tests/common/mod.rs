@@ -76,7 +76,7 @@ pub const SECRET_KEY: &str = "testing";
 /// server's stderr, "log:PATH" to append it to PATH; argv[3:]: the server command. The guard exits when the server does
 /// (so a server that fails to start is noticed), and stops the server when its stdin
 /// (a pipe from the test binary) closes.
-const GUARD: &str = r#"
+pub const GUARD: &str = r#"
 import os, shutil, subprocess, sys, threading
 cleanup, quiet, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
 err = None
@@ -112,14 +112,14 @@ finally:
 sys.exit(rc)
 "#;
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
