@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange,
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    StaticCredentialProvider,
 };
 
 use ftpgate_backend_s3::shared::{map_error, Connector, Keys, Transport};
@@ -81,7 +82,10 @@ impl fmt::Debug for CloudBackend {
 
 /// The transport (response and stall timeouts, no whole-request timeout), the client
 /// options and the retry policy shared by both services.
-fn client_parts(tuning: &Tuning, allow_http: bool) -> Result<(ClientOptions, Connector, RetryConfig)> {
+fn client_parts(
+    tuning: &Tuning,
+    allow_http: bool,
+) -> Result<(ClientOptions, Connector, RetryConfig)> {
     let client = ClientOptions::new()
         .with_allow_http(allow_http)
         .with_timeout_disabled()
@@ -138,7 +142,9 @@ impl CloudBackend {
         let place = format!(
             "gcs bucket {:?} at {}",
             cfg.bucket,
-            endpoint.as_deref().unwrap_or("https://storage.googleapis.com")
+            endpoint
+                .as_deref()
+                .unwrap_or("https://storage.googleapis.com")
         );
         let mut builder = GoogleCloudStorageBuilder::from_env()
             .with_bucket_name(&cfg.bucket)
@@ -152,7 +158,13 @@ impl CloudBackend {
             builder = builder.with_service_account_path(file.display().to_string());
         }
         if cfg.anonymous {
-            builder = builder.with_skip_signature(true);
+            // Some requests (uploads) ask the provider even when unsigned: an empty
+            // static token keeps them off the metadata server.
+            builder = builder.with_skip_signature(true).with_credentials(Arc::new(
+                StaticCredentialProvider::new(GcpCredential {
+                    bearer: String::new(),
+                }),
+            ));
         }
         let store = Arc::new(builder.build().map_err(|e| build_error(&place, e))?);
         Ok(Self {
@@ -280,7 +292,12 @@ fn hex_digest(value: &AttributeValue) -> Option<[u8; 32]> {
 
 impl Inner {
     /// One HEAD: the object and its user metadata, or `None`.
-    async fn head(&self, location: &Path, op: &str, path: &VPath) -> Result<Option<(ObjectMeta, Attributes)>> {
+    async fn head(
+        &self,
+        location: &Path,
+        op: &str,
+        path: &VPath,
+    ) -> Result<Option<(ObjectMeta, Attributes)>> {
         let options = GetOptions {
             head: true,
             ..Default::default()
@@ -342,11 +359,8 @@ impl Inner {
                 Markers::FolderBlob => Ok(None),
             }
         };
-        let (file, marker, below) = futures::join!(
-            self.head(&object, op, path),
-            marker,
-            self.first_below(path)
-        );
+        let (file, marker, below) =
+            futures::join!(self.head(&object, op, path), marker, self.first_below(path));
         let mut probe = Probe::default();
         match file? {
             Some((meta, attrs)) if self.markers == Markers::FolderBlob && is_folder(&attrs) => {
@@ -392,7 +406,11 @@ impl Inner {
     }
 
     /// The file at `path` (a folder blob is not one), or `None`.
-    pub(crate) async fn file(&self, path: &VPath, op: &str) -> Result<Option<(ObjectMeta, Attributes)>> {
+    pub(crate) async fn file(
+        &self,
+        path: &VPath,
+        op: &str,
+    ) -> Result<Option<(ObjectMeta, Attributes)>> {
         let object = self.keys.object(path)?;
         Ok(self
             .head(&object, op, path)
@@ -526,7 +544,10 @@ impl StorageBackend for CloudBackend {
     /// Lists one key under the prefix; the error names the bucket or container.
     async fn check(&self) -> Result<()> {
         let inner = &self.inner;
-        match inner.page(inner.keys.root_prefix(), false, Some(1), None).await {
+        match inner
+            .page(inner.keys.root_prefix(), false, Some(1), None)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::new(
                 ErrorKind::NotFound,
@@ -577,7 +598,10 @@ impl StorageBackend for CloudBackend {
             if st.done {
                 return Ok::<_, StorageError>(None);
             }
-            let page = st.inner.page(&st.prefix, true, None, st.token.take()).await?;
+            let page = st
+                .inner
+                .page(&st.prefix, true, None, st.token.take())
+                .await?;
             st.token = page.page_token.clone();
             st.done = st.token.is_none();
             let mut seen = std::mem::take(&mut st.seen_dirs);
@@ -720,8 +744,10 @@ impl StorageBackend for CloudBackend {
             ));
         }
         let inner = &self.inner;
-        let (parent, probe) =
-            futures::join!(inner.require_parent(path, "mkdir"), inner.probe(path, "mkdir"));
+        let (parent, probe) = futures::join!(
+            inner.require_parent(path, "mkdir"),
+            inner.probe(path, "mkdir")
+        );
         parent?;
         let probe = probe?;
         if probe.dir.is_some() || probe.file.is_some() {
@@ -865,7 +891,10 @@ mod tests {
         assert!(hex_digest(&AttributeValue::from("g".repeat(64))).is_none());
         let mut a = Attributes::new();
         assert!(!is_folder(&a));
-        a.insert(Attribute::Metadata(AZURE_FOLDER_METADATA.into()), "True".into());
+        a.insert(
+            Attribute::Metadata(AZURE_FOLDER_METADATA.into()),
+            "True".into(),
+        );
         assert!(is_folder(&a));
     }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use ftpgate_backend_s3::{
-    Secret, MAX_PART_SIZE_MIB, MAX_REQUEST_TIMEOUT_SECS, MAX_RETRIES_LIMIT,
-    MAX_RETRY_TIMEOUT_SECS, MIN_PART_SIZE_MIB,
+    Secret, MAX_PART_SIZE_MIB, MAX_REQUEST_TIMEOUT_SECS, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
+    MIN_PART_SIZE_MIB,
 };
 use ftpgate_storage::{ErrorKind, StorageError};
 
@@ -51,10 +51,14 @@ impl Tuning {
             ));
         }
         if !(1..=64).contains(&self.max_parts_in_flight) {
-            return bad(format!("{key}.max_parts_in_flight must be between 1 and 64"));
+            return bad(format!(
+                "{key}.max_parts_in_flight must be between 1 and 64"
+            ));
         }
         if self.max_retries > MAX_RETRIES_LIMIT {
-            return bad(format!("{key}.max_retries must be at most {MAX_RETRIES_LIMIT}"));
+            return bad(format!(
+                "{key}.max_retries must be at most {MAX_RETRIES_LIMIT}"
+            ));
         }
         if !(1..=MAX_RETRY_TIMEOUT_SECS).contains(&self.retry_timeout_secs) {
             return bad(format!(
@@ -92,7 +96,11 @@ fn validate_prefix(key: &str, prefix: Option<&str>) -> Result<(), StorageError> 
 }
 
 /// Checks an endpoint URL's scheme.
-fn validate_endpoint(key: &str, endpoint: Option<&str>, allow_http: bool) -> Result<(), StorageError> {
+fn validate_endpoint(
+    key: &str,
+    endpoint: Option<&str>,
+    allow_http: bool,
+) -> Result<(), StorageError> {
     let Some(e) = endpoint else { return Ok(()) };
     let bad = |msg: String| Err(StorageError::new(ErrorKind::InvalidInput, msg));
     if e.starts_with("https://") || (allow_http && e.starts_with("http://")) {

@@ -130,7 +130,12 @@ fn start(kind: Kind) -> Option<Emulator> {
     ));
     std::fs::create_dir_all(&root).expect("create the emulator's directory");
     let mut guard = Command::new("python3");
-    guard.arg("-c").arg(s3common::GUARD).arg(&root).arg("1").arg(&program);
+    guard
+        .arg("-c")
+        .arg(s3common::GUARD)
+        .arg(&root)
+        .arg("1")
+        .arg(&program);
     let port_s = port.to_string();
     match kind {
         Kind::Gcs => guard
@@ -177,7 +182,11 @@ fn start(kind: Kind) -> Option<Emulator> {
         .args(["-c", script, &port_s, BUCKET])
         .status()
         .expect("run python3");
-    assert!(status.success(), "creating {BUCKET} on {} failed", kind.program());
+    assert!(
+        status.success(),
+        "creating {BUCKET} on {} failed",
+        kind.program()
+    );
     Some(Emulator {
         kind,
         port,
