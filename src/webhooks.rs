@@ -288,6 +288,22 @@ impl Place {
                     },
                 }
             }
+            StorageKind::Gcs | StorageKind::Azure => {
+                let (kind, scheme, bucket) = match s.kind {
+                    StorageKind::Gcs => ("gcs", "gs", s.bucket.clone()),
+                    _ => ("azure", "az", s.container.clone()),
+                };
+                let bucket = bucket.unwrap_or_default();
+                let prefix = s.prefix.as_deref().unwrap_or("").trim_matches('/');
+                Self {
+                    kind,
+                    base: if prefix.is_empty() {
+                        format!("{scheme}://{bucket}")
+                    } else {
+                        format!("{scheme}://{bucket}/{prefix}")
+                    },
+                }
+            }
         }
     }
 }
