@@ -1552,3 +1552,85 @@ mod tests {
         assert!(PortRange::parse("a-b").is_err());
     }
 }
+
+#[cfg(test)]
+mod cloud_kind_tests {
+    use super::*;
+
+    fn section(kind: StorageKind) -> StorageConfig {
+        StorageConfig {
+            kind,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gcs_section_is_mapped_and_checked() {
+        let mut s = section(StorageKind::Gcs);
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.bucket is required"), "{e}");
+        s.bucket = Some("b".into());
+        s.prefix = Some("ftp".into());
+        s.endpoint = Some("http://127.0.0.1:4443".into());
+        let e = s.validate("backends.g").unwrap_err();
+        assert!(
+            e.contains("backends.g.endpoint") && e.contains("allow_http"),
+            "{e}"
+        );
+        s.allow_http = Some(true);
+        s.anonymous = Some(true);
+        s.part_size_mib = Some(16);
+        let c = s.gcs_config("storage").unwrap();
+        assert_eq!((c.bucket.as_str(), c.anonymous), ("b", true));
+        assert_eq!(c.tuning.part_size_mib, 16);
+        s.container = Some("c".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.container does not apply"), "{e}");
+        s.container = None;
+        s.region = Some("eu".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(
+            e.contains("storage.region does not apply to kind = \"gcs\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn azure_section_is_mapped_and_checked() {
+        let mut s = section(StorageKind::Azure);
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.container is required"), "{e}");
+        s.container = Some("c".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.account"), "{e}");
+        s.use_emulator = Some(true);
+        let c = s.azure_config("storage").unwrap();
+        assert_eq!(c.account_name(), Some("devstoreaccount1"));
+        s.access_key = Some(Redacted("k".into()));
+        s.access_key_file = Some("/nonexistent".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("exclusive"), "{e}");
+        s.access_key_file = None;
+        s.bucket = Some("b".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.bucket does not apply"), "{e}");
+        // Keys of the cloud kinds are refused elsewhere.
+        let mut l = section(StorageKind::S3);
+        l.bucket = Some("b".into());
+        l.use_emulator = Some(true);
+        let e = l.validate("storage").unwrap_err();
+        assert!(
+            e.contains("storage.use_emulator does not apply to kind = \"s3\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kinds_parse_from_toml() {
+        let c: StorageConfig =
+            toml::from_str("kind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n").unwrap();
+        assert_eq!(c.kind, StorageKind::Azure);
+        let c: StorageConfig = toml::from_str("kind = \"gcs\"\nbucket = \"b\"\n").unwrap();
+        assert_eq!(c.kind, StorageKind::Gcs);
+    }
+}
