@@ -340,7 +340,7 @@ impl Inner {
             .objects
             .iter()
             .find(|m| m.location != own)
-            .map(|m| system_time_of(m)))
+            .map(system_time_of))
     }
 
     /// What is at `path`: file, directory, or nothing (two or three requests at once).
