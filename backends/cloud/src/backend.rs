@@ -50,6 +50,13 @@ pub(crate) enum Markers {
     FolderBlob,
 }
 
+/// What differs between the services once the client is built.
+struct Service {
+    kind: &'static str,
+    markers: Markers,
+    max_parts: u64,
+}
+
 /// The FTP tree stored in a GCS bucket or an Azure container. Cheap to clone.
 #[derive(Clone)]
 pub struct CloudBackend {
@@ -167,19 +174,12 @@ impl CloudBackend {
             ));
         }
         let store = Arc::new(builder.build().map_err(|e| build_error(&place, e))?);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                store: store.clone(),
-                lister: store,
-                keys: Keys::new(cfg.prefix.as_deref())?,
-                markers: Markers::Slash,
-                kind: "gcs",
-                place,
-                part_size: part_size(&cfg.tuning, "gcs")?,
-                max_parts_in_flight: cfg.tuning.max_parts_in_flight,
-                max_parts: GCS_MAX_PARTS,
-            }),
-        })
+        let service = Service {
+            kind: "gcs",
+            markers: Markers::Slash,
+            max_parts: GCS_MAX_PARTS,
+        };
+        Self::assemble(store, service, place, cfg.prefix.as_deref(), &cfg.tuning)
     }
 
     /// An Azure Blob Storage backend from `cfg` (validated first). No request is
@@ -221,17 +221,33 @@ impl CloudBackend {
             (None, false) => {}
         }
         let store = Arc::new(builder.build().map_err(|e| build_error(&place, e))?);
+        let service = Service {
+            kind: "azure",
+            markers: Markers::FolderBlob,
+            max_parts: AZURE_MAX_BLOCKS,
+        };
+        Self::assemble(store, service, place, cfg.prefix.as_deref(), &cfg.tuning)
+    }
+
+    /// The backend over a built client of `service`.
+    fn assemble<S: ObjectStore + PaginatedListStore>(
+        store: Arc<S>,
+        service: Service,
+        place: String,
+        prefix: Option<&str>,
+        tuning: &Tuning,
+    ) -> Result<Self> {
         Ok(Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 lister: store,
-                keys: Keys::new(cfg.prefix.as_deref())?,
-                markers: Markers::FolderBlob,
-                kind: "azure",
+                keys: Keys::new(prefix)?,
+                markers: service.markers,
+                kind: service.kind,
                 place,
-                part_size: part_size(&cfg.tuning, "azure")?,
-                max_parts_in_flight: cfg.tuning.max_parts_in_flight,
-                max_parts: AZURE_MAX_BLOCKS,
+                part_size: part_size(tuning, service.kind)?,
+                max_parts_in_flight: tuning.max_parts_in_flight,
+                max_parts: service.max_parts,
             }),
         })
     }
@@ -251,6 +267,20 @@ pub(crate) struct Probe {
     dir: Option<SystemTime>,
     /// The directory's marker exists (rmdir deletes it).
     marker: bool,
+}
+
+impl Probe {
+    /// `Ok` for a directory; else `NotADirectory` (a file is there) or `NotFound`.
+    fn dir_or_error(&self, path: &VPath, op: &str) -> Result<()> {
+        match (&self.dir, &self.file) {
+            (Some(_), _) => Ok(()),
+            (None, Some(_)) => Err(StorageError::new(
+                ErrorKind::NotADirectory,
+                format!("{op} {path}: not a directory"),
+            )),
+            (None, None) => Err(StorageError::not_found(format_args!("{op} {path}"))),
+        }
+    }
 }
 
 fn file_meta(meta: &ObjectMeta) -> Metadata {
@@ -381,20 +411,7 @@ impl Inner {
 
     /// `Ok` when `dir` is an existing directory, else `NotFound` or `NotADirectory`.
     pub(crate) async fn require_dir(&self, dir: &VPath, op: &str) -> Result<()> {
-        let probe = self.probe(dir, op).await?;
-        if probe.dir.is_some() {
-            Ok(())
-        } else if probe.file.is_some() {
-            Err(StorageError::new(
-                ErrorKind::NotADirectory,
-                format!("{op}: {dir}: not a directory"),
-            ))
-        } else {
-            Err(StorageError::new(
-                ErrorKind::NotFound,
-                format!("{op}: {dir}: no such directory"),
-            ))
-        }
+        self.probe(dir, op).await?.dir_or_error(dir, op)
     }
 
     /// [`require_dir`](Self::require_dir) on the parent of `path`.
@@ -574,17 +591,7 @@ impl StorageBackend for CloudBackend {
     async fn list(&self, dir: &VPath) -> Result<EntryStream> {
         let inner = Arc::clone(&self.inner);
         if !dir.is_root() {
-            let probe = inner.probe(dir, "list").await?;
-            if probe.dir.is_none() {
-                return Err(if probe.file.is_some() {
-                    StorageError::new(
-                        ErrorKind::NotADirectory,
-                        format!("list {dir}: not a directory"),
-                    )
-                } else {
-                    StorageError::not_found(format_args!("list {dir}"))
-                });
-            }
+            inner.probe(dir, "list").await?.dir_or_error(dir, "list")?;
         }
         let state = ListState {
             prefix: inner.keys.dir_prefix(dir)?,
@@ -667,19 +674,16 @@ impl StorageBackend for CloudBackend {
     }
 
     async fn create(&self, path: &VPath, mode: WriteMode) -> Result<Box<dyn Upload>> {
-        let kind = self.inner.kind;
-        match mode {
-            WriteMode::Append => {
-                return Err(StorageError::unsupported(format!(
-                    "append to {path}: {kind} objects cannot be appended to"
-                )))
-            }
-            WriteMode::Offset(_) => {
-                return Err(StorageError::unsupported(format!(
-                    "restart of an upload to {path}: {kind} objects cannot be written at an offset"
-                )))
-            }
-            WriteMode::Truncate | WriteMode::CreateNew => {}
+        let refused = match mode {
+            WriteMode::Append => Some("objects cannot be appended to"),
+            WriteMode::Offset(_) => Some("objects cannot be written at an offset (REST + STOR)"),
+            WriteMode::Truncate | WriteMode::CreateNew => None,
+        };
+        if let Some(why) = refused {
+            return Err(StorageError::unsupported(format!(
+                "upload to {path}: {} {why}",
+                self.inner.kind
+            )));
         }
         if path.is_root() {
             return Err(StorageError::new(
@@ -786,16 +790,7 @@ impl StorageBackend for CloudBackend {
         }
         let inner = &self.inner;
         let probe = inner.probe(path, "rmdir").await?;
-        if probe.dir.is_none() {
-            return Err(if probe.file.is_some() {
-                StorageError::new(
-                    ErrorKind::NotADirectory,
-                    format!("rmdir {path}: not a directory"),
-                )
-            } else {
-                StorageError::not_found(format_args!("rmdir {path}"))
-            });
-        }
+        probe.dir_or_error(path, "rmdir")?;
         if inner.first_below(path).await?.is_some() {
             return Err(StorageError::new(
                 ErrorKind::DirectoryNotEmpty,

@@ -22,11 +22,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use ftpgate_backend_cloud::{AzureConfig, CloudBackend, GcsConfig};
 
-pub use s3common::{find_on_path, free_port, http};
+pub use s3common::{find_on_path, free_port};
 
 /// The bucket (GCS) or container (Azure) every test uses, under its own prefix.
 pub const BUCKET: &str = "ftpgate-test";
@@ -157,23 +156,7 @@ fn start(kind: Kind) -> Option<Emulator> {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("start python3 guard for {}: {e}", kind.program()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok((status, _)) = http(port, "GET", "/") {
-            if status != 0 {
-                break;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{} exited at start-up ({status})", kind.program());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not answer on 127.0.0.1:{port} within 60 s",
-            kind.program()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    s3common::wait_answering(&mut child, port, kind.program());
     let script = match kind {
         Kind::Gcs => CREATE_BUCKET,
         Kind::Azure => CREATE_CONTAINER,

@@ -198,24 +198,7 @@ fn start(kind: Kind) -> Option<Server> {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("start python3 guard for {}: {e}", kind.program()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // Any HTTP answer will do (s3s-fs refuses the anonymous request with 403).
-        if let Ok((status, _)) = http(port, "GET", "/") {
-            if status != 0 {
-                break;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{} exited at start-up ({status})", kind.program());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not answer on 127.0.0.1:{port} within 60 s",
-            kind.program()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_answering(&mut child, port, kind.program());
     Some(Server {
         kind,
         port,
@@ -223,6 +206,28 @@ fn start(kind: Kind) -> Option<Server> {
         log,
         _guard: Mutex::new(child),
     })
+}
+
+/// Waits up to 60 s until the server `child` (its guard) answers HTTP on `port`; panics
+/// when it exits first.
+pub fn wait_answering(child: &mut Child, port: u16, program: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Any HTTP answer will do (s3s-fs refuses the anonymous request with 403).
+        if let Ok((status, _)) = http(port, "GET", "/") {
+            if status != 0 {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{program} exited at start-up ({status})");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{program} did not answer on 127.0.0.1:{port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn shared(cell: &'static OnceLock<Option<Server>>, kind: Kind) -> Option<&'static Server> {
