@@ -704,3 +704,26 @@ mod tests {
         assert!(serde_json::to_value(&f).unwrap().get("path").is_none());
     }
 }
+
+#[cfg(test)]
+mod cloud_place_tests {
+    use super::*;
+
+    #[test]
+    fn gcs_and_azure_places() {
+        let mut s = StorageConfig {
+            kind: StorageKind::Gcs,
+            bucket: Some("b".into()),
+            prefix: Some("/ftp/".into()),
+            ..Default::default()
+        };
+        let pl = Place::of(&s);
+        assert_eq!((pl.kind, pl.base.as_str()), ("gcs", "gs://b/ftp"));
+        s.kind = StorageKind::Azure;
+        s.bucket = None;
+        s.container = Some("c".into());
+        s.prefix = None;
+        let pl = Place::of(&s);
+        assert_eq!((pl.kind, pl.base.as_str()), ("azure", "az://c"));
+    }
+}
