@@ -197,6 +197,16 @@ pub fn azure() -> Option<&'static Emulator> {
     shared(&AZURE, Kind::Azure)
 }
 
+/// An Azurite of the caller's own (for tests that freeze it, which would stall every
+/// other test on the shared one), or `None` when not installed.
+pub fn private_azure() -> Option<Emulator> {
+    let server = start(Kind::Azure);
+    if server.is_none() {
+        println!("SKIPPED: azurite-blob not installed");
+    }
+    server
+}
+
 /// A prefix no other test of this process uses.
 pub fn fresh_prefix() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -228,6 +238,17 @@ impl Emulator {
         c.endpoint = Some(self.endpoint());
         c.use_emulator = true;
         c
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to the emulator process (the guard's child,
+    /// chosen by its parent's pid).
+    pub fn signal(&self, signal: &str) {
+        let guard = self._guard.lock().unwrap_or_else(|p| p.into_inner()).id();
+        let status = Command::new("pkill")
+            .args([signal, "-P", &guard.to_string()])
+            .status()
+            .expect("pkill");
+        assert!(status.success(), "pkill {signal} -P {guard}");
     }
 
     /// A backend on a fresh, empty prefix.
