@@ -248,3 +248,33 @@ fn azure_upload_memory_is_bounded() {
     assert!(ok, "{err}");
     assert_eq!(sha(&std::fs::read(&got).expect("read")), sha(&data));
 }
+
+/// A container that does not exist, or a key of another kind, stops the start with
+/// one message naming the container and endpoint, or the key.
+#[test]
+fn bad_azure_config_refuses_start() {
+    let Some(az) = emulators::azure() else {
+        return;
+    };
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nkind = \"azure\"\n\
+         use_emulator = true\nendpoint = \"{}\"\n",
+        az.endpoint()
+    );
+    let err = common::refused_start(
+        Some(&format!("{base}container = \"no-such-container\"\n")),
+        &[],
+    );
+    assert!(
+        err.contains("no-such-container") && err.contains(&az.endpoint()),
+        "{err}"
+    );
+    let err = common::refused_start(
+        Some(&format!("{base}container = \"c\"\nregion = \"eu\"\n")),
+        &[],
+    );
+    assert!(
+        err.contains("storage.region does not apply to kind = \"azure\""),
+        "{err}"
+    );
+}
