@@ -266,7 +266,9 @@ fn bad_azure_config_refuses_start() {
         &[],
     );
     assert!(
-        err.contains("no-such-container") && err.contains(&az.endpoint()),
+        err.contains("azure container \"no-such-container\" at")
+            && err.contains(&az.endpoint())
+            && err.contains("does not exist"),
         "{err}"
     );
     let err = common::refused_start(

@@ -570,10 +570,18 @@ impl StorageBackend for CloudBackend {
                 ErrorKind::NotFound,
                 format!("{} does not exist", inner.place),
             )),
-            Err(e) => Err(StorageError::new(
-                e.kind(),
-                format!("{} is not reachable: {e}", inner.place),
-            )),
+            Err(e) => {
+                // One line: error documents quoted in the message span several.
+                let text = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Err(StorageError::new(
+                    e.kind(),
+                    format!("{} is not reachable: {text}", inner.place),
+                ))
+            }
         }
     }
 
