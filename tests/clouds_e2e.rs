@@ -46,23 +46,30 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// With curl and Azurite: a gate on a fresh prefix of the test container (5 MiB blocks,
+/// `extra` added to `[storage]`), the emulator and the prefix; `None` to skip.
+fn azure_gate(extra: &str) -> Option<(&'static emulators::Emulator, String, Gate)> {
+    if !require("curl") {
+        return None;
+    }
+    let az = emulators::azure()?;
+    let prefix = emulators::fresh_prefix();
+    let g = gate(format!(
+        "[storage]\nkind = \"azure\"\ncontainer = \"{}\"\nprefix = \"{prefix}\"\n\
+         use_emulator = true\nendpoint = \"{}\"\npart_size_mib = 5\n{extra}",
+        emulators::BUCKET,
+        az.endpoint()
+    ));
+    Some((az, prefix, g))
+}
+
 /// Upload (multipart: above the 5 MiB part size) and download with curl, LIST, a
 /// REST ranged read, rename and delete, on Azurite; the blobs are where the config says.
 #[test]
 fn curl_round_trip_on_azure() {
-    if !require("curl") {
-        return;
-    }
-    let Some(az) = emulators::azure() else {
+    let Some((az, prefix, g)) = azure_gate("") else {
         return;
     };
-    let prefix = emulators::fresh_prefix();
-    let g = gate(format!(
-        "[storage]\nkind = \"azure\"\ncontainer = \"{}\"\nprefix = \"{prefix}\"\n\
-         use_emulator = true\nendpoint = \"{}\"\npart_size_mib = 5\n",
-        emulators::BUCKET,
-        az.endpoint()
-    ));
     let dir = tempfile::tempdir().expect("tempdir");
     let data = payload(12 << 20, 41);
     let src = dir.path().join("scan.pdf");
@@ -208,19 +215,9 @@ fn curl_on_gcs_emulator() {
 /// (the bound is (2 + 1) × 5 MiB of blocks plus buffers), and the blob is complete.
 #[test]
 fn azure_upload_memory_is_bounded() {
-    if !require("curl") {
-        return;
-    }
-    let Some(az) = emulators::azure() else {
+    let Some((_, _, g)) = azure_gate("max_parts_in_flight = 2\n") else {
         return;
     };
-    let prefix = emulators::fresh_prefix();
-    let g = gate(format!(
-        "[storage]\nkind = \"azure\"\ncontainer = \"{}\"\nprefix = \"{prefix}\"\n\
-         use_emulator = true\nendpoint = \"{}\"\npart_size_mib = 5\nmax_parts_in_flight = 2\n",
-        emulators::BUCKET,
-        az.endpoint()
-    ));
     let dir = tempfile::tempdir().expect("tempdir");
     let data = payload(96 << 20, 43);
     let src = dir.path().join("big.bin");
