@@ -428,6 +428,9 @@ impl Inner {
         path: &VPath,
         op: &str,
     ) -> Result<Option<(ObjectMeta, Attributes)>> {
+        if path.is_root() {
+            return Ok(None);
+        }
         let object = self.keys.object(path)?;
         Ok(self
             .head(&object, op, path)
@@ -633,29 +636,21 @@ impl StorageBackend for CloudBackend {
             .boxed())
     }
 
+    /// The root and other directories are `IsADirectory` (through `missing_file`).
     async fn read(&self, path: &VPath, offset: u64) -> Result<ByteStream> {
-        if path.is_root() {
-            return Err(StorageError::new(
-                ErrorKind::IsADirectory,
-                "read /: is a directory",
-            ));
-        }
         let inner = &self.inner;
         let Some((meta, _)) = inner.file(path, "read").await? else {
             return Err(inner.missing_file(path, "read").await);
         };
-        if offset > meta.size {
-            return Err(StorageError::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "read {path}: offset {offset} is beyond the size {}",
-                    meta.size
-                ),
-            ));
-        }
-        if offset == meta.size {
+        match offset.cmp(&meta.size) {
+            std::cmp::Ordering::Greater => {
+                let size = meta.size;
+                let msg = format!("read {path}: offset {offset} is beyond the size {size}");
+                return Err(StorageError::new(ErrorKind::InvalidInput, msg));
+            }
             // A range starting at the size is 416 on both services.
-            return Ok(stream::empty().boxed());
+            std::cmp::Ordering::Equal => return Ok(stream::empty().boxed()),
+            std::cmp::Ordering::Less => {}
         }
         let options = GetOptions {
             range: (offset > 0).then_some(GetRange::Offset(offset)),
@@ -693,14 +688,8 @@ impl StorageBackend for CloudBackend {
                 self.inner.kind
             )));
         }
-        if path.is_root() {
-            return Err(StorageError::new(
-                ErrorKind::IsADirectory,
-                "create /: is a directory",
-            ));
-        }
+        // The root is a directory: the probe below says so.
         let inner = &self.inner;
-        let location = inner.keys.object(path)?;
         let (parent, probe) = futures::join!(
             inner.require_parent(path, "create"),
             inner.probe(path, "create")
@@ -713,6 +702,7 @@ impl StorageBackend for CloudBackend {
                 format!("create {path}: is a directory"),
             ));
         }
+        let location = inner.keys.object(path)?;
         let create_new = mode == WriteMode::CreateNew;
         if create_new && probe.file.is_some() {
             return Err(StorageError::new(
@@ -728,13 +718,8 @@ impl StorageBackend for CloudBackend {
         )))
     }
 
+    /// The root and other directories are `IsADirectory` (through `missing_file`).
     async fn delete(&self, path: &VPath) -> Result<()> {
-        if path.is_root() {
-            return Err(StorageError::new(
-                ErrorKind::IsADirectory,
-                "delete /: is a directory",
-            ));
-        }
         let inner = &self.inner;
         // Deletes are idempotent on both services: check first so a missing file is
         // NotFound.
