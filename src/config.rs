@@ -327,6 +327,10 @@ pub enum StorageKind {
     Memory,
     /// An S3 bucket (AWS or any S3-compatible endpoint).
     S3,
+    /// A Google Cloud Storage bucket.
+    Gcs,
+    /// An Azure Blob Storage container.
+    Azure,
 }
 
 /// A secret config value: `Debug` never shows it.
@@ -425,6 +429,28 @@ pub struct StorageConfig {
     /// Most bytes one user's pending uploads hold. Default 100 GiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_max_bytes_per_user: Option<u64>,
+    /// gcs: a service account key file (JSON), overriding Google's credential chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_file: Option<PathBuf>,
+    /// gcs: unsigned requests (emulators, public buckets). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<bool>,
+    /// azure: the storage account (required unless `use_emulator`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// azure: the container (required for `kind = "azure"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// azure: the account's shared key, overriding Azure's credential chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<Redacted>,
+    /// azure: file holding the shared key (a mounted Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_file: Option<PathBuf>,
+    /// azure: talk to Azurite (its well-known account and key unless set,
+    /// `endpoint` default `http://127.0.0.1:10000`). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_emulator: Option<bool>,
 }
 
 /// Longest `resume_window_secs`: 30 days.
@@ -457,6 +483,13 @@ impl Default for StorageConfig {
             resume_window_secs: None,
             resume_max_per_user: None,
             resume_max_bytes_per_user: None,
+            service_account_file: None,
+            anonymous: None,
+            account: None,
+            container: None,
+            access_key: None,
+            access_key_file: None,
+            use_emulator: None,
         }
     }
 }
@@ -544,8 +577,136 @@ impl StorageConfig {
         Ok(c)
     }
 
+    /// The request and upload bounds of a `gcs` or `azure` section.
+    fn cloud_tuning(&self) -> ftpgate_backend_cloud::Tuning {
+        let mut t = ftpgate_backend_cloud::Tuning::default();
+        if let Some(n) = self.part_size_mib {
+            t.part_size_mib = n;
+        }
+        if let Some(n) = self.max_parts_in_flight {
+            t.max_parts_in_flight = n;
+        }
+        if let Some(n) = self.max_retries {
+            t.max_retries = n;
+        }
+        if let Some(n) = self.retry_timeout_secs {
+            t.retry_timeout_secs = n;
+        }
+        if let Some(n) = self.response_timeout_secs {
+            t.response_timeout_secs = n;
+        }
+        if let Some(n) = self.stall_timeout_secs {
+            t.stall_timeout_secs = n;
+        }
+        t
+    }
+
+    /// The keys of other kinds set in a section of `kind`: the first one's name.
+    fn foreign_cloud_key(&self) -> Option<&'static str> {
+        let gcs_only = [
+            ("service_account_file", self.service_account_file.is_some()),
+            ("anonymous", self.anonymous.is_some()),
+        ];
+        let azure_only = [
+            ("account", self.account.is_some()),
+            ("container", self.container.is_some()),
+            ("access_key", self.access_key.is_some()),
+            ("access_key_file", self.access_key_file.is_some()),
+            ("use_emulator", self.use_emulator.is_some()),
+        ];
+        // Keys of the S3 backend that GCS and Azure do not use.
+        let s3_only = [
+            ("region", self.region.is_some()),
+            ("force_path_style", self.force_path_style.is_some()),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+            (
+                "secret_access_key_file",
+                self.secret_access_key_file.is_some(),
+            ),
+            ("session_token", self.session_token.is_some()),
+            ("list_cache_secs", self.list_cache_secs.is_some()),
+            (
+                "abort_incomplete_uploads_after_secs",
+                self.abort_incomplete_uploads_after_secs.is_some(),
+            ),
+        ];
+        let first = |keys: &[(&'static str, bool)]| keys.iter().find(|(_, set)| *set).map(|k| k.0);
+        match self.kind {
+            StorageKind::Gcs => first(&azure_only)
+                .or_else(|| first(&s3_only))
+                .or(self.container.as_ref().map(|_| "container")),
+            StorageKind::Azure => first(&gcs_only)
+                .or_else(|| first(&s3_only))
+                .or(self.bucket.as_ref().map(|_| "bucket")),
+            StorageKind::Local | StorageKind::Memory | StorageKind::S3 => {
+                first(&gcs_only).or_else(|| first(&azure_only))
+            }
+        }
+    }
+
+    /// The GCS settings of a `kind = "gcs"` section; `key` (`storage`,
+    /// `backends.NAME`) prefixes the names in error messages.
+    pub fn gcs_config(&self, key: &str) -> Result<ftpgate_backend_cloud::GcsConfig, String> {
+        let bucket = self
+            .bucket
+            .clone()
+            .ok_or_else(|| format!("{key}.bucket is required for kind = \"gcs\""))?;
+        let mut c = ftpgate_backend_cloud::GcsConfig::new(bucket);
+        c.prefix = self.prefix.clone();
+        c.endpoint = self.endpoint.clone();
+        c.allow_http = self.allow_http.unwrap_or(false);
+        c.service_account_file = self.service_account_file.clone();
+        c.anonymous = self.anonymous.unwrap_or(false);
+        c.tuning = self.cloud_tuning();
+        c.validate()
+            .map_err(|e| e.message().replace("gcs.", &format!("{key}.")))?;
+        Ok(c)
+    }
+
+    /// The Azure settings of a `kind = "azure"` section; `key` prefixes the names in
+    /// error messages.
+    pub fn azure_config(&self, key: &str) -> Result<ftpgate_backend_cloud::AzureConfig, String> {
+        let container = self
+            .container
+            .clone()
+            .ok_or_else(|| format!("{key}.container is required for kind = \"azure\""))?;
+        let mut c = ftpgate_backend_cloud::AzureConfig::new(container);
+        c.account = self.account.clone();
+        c.prefix = self.prefix.clone();
+        c.endpoint = self.endpoint.clone();
+        c.allow_http = self.allow_http.unwrap_or(false);
+        c.use_emulator = self.use_emulator.unwrap_or(false);
+        c.access_key = match (&self.access_key, &self.access_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{key}.access_key and {key}.access_key_file are exclusive"
+                ))
+            }
+            (Some(k), None) => Some(ftpgate_backend_s3::Secret::new(k.0.clone())),
+            (None, Some(f)) => Some(ftpgate_backend_s3::Secret::new(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("{key}.access_key_file {}: {e}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            )),
+            (None, None) => None,
+        };
+        c.tuning = self.cloud_tuning();
+        c.validate()
+            .map_err(|e| e.message().replace("azure.", &format!("{key}.")))?;
+        Ok(c)
+    }
+
     /// Checks that the keys set belong to the chosen kind.
     fn validate(&self, key: &str) -> Result<(), String> {
+        if let Some(name) = self.foreign_cloud_key() {
+            let kind = serde_json::to_value(self.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(format!("{key}.{name} does not apply to kind = \"{kind}\""));
+        }
         if self.resume_window_secs.unwrap_or(0) > MAX_RESUME_WINDOW_SECS {
             return Err(format!(
                 "{key}.resume_window_secs must be at most {MAX_RESUME_WINDOW_SECS} (30 days)"
@@ -553,6 +714,8 @@ impl StorageConfig {
         }
         match self.kind {
             StorageKind::S3 => self.s3_config(key).map(|_| ()),
+            StorageKind::Gcs => self.gcs_config(key).map(|_| ()),
+            StorageKind::Azure => self.azure_config(key).map(|_| ()),
             StorageKind::Local | StorageKind::Memory => {
                 let s3_only = [
                     ("bucket", self.bucket.is_some()),
@@ -1442,5 +1605,87 @@ mod tests {
         );
         assert!(PortRange::parse("0-5").is_err());
         assert!(PortRange::parse("a-b").is_err());
+    }
+}
+
+#[cfg(test)]
+mod cloud_kind_tests {
+    use super::*;
+
+    fn section(kind: StorageKind) -> StorageConfig {
+        StorageConfig {
+            kind,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gcs_section_is_mapped_and_checked() {
+        let mut s = section(StorageKind::Gcs);
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.bucket is required"), "{e}");
+        s.bucket = Some("b".into());
+        s.prefix = Some("ftp".into());
+        s.endpoint = Some("http://127.0.0.1:4443".into());
+        let e = s.validate("backends.g").unwrap_err();
+        assert!(
+            e.contains("backends.g.endpoint") && e.contains("allow_http"),
+            "{e}"
+        );
+        s.allow_http = Some(true);
+        s.anonymous = Some(true);
+        s.part_size_mib = Some(16);
+        let c = s.gcs_config("storage").unwrap();
+        assert_eq!((c.bucket.as_str(), c.anonymous), ("b", true));
+        assert_eq!(c.tuning.part_size_mib, 16);
+        s.container = Some("c".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.container does not apply"), "{e}");
+        s.container = None;
+        s.region = Some("eu".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(
+            e.contains("storage.region does not apply to kind = \"gcs\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn azure_section_is_mapped_and_checked() {
+        let mut s = section(StorageKind::Azure);
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.container is required"), "{e}");
+        s.container = Some("c".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.account"), "{e}");
+        s.use_emulator = Some(true);
+        let c = s.azure_config("storage").unwrap();
+        assert_eq!(c.account_name(), Some("devstoreaccount1"));
+        s.access_key = Some(Redacted("k".into()));
+        s.access_key_file = Some("/nonexistent".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("exclusive"), "{e}");
+        s.access_key_file = None;
+        s.bucket = Some("b".into());
+        let e = s.validate("storage").unwrap_err();
+        assert!(e.contains("storage.bucket does not apply"), "{e}");
+        // Keys of the cloud kinds are refused elsewhere.
+        let mut l = section(StorageKind::S3);
+        l.bucket = Some("b".into());
+        l.use_emulator = Some(true);
+        let e = l.validate("storage").unwrap_err();
+        assert!(
+            e.contains("storage.use_emulator does not apply to kind = \"s3\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kinds_parse_from_toml() {
+        let c: StorageConfig =
+            toml::from_str("kind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n").unwrap();
+        assert_eq!(c.kind, StorageKind::Azure);
+        let c: StorageConfig = toml::from_str("kind = \"gcs\"\nbucket = \"b\"\n").unwrap();
+        assert_eq!(c.kind, StorageKind::Gcs);
     }
 }

@@ -213,6 +213,20 @@ pub async fn build_storage(
             backend.check().await.with_context(|| key.to_owned())?;
             Arc::new(backend)
         }
+        StorageKind::Gcs => {
+            let cfg = storage.gcs_config(key).map_err(anyhow::Error::msg)?;
+            let backend = ftpgate_backend_cloud::CloudBackend::gcs(cfg)
+                .with_context(|| format!("{key}: GCS backend"))?;
+            backend.check().await.with_context(|| key.to_owned())?;
+            Arc::new(backend)
+        }
+        StorageKind::Azure => {
+            let cfg = storage.azure_config(key).map_err(anyhow::Error::msg)?;
+            let backend = ftpgate_backend_cloud::CloudBackend::azure(cfg)
+                .with_context(|| format!("{key}: Azure backend"))?;
+            backend.check().await.with_context(|| key.to_owned())?;
+            Arc::new(backend)
+        }
     })
 }
 

@@ -294,6 +294,22 @@ impl Place {
                     },
                 }
             }
+            StorageKind::Gcs | StorageKind::Azure => {
+                let (kind, scheme, bucket) = match s.kind {
+                    StorageKind::Gcs => ("gcs", "gs", s.bucket.clone()),
+                    _ => ("azure", "az", s.container.clone()),
+                };
+                let bucket = bucket.unwrap_or_default();
+                let prefix = s.prefix.as_deref().unwrap_or("").trim_matches('/');
+                Self {
+                    kind,
+                    base: if prefix.is_empty() {
+                        format!("{scheme}://{bucket}")
+                    } else {
+                        format!("{scheme}://{bucket}/{prefix}")
+                    },
+                }
+            }
         }
     }
 }
@@ -692,5 +708,28 @@ mod tests {
         assert_eq!(Place::of(&s3).base, "memory:");
         let f = ev.base("login_failed", &o, None);
         assert!(serde_json::to_value(&f).unwrap().get("path").is_none());
+    }
+}
+
+#[cfg(test)]
+mod cloud_place_tests {
+    use super::*;
+
+    #[test]
+    fn gcs_and_azure_places() {
+        let mut s = StorageConfig {
+            kind: StorageKind::Gcs,
+            bucket: Some("b".into()),
+            prefix: Some("/ftp/".into()),
+            ..Default::default()
+        };
+        let pl = Place::of(&s);
+        assert_eq!((pl.kind, pl.base.as_str()), ("gcs", "gs://b/ftp"));
+        s.kind = StorageKind::Azure;
+        s.bucket = None;
+        s.container = Some("c".into());
+        s.prefix = None;
+        let pl = Place::of(&s);
+        assert_eq!((pl.kind, pl.base.as_str()), ("azure", "az://c"));
     }
 }

@@ -16,13 +16,13 @@ use crate::http::{S3Status, Stalled};
 
 /// Converts an object_store error, prefixing the message with `context` (the
 /// operation and the virtual path, e.g. `"stat /a/b"`).
-pub(crate) fn map_error(context: impl fmt::Display, err: object_store::Error) -> StorageError {
+pub fn map_error(context: impl fmt::Display, err: object_store::Error) -> StorageError {
     let kind = classify(&err);
     StorageError::new(kind, format!("{context}: {err}")).with_source(err)
 }
 
 /// The [`ErrorKind`] of an object_store error.
-pub(crate) fn classify(err: &object_store::Error) -> ErrorKind {
+pub fn classify(err: &object_store::Error) -> ErrorKind {
     use object_store::Error as E;
     match err {
         E::NotFound { .. } => ErrorKind::NotFound,

@@ -82,6 +82,12 @@ impl S3Status {
         }
     }
 
+    /// Whether a 404 is about the bucket, not the key: S3's (and GCS's XML API's)
+    /// `NoSuchBucket`, Azure Blob's `ContainerNotFound`.
+    pub(crate) fn names_a_missing_bucket(&self) -> bool {
+        matches!(self.code.as_str(), "NoSuchBucket" | "ContainerNotFound")
+    }
+
     /// Whether S3 asks for the request to be sent again (5xx, throttling, timeouts).
     pub(crate) fn retryable(&self) -> bool {
         // 501 Not Implemented is a lasting answer (a feature the server lacks).
@@ -327,7 +333,7 @@ async fn read_error_body(mut body: StallBody) -> Bytes {
 
 /// The HTTP client of the backend, with the bounds described in the module docs.
 #[derive(Debug)]
-pub(crate) struct Transport {
+pub struct Transport {
     client: reqwest::Client,
     response_timeout: Duration,
     stall_timeout: Duration,
@@ -335,7 +341,7 @@ pub(crate) struct Transport {
 
 impl Transport {
     /// A client for `http://` endpoints only when `allow_http`.
-    pub(crate) fn new(
+    pub fn new(
         allow_http: bool,
         connect_timeout: Duration,
         pool_idle_timeout: Duration,
@@ -413,8 +419,8 @@ impl HttpService for Transport {
         }
         let bytes = read_error_body(body).await;
         let s3 = S3Status::parse(status, &bytes);
-        let typed_by_object_store =
-            matches!(status, 401 | 403 | 409 | 412) || (status == 404 && s3.code != "NoSuchBucket");
+        let typed_by_object_store = matches!(status, 401 | 403 | 409 | 412)
+            || (status == 404 && !s3.names_a_missing_bucket());
         if typed_by_object_store {
             return Ok(HttpResponse::from_parts(parts, bytes.into()));
         }
@@ -429,7 +435,7 @@ impl HttpService for Transport {
 
 /// Hands object_store the shared [`Transport`].
 #[derive(Debug, Clone)]
-pub(crate) struct Connector(pub(crate) Arc<Transport>);
+pub struct Connector(pub Arc<Transport>);
 
 /// Lets an `Arc<Transport>` serve as an [`HttpService`] (the typed requests share it).
 #[derive(Debug, Clone)]

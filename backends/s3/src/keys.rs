@@ -10,14 +10,14 @@ use object_store::path::{Path, PathPart};
 
 /// Maps virtual paths below the configured prefix to keys.
 #[derive(Debug, Clone)]
-pub(crate) struct Keys {
+pub struct Keys {
     /// `""` or the configured prefix with exactly one trailing `/` (`"ftp/site1/"`).
     prefix: String,
 }
 
 impl Keys {
     /// Normalises the configured prefix (surrounding slashes dropped) and checks it.
-    pub(crate) fn new(prefix: Option<&str>) -> Result<Self, StorageError> {
+    pub fn new(prefix: Option<&str>) -> Result<Self, StorageError> {
         let trimmed = prefix.unwrap_or("").trim_matches('/');
         if trimmed.is_empty() {
             return Ok(Self {
@@ -37,14 +37,14 @@ impl Keys {
     }
 
     /// The key prefix of the root directory (`""` or `"ftp/site1/"`).
-    pub(crate) fn root_prefix(&self) -> &str {
+    pub fn root_prefix(&self) -> &str {
         &self.prefix
     }
 
     /// The object path of a file (or of a directory without its trailing slash).
     /// Segments that S3 keys via object_store cannot hold (control characters) are
     /// `InvalidName`. The root has no object path (`InvalidName` too).
-    pub(crate) fn object(&self, path: &VPath) -> Result<Path, StorageError> {
+    pub fn object(&self, path: &VPath) -> Result<Path, StorageError> {
         if path.is_root() {
             return Err(StorageError::new(
                 ErrorKind::InvalidName,
@@ -55,7 +55,7 @@ impl Keys {
         Path::parse(&key).map_err(|e| {
             StorageError::new(
                 ErrorKind::InvalidName,
-                format!("{path}: name cannot be stored as an S3 key: {e}"),
+                format!("{path}: name cannot be stored as an object key: {e}"),
             )
             .with_source(e)
         })
@@ -63,7 +63,7 @@ impl Keys {
 
     /// The listing prefix of a directory: its key with a trailing `/` (the root's is
     /// [`root_prefix`](Self::root_prefix)).
-    pub(crate) fn dir_prefix(&self, path: &VPath) -> Result<String, StorageError> {
+    pub fn dir_prefix(&self, path: &VPath) -> Result<String, StorageError> {
         if path.is_root() {
             return Ok(self.prefix.clone());
         }
@@ -77,14 +77,14 @@ impl Keys {
     /// `Path::parse` strips a trailing `/`, but joining an empty [`PathPart`] appends
     /// one, and the S3 client percent-encodes the raw string as it is, so the request
     /// goes to `…/dir/`.
-    pub(crate) fn marker(&self, path: &VPath) -> Result<Path, StorageError> {
+    pub fn marker(&self, path: &VPath) -> Result<Path, StorageError> {
         Ok(self.object(path)?.join(PathPart::default()))
     }
 
     /// The entry name of a listed key (object location or common prefix) inside the
     /// directory listed with `dir_prefix`, or `None` for the directory's own marker and
     /// for anything that is not a valid single segment.
-    pub(crate) fn entry_name<'a>(dir_prefix: &str, location: &'a str) -> Option<&'a str> {
+    pub fn entry_name<'a>(dir_prefix: &str, location: &'a str) -> Option<&'a str> {
         let name = location.strip_prefix(dir_prefix)?;
         let name = name.strip_suffix('/').unwrap_or(name);
         ftpgate_storage::validate_segment(name).ok()?;

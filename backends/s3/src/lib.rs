@@ -121,3 +121,14 @@ pub use config::{
 };
 pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};
 pub use upload::{MAX_PARTS, MAX_PART_SIZE, PARTS_PER_DOUBLING};
+
+/// The parts of this backend that do not depend on S3, for ftpgate's other
+/// object-store backends (`ftpgate-backend-cloud`: Google Cloud Storage, Azure Blob):
+/// the HTTP transport with its response and stall timeouts, the error mapping by type,
+/// and the verbatim key mapping. Not a stable API.
+#[doc(hidden)]
+pub mod shared {
+    pub use crate::errors::{classify, map_error};
+    pub use crate::http::{Connector, Transport};
+    pub use crate::keys::Keys;
+}

@@ -76,7 +76,7 @@ pub const SECRET_KEY: &str = "testing";
 /// server's stderr, "log:PATH" to append it to PATH; argv[3:]: the server command. The guard exits when the server does
 /// (so a server that fails to start is noticed), and stops the server when its stdin
 /// (a pipe from the test binary) closes.
-const GUARD: &str = r#"
+pub const GUARD: &str = r#"
 import os, shutil, subprocess, sys, threading
 cleanup, quiet, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
 err = None
@@ -112,14 +112,14 @@ finally:
 sys.exit(rc)
 "#;
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -198,24 +198,7 @@ fn start(kind: Kind) -> Option<Server> {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("start python3 guard for {}: {e}", kind.program()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // Any HTTP answer will do (s3s-fs refuses the anonymous request with 403).
-        if let Ok((status, _)) = http(port, "GET", "/") {
-            if status != 0 {
-                break;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{} exited at start-up ({status})", kind.program());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not answer on 127.0.0.1:{port} within 60 s",
-            kind.program()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_answering(&mut child, port, kind.program());
     Some(Server {
         kind,
         port,
@@ -223,6 +206,28 @@ fn start(kind: Kind) -> Option<Server> {
         log,
         _guard: Mutex::new(child),
     })
+}
+
+/// Waits up to 60 s until the server `child` (its guard) answers HTTP on `port`; panics
+/// when it exits first.
+pub fn wait_answering(child: &mut Child, port: u16, program: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Any HTTP answer will do (s3s-fs refuses the anonymous request with 403).
+        if let Ok((status, _)) = http(port, "GET", "/") {
+            if status != 0 {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{program} exited at start-up ({status})");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{program} did not answer on 127.0.0.1:{port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn shared(cell: &'static OnceLock<Option<Server>>, kind: Kind) -> Option<&'static Server> {
