@@ -536,6 +536,7 @@ impl StorageConfig {
         if let Some(n) = self.abort_incomplete_uploads_after_secs {
             c.abort_incomplete_uploads_after_secs = n;
         }
+        c.resume_window_secs = self.resume_window().map_or(0, |w| w.as_secs());
         c.validate()
             .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
         Ok(c)
