@@ -273,6 +273,13 @@ impl S3Backend {
         let prefix = inner.keys.root_prefix();
         let Err(e) = inner.requests.list(prefix, false, Some(1), None).await else {
             self.start_upload_cleanup();
+            // Learn which pending uploads exist before the first STOR (see
+            // `may_have_pending`); one LIST, once.
+            if !inner.resume_window.is_zero() && !inner.pending.listed() {
+                if let Err(e) = inner.markers(None).await {
+                    tracing::warn!(bucket = %inner.bucket, error = %e, "cannot list pending uploads");
+                }
+            }
             return Ok(());
         };
         let (bucket, endpoint) = (&inner.bucket, &inner.endpoint);

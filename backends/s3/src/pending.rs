@@ -157,6 +157,11 @@ impl Index {
             .map_or(true, |s| s.known.as_ref().is_none_or(|k| k.contains(mkey)))
     }
 
+    /// Whether a full listing was seen.
+    pub(crate) fn listed(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.known.is_some())
+    }
+
     fn set(&self, mkey: &str, present: bool) {
         if let Ok(mut s) = self.state.lock() {
             if let Some(k) = s.known.as_mut() {
