@@ -642,7 +642,8 @@ fn s3_expiry_and_orphan_cleanup() {
     let bucket = m.bucket();
     let back = Back::S3(m, &bucket);
     let gate = back.gate("resume_window_secs = 2");
-    let c = login_and_cut(&gate, "/gone.bin", &data[..cut]);
+    let mut c = gate.login();
+    cut_upload(back, &gate, &mut c, "/gone.bin", &data, cut, None);
     gate.wait_logs("expiry while running", |l| {
         l.contains("expired pending uploads removed")
     });
@@ -654,7 +655,7 @@ fn s3_expiry_and_orphan_cleanup() {
     let bucket = m.bucket();
     let back = Back::S3(m, &bucket);
     let gate = back.gate("resume_window_secs = 3600");
-    login_and_cut(&gate, "/old.bin", &data[..cut]);
+    cut_upload(back, &gate, &mut gate.login(), "/old.bin", &data, cut, None);
     assert_eq!(back.pending(&gate).len(), 2);
     drop(gate);
     std::thread::sleep(Duration::from_secs(3));
@@ -671,7 +672,8 @@ fn s3_expiry_and_orphan_cleanup() {
     let bucket = m.bucket();
     let back = Back::S3(m, &bucket);
     let gate = back.gate("abort_incomplete_uploads_after_secs = 1");
-    let mut c = login_and_cut(&gate, "/kept.bin", &data[..cut]);
+    let mut c = gate.login();
+    cut_upload(back, &gate, &mut c, "/kept.bin", &data, cut, None);
     m.boto(
         &bucket,
         "s3.create_multipart_upload(Bucket=bucket, Key='ftp/orphan.bin')\nprint('null')",
