@@ -392,7 +392,15 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
     assert_eq!(c.cmd("MKD /d").code, 257);
 
     // Cut, then REST n + STOR of the rest.
-    cut_upload(Back::Local, &gate, &mut c, "/d/a.bin", &data, 3 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/a.bin",
+        &data,
+        3 * 1024 * 1024,
+        None,
+    );
     let n = pending_size(&mut c, "/d/a.bin");
     assert_eq!(c.cmd(&format!("REST {n}")).code, 350);
     let (pre, fin) = c.store("STOR /d/a.bin", &data[n as usize..]);
@@ -401,7 +409,15 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
 
     // Cut, then REST a little before the kept count (as wput does): the tail of the
     // kept bytes is replaced by what the client sends.
-    cut_upload(Back::Local, &gate, &mut c, "/d/w.bin", &data, 3 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/w.bin",
+        &data,
+        3 * 1024 * 1024,
+        None,
+    );
     let n = pending_size(&mut c, "/d/w.bin") - 512;
     assert_eq!(c.cmd(&format!("REST {n}")).code, 350);
     let (pre, fin) = c.store("STOR /d/w.bin", &data[n as usize..]);
@@ -409,7 +425,15 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
     assert_complete(Back::Local, &gate, &mut c, "/d/w.bin", &data);
 
     // Cut, then a plain STOR: starts over, the pending upload is gone.
-    cut_upload(Back::Local, &gate, &mut c, "/d/b.bin", &data, 2 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/b.bin",
+        &data,
+        2 * 1024 * 1024,
+        None,
+    );
     assert_eq!(pending_files(&gate).len(), 1);
     let fresh = payload(1000, 4);
     let (_, fin) = c.store("STOR /d/b.bin", &fresh);
@@ -418,7 +442,15 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
     assert_eq!(pending_size(&mut c, "/d/b.bin"), 1000);
 
     // Cut, then REST beyond the kept bytes: the pending upload is discarded.
-    cut_upload(Back::Local, &gate, &mut c, "/d/c.bin", &data, 2 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/c.bin",
+        &data,
+        2 * 1024 * 1024,
+        None,
+    );
     let n = pending_size(&mut c, "/d/c.bin");
     assert_eq!(c.cmd(&format!("REST {}", n + 1)).code, 350);
     let (pre, fin) = c.store("STOR /d/c.bin", b"x");
@@ -427,8 +459,24 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
     assert_eq!(c.cmd("SIZE /d/c.bin").code, 550);
 
     // Bounds: one pending upload per user here; a second cut is discarded.
-    cut_upload(Back::Local, &gate, &mut c, "/d/d.bin", &data, 1024 * 1024, None);
-    cut_upload(Back::Local, &gate, &mut c, "/d/e.bin", &data, 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/d.bin",
+        &data,
+        1024 * 1024,
+        None,
+    );
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/e.bin",
+        &data,
+        1024 * 1024,
+        None,
+    );
     gate.wait_log("over resume_max_per_user");
     assert_eq!(pending_files(&gate).len(), 1);
     assert_eq!(c.cmd("SIZE /d/e.bin").code, 550);
@@ -607,7 +655,15 @@ fn s3_rest_appe_fresh_stor_and_bounds() {
     assert_eq!(c.cmd("SIZE /d/c.bin").code, 550);
 
     // Less than one part sent: nothing durable, nothing kept.
-    cut_upload(back, &gate, &mut c, "/d/small.bin", &data, 1024 * 1024, None);
+    cut_upload(
+        back,
+        &gate,
+        &mut c,
+        "/d/small.bin",
+        &data,
+        1024 * 1024,
+        None,
+    );
     assert_eq!(c.cmd("SIZE /d/small.bin").code, 550);
     assert_eq!(back.pending(&gate), Vec::<String>::new());
 
@@ -679,7 +735,8 @@ fn s3_expiry_and_orphan_cleanup() {
         "s3.create_multipart_upload(Bucket=bucket, Key='ftp/orphan.bin')\nprint('null')",
     );
     eventually("orphan aborted", || {
-        !m.pending_uploads(&bucket).contains(&"ftp/orphan.bin".to_owned())
+        !m.pending_uploads(&bucket)
+            .contains(&"ftp/orphan.bin".to_owned())
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(m.pending_uploads(&bucket), ["ftp/kept.bin"]);

@@ -321,9 +321,9 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
     let park = park_plan(ctx, &t.storage);
     // A plain STOR only discards a pending upload: skipped when the backend knows
     // there is none (S3: no request per upload, see `may_have_pending`).
-    let lookup = park.as_ref().filter(|p| {
-        mode != WriteMode::Truncate || ctx.storage().may_have_pending(&p.key)
-    });
+    let lookup = park
+        .as_ref()
+        .filter(|p| mode != WriteMode::Truncate || ctx.storage().may_have_pending(&p.key));
     if let (Some(p), Some(window)) = (lookup, ctx.storage_config().resume_window()) {
         let storage = ctx.storage();
         let metrics = &ctx.server.metrics;

@@ -1229,12 +1229,10 @@ impl StorageBackend for S3Backend {
     async fn pending_upload(&self, key: &PendingKey) -> Result<Option<PendingUpload>> {
         let inner = &self.inner;
         let found = inner.read_marker(&inner.marker_key(key)).await?;
-        Ok(found
-            .filter(|f| !f.marker.taken)
-            .map(|f| PendingUpload {
-                size: f.marker.size,
-                modified: f.modified,
-            }))
+        Ok(found.filter(|f| !f.marker.taken).map(|f| PendingUpload {
+            size: f.marker.size,
+            modified: f.modified,
+        }))
     }
 
     fn may_have_pending(&self, key: &PendingKey) -> bool {

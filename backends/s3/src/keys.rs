@@ -54,7 +54,10 @@ impl Keys {
         if path.segments().next() == Some(crate::pending::PENDING_DIR) {
             return Err(StorageError::new(
                 ErrorKind::InvalidName,
-                format!("{path}: the name {} is reserved", crate::pending::PENDING_DIR),
+                format!(
+                    "{path}: the name {} is reserved",
+                    crate::pending::PENDING_DIR
+                ),
             ));
         }
         let key = format!("{}{}", self.prefix, path.as_relative());

@@ -417,7 +417,11 @@ impl S3Upload {
             parts: self.parts[..kept]
                 .iter()
                 .map(|p| MarkerPart {
-                    etag: p.id.as_ref().map(|i| i.content_id.clone()).unwrap_or_default(),
+                    etag: p
+                        .id
+                        .as_ref()
+                        .map(|i| i.content_id.clone())
+                        .unwrap_or_default(),
                     size: p.size,
                 })
                 .collect(),
