@@ -1305,7 +1305,7 @@ impl StorageBackend for S3Backend {
     async fn pending_usage(&self, owner: Option<&str>) -> Result<PendingUsage> {
         let mut u = PendingUsage::default();
         for (_, m) in self.inner.markers(owner).await? {
-            if !m.taken && m.v > 0 {
+            if !m.taken {
                 u.count += 1;
                 u.bytes += m.size;
             }
@@ -1324,11 +1324,9 @@ impl StorageBackend for S3Backend {
             {
                 continue;
             }
-            if m.v > 0 {
-                if let Err(e) = inner.abort_marked(&m).await {
-                    tracing::warn!(path = %m.path, error = %e, "cannot abort an expired pending upload");
-                    continue;
-                }
+            if let Err(e) = inner.abort_marked(&m).await {
+                tracing::warn!(path = %m.path, error = %e, "cannot abort an expired pending upload");
+                continue;
             }
             match inner.delete_marker(meta.location.as_ref()).await {
                 Ok(()) => {

@@ -304,9 +304,9 @@ impl Inner {
             })
     }
 
-    /// Every marker of `owner` (all for `None`) with its content (read only when its
-    /// ETag changed since it was last read) and LastModified. A full listing (`None`)
-    /// refreshes [`Index`].
+    /// Every readable marker of `owner` (all for `None`) with its content (read only
+    /// when its ETag changed since it was last read) and LastModified. A full listing
+    /// (`None`) refreshes [`Index`].
     pub(crate) async fn markers(&self, owner: Option<&str>) -> Result<Vec<(ObjectMeta, Marker)>> {
         let prefix = markers_prefix(self.keys.root_prefix(), owner);
         let mut metas = Vec::new();
@@ -334,24 +334,9 @@ impl Inner {
                 Some(m) => Some(m),
                 None => self.read_marker(&mkey).await?.map(|f| f.marker),
             };
-            match marker {
-                Some(m) => out.push((meta, m)),
-                // Unreadable: reported with an empty marker so expiry removes it.
-                None => out.push((
-                    meta,
-                    Marker {
-                        v: 0,
-                        owner: String::new(),
-                        path: String::new(),
-                        key: String::new(),
-                        upload_id: String::new(),
-                        parts: Vec::new(),
-                        size: 0,
-                        sha256: None,
-                        created: 0,
-                        taken: false,
-                    },
-                )),
+            // Gone since the listing, or unreadable (logged): skipped.
+            if let Some(m) = marker {
+                out.push((meta, m));
             }
         }
         Ok(out)
