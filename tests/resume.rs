@@ -605,7 +605,8 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// On S3: REST n + STOR, REST a little below n (wput), APPE continue the pending
 /// upload (only whole 5 MiB parts are durable: SIZE says 5 MiB after 8 MiB sent); a
 /// plain STOR or another offset aborts its multipart upload and removes its marker;
-/// the bounds apply; the marker directory is neither listed nor reachable.
+/// two sessions cannot both continue one; the bounds apply; the marker directory is
+/// neither listed nor reachable.
 #[test]
 fn s3_rest_appe_fresh_stor_and_bounds() {
     let Some(m) = moto::moto() else { return };
@@ -666,6 +667,24 @@ fn s3_rest_appe_fresh_stor_and_bounds() {
     );
     assert_eq!(c.cmd("SIZE /d/small.bin").code, 550);
     assert_eq!(back.pending(&gate), Vec::<String>::new());
+
+    // Two sessions resume the same pending upload: the first takes it (its marker is
+    // rewritten conditionally), the second is refused cleanly, never a mix.
+    cut_upload(back, &gate, &mut c, "/d/t.bin", &data, cut, None);
+    let n = pending_size(&mut c, "/d/t.bin");
+    let mut s1 = c.epsv();
+    assert_eq!(c.cmd(&format!("REST {n}")).code, 350);
+    assert_eq!(c.cmd("STOR /d/t.bin").code, 150);
+    let mut c2 = gate.login();
+    assert_eq!(c2.cmd("TYPE I").code, 200);
+    assert_eq!(c2.cmd("SIZE /d/t.bin").code, 550, "taken: not pending");
+    assert_eq!(c2.cmd(&format!("REST {n}")).code, 350);
+    let (pre, fin) = c2.store("STOR /d/t.bin", &data[n as usize..]);
+    assert!(pre.code >= 500 || fin.code >= 400, "{pre:?} {fin:?}");
+    s1.write_all(&data[n as usize..]).unwrap();
+    drop(s1);
+    assert_eq!(c.read().code, 226);
+    assert_complete(back, &gate, &mut c, "/d/t.bin", &data);
 
     // Bounds: one pending upload per user here; a second cut is aborted.
     cut_upload(back, &gate, &mut c, "/d/d.bin", &data, cut, None);
