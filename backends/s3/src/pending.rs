@@ -295,7 +295,17 @@ impl Inner {
     }
 
     /// Aborts the multipart upload of `marker` (AbortMultipartUpload; gone is fine).
+    /// Only for the key its path maps to under this prefix: a marker written by
+    /// someone else cannot make the gateway abort other uploads in the bucket.
     pub(crate) async fn abort_marked(&self, marker: &Marker) -> Result<()> {
+        let own = ftpgate_storage::VPath::parse(&marker.path)
+            .ok()
+            .and_then(|p| self.keys.object(&p).ok())
+            .is_some_and(|k| k.as_ref() == marker.key);
+        if !own {
+            tracing::warn!(key = %marker.key, path = %marker.path, "pending-upload marker names a foreign key: its upload is left alone");
+            return Ok(());
+        }
         self.requests
             .abort_upload(&marker.key, &marker.upload_id)
             .await
