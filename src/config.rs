@@ -418,7 +418,7 @@ pub struct StorageConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_sha256: Option<bool>,
     /// Seconds an interrupted upload is kept as a pending upload its user can resume
-    /// with `REST n` + `STOR` or `APPE` (local disk); 0 = off (discarded). Default
+    /// with `REST n` + `STOR` or `APPE` (local disk and S3); 0 = off (discarded). Default
     /// 86400 (24 h), at most 30 days.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_window_secs: Option<u64>,
@@ -572,6 +572,7 @@ impl StorageConfig {
         if let Some(n) = self.abort_incomplete_uploads_after_secs {
             c.abort_incomplete_uploads_after_secs = n;
         }
+        c.resume_window_secs = self.resume_window().map_or(0, |w| w.as_secs());
         c.validate()
             .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
         Ok(c)

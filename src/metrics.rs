@@ -666,6 +666,10 @@ impl StorageBackend for InstrumentedBackend {
         })
     }
 
+    fn may_have_pending(&self, key: &PendingKey) -> bool {
+        self.inner.may_have_pending(key)
+    }
+
     async fn discard_pending(&self, key: &PendingKey) -> Result<bool> {
         self.timed("discard_pending", self.inner.discard_pending(key))
             .await
@@ -720,6 +724,14 @@ impl Upload for InstrumentedUpload {
 
     fn set_sha256(&mut self, digest: [u8; 32]) {
         self.inner.set_sha256(digest);
+    }
+
+    fn hash_sha256(&mut self) -> bool {
+        self.inner.hash_sha256()
+    }
+
+    fn sha256(&mut self) -> Option<[u8; 32]> {
+        self.inner.sha256()
     }
 
     async fn suspend(self: Box<Self>, key: &PendingKey) -> Result<Option<u64>> {

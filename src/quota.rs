@@ -404,6 +404,14 @@ impl Upload for AccountedUpload {
     async fn suspend(self: Box<Self>, key: &PendingKey) -> Result<Option<u64>> {
         self.inner.suspend(key).await
     }
+
+    fn hash_sha256(&mut self) -> bool {
+        self.inner.hash_sha256()
+    }
+
+    fn sha256(&mut self) -> Option<[u8; 32]> {
+        self.inner.sha256()
+    }
 }
 
 #[async_trait]
@@ -512,6 +520,10 @@ impl StorageBackend for AccountedBackend {
             upload: self.wrap(&key.path, r.upload).await,
             prefix: r.prefix,
         })
+    }
+
+    fn may_have_pending(&self, key: &PendingKey) -> bool {
+        self.inner.may_have_pending(key)
     }
 
     async fn discard_pending(&self, key: &PendingKey) -> Result<bool> {

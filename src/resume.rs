@@ -6,10 +6,12 @@
 //! final name until the upload completes, atomically, as any other.
 //!
 //! The backend keeps the pending data (local disk: the fsynced temporary file, see
-//! `ftpgate-backend-local`); backends that cannot keep it (memory, S3 for now) keep
+//! `ftpgate-backend-local`; S3: the open multipart upload and a marker object in the
+//! bucket, see `ftpgate-backend-s3`); backends that cannot keep it (memory) keep
 //! nothing: `suspend` aborts and `REST`/`APPE` behave as before. The SHA-256 of a
-//! resumed upload is computed at resume by reading the kept bytes once, then the new
-//! bytes as they stream — no hash state is stored.
+//! resumed upload is computed at resume by reading the kept bytes once (local disk),
+//! or continued from the hash state the backend kept with the pending upload (S3,
+//! `Upload::hash_sha256`), then the new bytes as they stream.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

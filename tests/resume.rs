@@ -1,11 +1,16 @@
-//! Resumable uploads (issue 12 point 2) on local disk, end to end with real clients:
-//! a 64 MiB upload is cut after ~40 % (data connection reset, RST), then continued by
-//! `curl -C - -T`, `lftp put -c` and `wput`. The final file must hash as the source,
-//! nothing partial may be visible to another session during or after the cut, no
-//! pending upload may remain after completion, a plain STOR after a cut starts over,
-//! and expired pending uploads are removed (while running and at start-up).
+//! Resumable uploads (issue 12 point 2) on local disk and on S3 (moto), end to end
+//! with real clients: a 64 MiB upload is cut after ~40 % (data connection reset,
+//! RST), then continued by `curl -C - -T`, `lftp put -c` and `wput` (on S3 through a
+//! second replica on the same bucket for lftp and wput). The final file must hash as
+//! the source, nothing partial may be visible to another session during or after the
+//! cut, no pending upload may remain after completion (S3: no multipart upload, no
+//! marker), a plain STOR after a cut starts over, and expired pending uploads are
+//! removed (while running and at start-up).
 
 mod common;
+
+#[path = "../backends/s3/tests/common/mod.rs"]
+mod moto;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -13,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{payload, run_for, sha, sha_file, Ctl, Gate, Resp, PASS, USER};
+use common::{payload, run_for, sha, Ctl, Gate, Resp, PASS, USER};
 
 const SIZE: usize = 64 * 1024 * 1024;
 const CUT: usize = SIZE * 2 / 5;
@@ -25,6 +30,69 @@ fn pending_files(gate: &Gate) -> Vec<String> {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+/// Where the gate stores: local disk (its root) or a bucket on moto (prefix `ftp`).
+#[derive(Clone, Copy)]
+enum Back<'a> {
+    Local,
+    S3(&'a moto::Server, &'a str),
+}
+
+impl Back<'_> {
+    /// A gate on this storage with `storage` keys added, the test user and a second
+    /// user `other` who sees the same tree.
+    fn gate(&self, storage: &str) -> Gate {
+        match self {
+            Back::Local => gate_with(storage),
+            Back::S3(m, bucket) => Gate::start_s3(
+                &m.endpoint(),
+                bucket,
+                &format!(
+                    "{storage}\n[[users]]\nname = \"other\"\npassword_hash = \"{}\"\n",
+                    common::hash("other pass")
+                ),
+            ),
+        }
+    }
+
+    /// The SHA-256 of the file stored under `path` (read from disk, or by boto3).
+    fn stored_sha(&self, gate: &Gate, path: &str) -> Option<String> {
+        match self {
+            Back::Local => std::fs::read(gate.root().join(&path[1..]))
+                .ok()
+                .map(|b| sha(&b)),
+            Back::S3(m, bucket) => m
+                .boto(
+                    bucket,
+                    &format!(
+                        "import hashlib\ntry:\n    b = s3.get_object(Bucket=bucket, Key={:?})['Body'].read()\n\
+                         \x20   print(json.dumps(hashlib.sha256(b).hexdigest()))\n\
+                         except s3.exceptions.NoSuchKey:\n    print('null')",
+                        format!("ftp{path}")
+                    ),
+                )
+                .as_str()
+                .map(str::to_owned),
+        }
+    }
+
+    /// What storage holds of pending uploads: the local pending files; on S3 the
+    /// multipart uploads (boto3 ListMultipartUploads) and the marker objects.
+    fn pending(&self, gate: &Gate) -> Vec<String> {
+        match self {
+            Back::Local => pending_files(gate),
+            Back::S3(m, bucket) => {
+                let mut out = m.pending_uploads(bucket);
+                out.extend(
+                    m.keys(bucket)
+                        .into_iter()
+                        .filter(|k| k.contains(".ftpgate-tmp-pending")),
+                );
+                out
+            }
+        }
     }
 }
 
@@ -40,6 +108,7 @@ fn reset(s: TcpStream) {
 /// STOR `path`, sends `data[..cut]`, checks that a second session sees nothing of it
 /// while the transfer is open, then resets the data connection. Returns the reply.
 fn cut_upload(
+    back: Back<'_>,
     gate: &Gate,
     c: &mut Ctl,
     path: &str,
@@ -52,7 +121,7 @@ fn cut_upload(
     assert_eq!(r.code, 150, "{r:?}");
     s.write_all(&data[..cut]).unwrap();
     s.flush().unwrap();
-    assert_invisible(gate, path, old);
+    assert_invisible(back, gate, path, old);
     reset(s);
     let r = c.read();
     assert!(r.code == 426 || r.code == 451, "{r:?}\n{}", gate.logs());
@@ -61,7 +130,7 @@ fn cut_upload(
 
 /// Another session (another user too) sees nothing of the upload at `path`: no file,
 /// or the previous complete `old` content.
-fn assert_invisible(gate: &Gate, path: &str, old: Option<&[u8]>) {
+fn assert_invisible(back: Back<'_>, gate: &Gate, path: &str, old: Option<&[u8]>) {
     let (dir, name) = path.rsplit_once('/').unwrap();
     let mut o = gate.login();
     assert_eq!(o.cmd("TYPE I").code, 200);
@@ -78,16 +147,16 @@ fn assert_invisible(gate: &Gate, path: &str, old: Option<&[u8]>) {
     let mut other = gate.ctl();
     other.login("other", "other pass");
     let r = other.cmd(&format!("SIZE {path}"));
-    let on_disk = std::fs::read(gate.root().join(&path[1..])).ok();
+    let stored = back.stored_sha(gate, path);
     match old {
         None => {
             assert_eq!(r.code, 550, "another user must not see the pending upload");
-            assert!(on_disk.is_none());
+            assert!(stored.is_none());
         }
         Some(old) => {
             assert_eq!(r.code, 213, "{r:?}");
             assert!(r.text.trim().ends_with(&format!(" {}", old.len())), "{r:?}");
-            assert_eq!(on_disk.as_deref(), Some(old));
+            assert_eq!(stored, Some(sha(old)));
         }
     }
 }
@@ -142,10 +211,10 @@ fn source(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
 
 /// After a resume: the file is the source, byte for byte (by SHA-256 of disk and
 /// RETR, and HASH), and no pending upload is left.
-fn assert_complete(gate: &Gate, c: &mut Ctl, path: &str, data: &[u8]) {
+fn assert_complete(back: Back<'_>, gate: &Gate, c: &mut Ctl, path: &str, data: &[u8]) {
     assert_eq!(
-        sha_file(&gate.root().join(&path[1..])),
-        sha(data),
+        back.stored_sha(gate, path),
+        Some(sha(data)),
         "{}",
         gate.logs()
     );
@@ -155,7 +224,7 @@ fn assert_complete(gate: &Gate, c: &mut Ctl, path: &str, data: &[u8]) {
     let r = c.cmd(&format!("HASH {path}"));
     assert_eq!(r.code, 213, "{r:?}");
     assert!(r.text.contains(&sha(data)), "{r:?}");
-    assert_eq!(pending_files(gate), Vec::<String>::new());
+    assert_eq!(back.pending(gate), Vec::<String>::new());
 }
 
 /// The `transfer` event of the completing upload carried the whole file's SHA-256
@@ -165,11 +234,27 @@ fn assert_event_digest(gate: &Gate, data: &[u8]) {
     gate.wait_logs("transfer event with the full digest", |l| l.contains(&want));
 }
 
-fn resume_with(client: &str) {
+fn resume_with(client: &str, on_s3: bool) {
     if !common::require(client) {
         return;
     }
-    let gate = gate_with("");
+    let m = if on_s3 {
+        match moto::moto() {
+            Some(m) => Some(m),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let bucket = m.map(|m| m.bucket()).unwrap_or_default();
+    let back = match m {
+        Some(m) => Back::S3(m, &bucket),
+        None => Back::Local,
+    };
+    let gate = back.gate("");
+    // On S3, lftp and wput resume through a second replica on the same bucket.
+    let replica = (on_s3 && client != "curl").then(|| back.gate(""));
+    let resumer = replica.as_ref().unwrap_or(&gate);
     let work = tempfile::tempdir().unwrap();
     let (src, data) = source(work.path(), 7);
     let path = format!("/up/{client} big.bin");
@@ -179,16 +264,23 @@ fn resume_with(client: &str) {
     // An older complete file is there: it stays visible until the resume completes.
     let (_, fin) = c.store(&format!("STOR {path}"), b"old content");
     assert_eq!(fin.code, 226);
-    cut_upload(&gate, &mut c, &path, &data, CUT, Some(b"old content"));
-    assert_invisible(&gate, &path, Some(b"old content"));
+    cut_upload(back, &gate, &mut c, &path, &data, CUT, Some(b"old content"));
+    assert_invisible(back, resumer, &path, Some(b"old content"));
     let kept = pending_size(&mut c, &path);
     assert!(kept > 0 && kept <= CUT as u64, "kept {kept}");
-    assert_eq!(pending_files(&gate).len(), 1);
+    match back {
+        Back::Local => assert_eq!(pending_files(&gate).len(), 1),
+        // Only whole parts (5 MiB here) are durable: one multipart upload, one marker.
+        Back::S3(..) => {
+            assert_eq!(kept % (5 << 20), 0, "kept {kept}");
+            assert_eq!(back.pending(&gate).len(), 2, "{:?}", back.pending(&gate));
+        }
+    }
     let (r, got) = c.retr(&path);
     assert_eq!((r.code, &got[..]), (226, &b"old content"[..]));
     gate.wait_log("kept as a pending resumable upload");
 
-    let port = gate.port().to_string();
+    let port = resumer.port().to_string();
     let mut cmd = match client {
         "curl" => {
             let mut cmd = Command::new("curl");
@@ -238,10 +330,10 @@ fn resume_with(client: &str) {
         }
     };
     let (code, out, err) = run_for(common::no_proxy(&mut cmd), Duration::from_secs(150));
-    assert_eq!(code, Some(0), "{client}: {out}\n{err}\n{}", gate.logs());
-    assert_complete(&gate, &mut c, &path, &data);
-    assert_event_digest(&gate, &data);
-    let logs = gate.logs();
+    assert_eq!(code, Some(0), "{client}: {out}\n{err}\n{}", resumer.logs());
+    assert_complete(back, &gate, &mut c, &path, &data);
+    assert_event_digest(resumer, &data);
+    let logs = resumer.logs();
     assert!(
         logs.contains("resuming a pending upload"),
         "{client} started over:\n{logs}"
@@ -261,17 +353,32 @@ fn resume_with(client: &str) {
 
 #[test]
 fn curl_resumes_a_cut_upload() {
-    resume_with("curl");
+    resume_with("curl", false);
 }
 
 #[test]
 fn lftp_resumes_a_cut_upload() {
-    resume_with("lftp");
+    resume_with("lftp", false);
 }
 
 #[test]
 fn wput_resumes_a_cut_upload() {
-    resume_with("wput");
+    resume_with("wput", false);
+}
+
+#[test]
+fn curl_resumes_a_cut_upload_on_s3() {
+    resume_with("curl", true);
+}
+
+#[test]
+fn lftp_resumes_a_cut_upload_on_s3_through_another_replica() {
+    resume_with("lftp", true);
+}
+
+#[test]
+fn wput_resumes_a_cut_upload_on_s3_through_another_replica() {
+    resume_with("wput", true);
 }
 
 /// REST n with the pending count continues it; a plain STOR, or REST with another
@@ -285,33 +392,65 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
     assert_eq!(c.cmd("MKD /d").code, 257);
 
     // Cut, then REST n + STOR of the rest.
-    cut_upload(&gate, &mut c, "/d/a.bin", &data, 3 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/a.bin",
+        &data,
+        3 * 1024 * 1024,
+        None,
+    );
     let n = pending_size(&mut c, "/d/a.bin");
     assert_eq!(c.cmd(&format!("REST {n}")).code, 350);
     let (pre, fin) = c.store("STOR /d/a.bin", &data[n as usize..]);
     assert_eq!((pre.code, fin.code), (150, 226), "{pre:?} {fin:?}");
-    assert_complete(&gate, &mut c, "/d/a.bin", &data);
+    assert_complete(Back::Local, &gate, &mut c, "/d/a.bin", &data);
 
     // Cut, then REST a little before the kept count (as wput does): the tail of the
     // kept bytes is replaced by what the client sends.
-    cut_upload(&gate, &mut c, "/d/w.bin", &data, 3 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/w.bin",
+        &data,
+        3 * 1024 * 1024,
+        None,
+    );
     let n = pending_size(&mut c, "/d/w.bin") - 512;
     assert_eq!(c.cmd(&format!("REST {n}")).code, 350);
     let (pre, fin) = c.store("STOR /d/w.bin", &data[n as usize..]);
     assert_eq!((pre.code, fin.code), (150, 226), "{pre:?} {fin:?}");
-    assert_complete(&gate, &mut c, "/d/w.bin", &data);
+    assert_complete(Back::Local, &gate, &mut c, "/d/w.bin", &data);
 
     // Cut, then a plain STOR: starts over, the pending upload is gone.
-    cut_upload(&gate, &mut c, "/d/b.bin", &data, 2 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/b.bin",
+        &data,
+        2 * 1024 * 1024,
+        None,
+    );
     assert_eq!(pending_files(&gate).len(), 1);
     let fresh = payload(1000, 4);
     let (_, fin) = c.store("STOR /d/b.bin", &fresh);
     assert_eq!(fin.code, 226);
-    assert_complete(&gate, &mut c, "/d/b.bin", &fresh);
+    assert_complete(Back::Local, &gate, &mut c, "/d/b.bin", &fresh);
     assert_eq!(pending_size(&mut c, "/d/b.bin"), 1000);
 
     // Cut, then REST beyond the kept bytes: the pending upload is discarded.
-    cut_upload(&gate, &mut c, "/d/c.bin", &data, 2 * 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/c.bin",
+        &data,
+        2 * 1024 * 1024,
+        None,
+    );
     let n = pending_size(&mut c, "/d/c.bin");
     assert_eq!(c.cmd(&format!("REST {}", n + 1)).code, 350);
     let (pre, fin) = c.store("STOR /d/c.bin", b"x");
@@ -320,8 +459,24 @@ fn raw_rest_stor_fresh_stor_and_bounds() {
     assert_eq!(c.cmd("SIZE /d/c.bin").code, 550);
 
     // Bounds: one pending upload per user here; a second cut is discarded.
-    cut_upload(&gate, &mut c, "/d/d.bin", &data, 1024 * 1024, None);
-    cut_upload(&gate, &mut c, "/d/e.bin", &data, 1024 * 1024, None);
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/d.bin",
+        &data,
+        1024 * 1024,
+        None,
+    );
+    cut_upload(
+        Back::Local,
+        &gate,
+        &mut c,
+        "/d/e.bin",
+        &data,
+        1024 * 1024,
+        None,
+    );
     gate.wait_log("over resume_max_per_user");
     assert_eq!(pending_files(&gate).len(), 1);
     assert_eq!(c.cmd("SIZE /d/e.bin").code, 550);
@@ -436,4 +591,177 @@ fn resume_window_is_validated() {
         &[],
     );
     assert!(err.contains("storage.resume_window_secs"), "{err}");
+}
+
+/// Polls `cond` (a storage check) for up to 60 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < Duration::from_secs(60), "never: {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// On S3: REST n + STOR, REST a little below n (wput), APPE continue the pending
+/// upload (only whole 5 MiB parts are durable: SIZE says 5 MiB after 8 MiB sent); a
+/// plain STOR or another offset aborts its multipart upload and removes its marker;
+/// two sessions cannot both continue one; the bounds apply; the marker directory is
+/// neither listed nor reachable.
+#[test]
+fn s3_rest_appe_fresh_stor_and_bounds() {
+    let Some(m) = moto::moto() else { return };
+    let bucket = m.bucket();
+    let back = Back::S3(m, &bucket);
+    let gate = back.gate("resume_max_per_user = 1");
+    let data = payload(12 * 1024 * 1024 + 3, 13);
+    let cut = 8 * 1024 * 1024;
+    let mut c = gate.login();
+    assert_eq!(c.cmd("TYPE I").code, 200);
+    assert_eq!(c.cmd("MKD /d").code, 257);
+
+    for (name, verb) in [("a", "REST"), ("w", "REST-512"), ("p", "APPE")] {
+        let path = format!("/d/{name}.bin");
+        cut_upload(back, &gate, &mut c, &path, &data, cut, None);
+        let n = pending_size(&mut c, &path);
+        assert_eq!(n, 5 * 1024 * 1024, "durable = whole parts");
+        let (pre, fin) = match verb {
+            "APPE" => c.store(&format!("APPE {path}"), &data[n as usize..]),
+            _ => {
+                let from = if verb == "REST" { n } else { n - 512 };
+                assert_eq!(c.cmd(&format!("REST {from}")).code, 350);
+                c.store(&format!("STOR {path}"), &data[from as usize..])
+            }
+        };
+        assert_eq!((pre.code, fin.code), (150, 226), "{verb}: {pre:?} {fin:?}");
+        assert_complete(back, &gate, &mut c, &path, &data);
+        assert_event_digest(&gate, &data);
+    }
+
+    // A plain STOR after a cut starts over: the multipart upload is aborted.
+    cut_upload(back, &gate, &mut c, "/d/b.bin", &data, cut, None);
+    assert_eq!(back.pending(&gate).len(), 2);
+    let fresh = payload(1000, 4);
+    let (_, fin) = c.store("STOR /d/b.bin", &fresh);
+    assert_eq!(fin.code, 226);
+    assert_complete(back, &gate, &mut c, "/d/b.bin", &fresh);
+    assert_eq!(pending_size(&mut c, "/d/b.bin"), 1000);
+
+    // REST beyond the kept bytes: discarded, and S3 cannot write at an offset.
+    cut_upload(back, &gate, &mut c, "/d/c.bin", &data, cut, None);
+    let n = pending_size(&mut c, "/d/c.bin");
+    assert_eq!(c.cmd(&format!("REST {}", n + 1)).code, 350);
+    let (pre, fin) = c.store("STOR /d/c.bin", b"x");
+    assert!(pre.code >= 500 || fin.code >= 400, "{pre:?} {fin:?}");
+    assert_eq!(back.pending(&gate), Vec::<String>::new());
+    assert_eq!(c.cmd("SIZE /d/c.bin").code, 550);
+
+    // Less than one part sent: nothing durable, nothing kept.
+    cut_upload(
+        back,
+        &gate,
+        &mut c,
+        "/d/small.bin",
+        &data,
+        1024 * 1024,
+        None,
+    );
+    assert_eq!(c.cmd("SIZE /d/small.bin").code, 550);
+    assert_eq!(back.pending(&gate), Vec::<String>::new());
+
+    // Two sessions resume the same pending upload: the first takes it (its marker is
+    // rewritten conditionally), the second is refused cleanly, never a mix.
+    cut_upload(back, &gate, &mut c, "/d/t.bin", &data, cut, None);
+    let n = pending_size(&mut c, "/d/t.bin");
+    let mut s1 = c.epsv();
+    assert_eq!(c.cmd(&format!("REST {n}")).code, 350);
+    assert_eq!(c.cmd("STOR /d/t.bin").code, 150);
+    let mut c2 = gate.login();
+    assert_eq!(c2.cmd("TYPE I").code, 200);
+    assert_eq!(c2.cmd("SIZE /d/t.bin").code, 550, "taken: not pending");
+    assert_eq!(c2.cmd(&format!("REST {n}")).code, 350);
+    let (pre, fin) = c2.store("STOR /d/t.bin", &data[n as usize..]);
+    assert!(pre.code >= 500 || fin.code >= 400, "{pre:?} {fin:?}");
+    s1.write_all(&data[n as usize..]).unwrap();
+    drop(s1);
+    assert_eq!(c.read().code, 226);
+    assert_complete(back, &gate, &mut c, "/d/t.bin", &data);
+
+    // Bounds: one pending upload per user here; a second cut is aborted.
+    cut_upload(back, &gate, &mut c, "/d/d.bin", &data, cut, None);
+    cut_upload(back, &gate, &mut c, "/d/e.bin", &data, cut, None);
+    gate.wait_log("over resume_max_per_user");
+    assert_eq!(c.cmd("SIZE /d/e.bin").code, 550);
+    assert_eq!(pending_size(&mut c, "/d/d.bin"), 5 * 1024 * 1024);
+    assert_eq!(back.pending(&gate).len(), 2, "{:?}", back.pending(&gate));
+
+    // The markers are the gateway's own: not listed, not reachable.
+    let (r, names) = c.list("NLST /");
+    assert_eq!(r.code, 226);
+    assert!(!names.contains("ftpgate-tmp"), "{names}");
+    assert!(c.cmd("CWD /.ftpgate-tmp-pending").code >= 500);
+    let (r, _) = c.list("NLST /.ftpgate-tmp-pending");
+    assert!(r.code >= 500, "{r:?}");
+}
+
+/// On S3: expired pending uploads are aborted (multipart upload and marker) while
+/// running and by a process started after the one that kept them; the clean-up of
+/// orphaned multipart uploads (`abort_incomplete_uploads_after_secs`) leaves pending
+/// uploads within the window alone.
+#[test]
+fn s3_expiry_and_orphan_cleanup() {
+    let Some(m) = moto::moto() else { return };
+    let data = payload(8 * 1024 * 1024, 17);
+    let cut = 6 * 1024 * 1024;
+
+    // While running: a 2 s window.
+    let bucket = m.bucket();
+    let back = Back::S3(m, &bucket);
+    let gate = back.gate("resume_window_secs = 2");
+    let mut c = gate.login();
+    cut_upload(back, &gate, &mut c, "/gone.bin", &data, cut, None);
+    gate.wait_logs("expiry while running", |l| {
+        l.contains("expired pending uploads removed")
+    });
+    eventually("expired upload aborted", || back.pending(&gate).is_empty());
+    drop(c);
+    drop(gate);
+
+    // Kept by a process that is gone; a new one expires it at start.
+    let bucket = m.bucket();
+    let back = Back::S3(m, &bucket);
+    let gate = back.gate("resume_window_secs = 3600");
+    cut_upload(back, &gate, &mut gate.login(), "/old.bin", &data, cut, None);
+    assert_eq!(back.pending(&gate).len(), 2);
+    drop(gate);
+    std::thread::sleep(Duration::from_secs(3));
+    let gate = back.gate("resume_window_secs = 2");
+    gate.wait_logs("expiry at start-up", |l| {
+        l.contains("expired pending uploads removed")
+    });
+    eventually("expired upload aborted at start", || {
+        back.pending(&gate).is_empty()
+    });
+    drop(gate);
+
+    // The orphan clean-up (every second here) aborts an orphan, not a pending upload.
+    let bucket = m.bucket();
+    let back = Back::S3(m, &bucket);
+    let gate = back.gate("abort_incomplete_uploads_after_secs = 1");
+    let mut c = gate.login();
+    cut_upload(back, &gate, &mut c, "/kept.bin", &data, cut, None);
+    m.boto(
+        &bucket,
+        "s3.create_multipart_upload(Bucket=bucket, Key='ftp/orphan.bin')\nprint('null')",
+    );
+    eventually("orphan aborted", || {
+        !m.pending_uploads(&bucket)
+            .contains(&"ftp/orphan.bin".to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(m.pending_uploads(&bucket), ["ftp/kept.bin"]);
+    let n = pending_size(&mut c, "/kept.bin");
+    assert_eq!(c.cmd(&format!("REST {n}")).code, 350);
+    let (_, fin) = c.store("STOR /kept.bin", &data[n as usize..]);
+    assert_eq!(fin.code, 226, "{fin:?}");
+    assert_complete(back, &gate, &mut c, "/kept.bin", &data);
 }

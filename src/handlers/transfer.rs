@@ -345,7 +345,12 @@ pub(super) async fn stor(ctx: &mut Ctx<'_>, arg: &str, kind: StoreKind) -> Outco
     // Usage known before a pending upload is taken up (see `quota_area`).
     tri!(quota_area(ctx).await);
     let park = park_plan(ctx, &t.storage);
-    if let (Some(p), Some(window)) = (&park, ctx.storage_config().resume_window()) {
+    // A plain STOR only discards a pending upload: skipped when the backend knows
+    // there is none (S3: no request per upload, see `may_have_pending`).
+    let lookup = park
+        .as_ref()
+        .filter(|p| mode != WriteMode::Truncate || ctx.storage().may_have_pending(&p.key));
+    if let (Some(p), Some(window)) = (lookup, ctx.storage_config().resume_window()) {
         let storage = ctx.storage();
         let metrics = &ctx.server.metrics;
         match resume::find(&*storage, window, &p.key, metrics).await {
@@ -505,9 +510,9 @@ async fn begin_upload_with(
             return r.into();
         }
     };
-    let (upload, prefix, digest) = match resumed {
+    let (mut upload, prefix, digest) = match resumed {
         Some(r) => {
-            let hash = ctx.storage_config().upload_sha256.unwrap_or(true) && r.prefix.is_some();
+            let hash = ctx.storage_config().upload_sha256.unwrap_or(true);
             (r.upload, r.prefix, hash.then(UploadDigest::default))
         }
         None => match ctx.storage().create(&path, mode).await {
@@ -519,6 +524,10 @@ async fn begin_upload_with(
             Err(e) => return storage_reply(&e).into(),
         },
     };
+    // The backend hashes itself where it keeps hash state with pending uploads (S3);
+    // else the kept bytes of a resumed upload are read back, or there is no digest.
+    let backend_sha256 = digest.is_some() && upload.hash_sha256();
+    let digest = digest.filter(|_| !backend_sha256 && (kept == 0 || prefix.is_some()));
     let ascii = ascii(ctx);
     let limits = UploadLimits {
         max: ctx
@@ -571,7 +580,11 @@ async fn begin_upload_with(
             limits,
             digest,
             c,
-            UploadEnd { probe, park },
+            UploadEnd {
+                probe,
+                park,
+                backend_sha256,
+            },
         )
         .await;
         if r.reply.code == 226 {
@@ -700,6 +713,8 @@ async fn hash_prefix(
 struct UploadEnd {
     probe: Option<(ControlProbe, Duration)>,
     park: Option<Park>,
+    /// The upload computes its SHA-256 itself ([`Upload::hash_sha256`]).
+    backend_sha256: bool,
 }
 
 /// Receives until EOF into `upload`; more than the user's `max_upload_bytes`, or
@@ -712,7 +727,11 @@ async fn receive_file(
     mut limits: UploadLimits,
     mut digest: Option<UploadDigest>,
     cancel: CancellationToken,
-    UploadEnd { probe, park }: UploadEnd,
+    UploadEnd {
+        probe,
+        park,
+        backend_sha256,
+    }: UploadEnd,
 ) -> TransferEnd {
     let mut received = 0u64;
     let mut pending_cr = false;
@@ -830,7 +849,11 @@ async fn receive_file(
             );
         }
     }
-    let sha256 = digest.map(|d| d.finish());
+    let sha256 = if backend_sha256 {
+        upload.sha256()
+    } else {
+        digest.map(|d| d.finish())
+    };
     if let Some(d) = sha256 {
         upload.set_sha256(d);
     }

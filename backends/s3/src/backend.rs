@@ -14,8 +14,9 @@ use object_store::{
 };
 
 use ftpgate_storage::{
-    ByteStream, Capabilities, DirEntry, EntryKind, EntryStream, ErrorKind, Metadata, Result,
-    StorageBackend, StorageError, Upload, VPath, WriteMode,
+    ByteStream, Capabilities, DirEntry, EntryKind, EntryStream, ErrorKind, Metadata, PendingKey,
+    PendingUpload, PendingUsage, Result, Resumed, StorageBackend, StorageError, Upload, VPath,
+    WriteMode,
 };
 
 use crate::config::S3Config;
@@ -92,6 +93,11 @@ pub(crate) struct Inner {
     pub(crate) written: WrittenCache,
     /// Recent complete listings of small directories, updated by own writes.
     pub(crate) listings: ListingCache,
+    /// Which pending-upload markers exist, as far as this process knows.
+    pub(crate) pending: crate::pending::Index,
+    /// `resume_window_secs`: pending uploads younger than this are never cleaned up
+    /// as incomplete multipart uploads; zero: resuming is off.
+    resume_window: Duration,
 }
 
 impl fmt::Debug for S3Backend {
@@ -221,6 +227,8 @@ impl S3Backend {
                 active_uploads: Arc::default(),
                 written: WrittenCache::default(),
                 listings: ListingCache::new(Duration::from_secs(cfg.list_cache_secs)),
+                pending: crate::pending::Index::default(),
+                resume_window: Duration::from_secs(cfg.resume_window_secs),
             }),
         })
     }
@@ -265,6 +273,13 @@ impl S3Backend {
         let prefix = inner.keys.root_prefix();
         let Err(e) = inner.requests.list(prefix, false, Some(1), None).await else {
             self.start_upload_cleanup();
+            // Learn which pending uploads exist before the first STOR (see
+            // `may_have_pending`); one LIST, once.
+            if !inner.resume_window.is_zero() && !inner.pending.listed() {
+                if let Err(e) = inner.markers(None).await {
+                    tracing::warn!(bucket = %inner.bucket, error = %e, "cannot list pending uploads");
+                }
+            }
             return Ok(());
         };
         let (bucket, endpoint) = (&inner.bucket, &inner.endpoint);
@@ -306,12 +321,36 @@ impl S3Backend {
         let window =
             chrono::Duration::from_std(inner.abort_uploads_after).unwrap_or(chrono::Duration::MAX);
         let now = chrono::Utc::now();
+        // Pending resumable uploads within the resume window are not orphans (listed
+        // after the uploads: a marker written meanwhile is seen).
+        let keep: std::collections::HashSet<String> = if inner.resume_window.is_zero()
+            || !uploads.iter().any(|u| {
+                u.initiated
+                    .is_some_and(|t| now.signed_duration_since(t) > window)
+            }) {
+            Default::default()
+        } else {
+            match inner.markers(None).await {
+                Ok(markers) => markers
+                    .into_iter()
+                    .filter(|(meta, _)| {
+                        SystemTime::from(meta.last_modified) + inner.resume_window
+                            > SystemTime::now()
+                    })
+                    .map(|(_, m)| m.upload_id)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(bucket = %inner.bucket, error = %e, "clean-up of incomplete multipart uploads skipped: pending uploads cannot be listed");
+                    return true;
+                }
+            }
+        };
         let mut aborted = 0usize;
         for u in uploads {
             let old = u
                 .initiated
                 .is_some_and(|t| now.signed_duration_since(t) > window);
-            if !old || inner.active_uploads.contains(&u.key) {
+            if !old || inner.active_uploads.contains(&u.key) || keep.contains(&u.upload_id) {
                 continue;
             }
             match inner.requests.abort_upload(&u.key, &u.upload_id).await {
@@ -617,10 +656,13 @@ async fn page_entries(
     stored_mtimes: bool,
 ) -> Vec<DirEntry> {
     let mut out = Vec::with_capacity(page.objects.len() + page.prefixes.len());
+    let root = prefix == inner.keys.root_prefix();
+    let shown = |name: &str| !(root && name == crate::pending::PENDING_DIR);
     let files: Vec<(&str, &ObjectMeta)> = page
         .objects
         .iter()
         .filter_map(|m| Keys::entry_name(prefix, m.location.as_ref()).map(|n| (n, m)))
+        .filter(|(n, _)| shown(n))
         .collect();
     let mtimes: Vec<Option<SystemTime>> = if stored_mtimes {
         let lookups: Vec<_> = files
@@ -644,7 +686,7 @@ async fn page_entries(
         });
     }
     for dir in &page.prefixes {
-        if let Some(name) = Keys::entry_name(prefix, dir) {
+        if let Some(name) = Keys::entry_name(prefix, dir).filter(|n| shown(n)) {
             out.push(DirEntry {
                 name: name.to_owned(),
                 meta: dir_meta(Some(listed_at)),
@@ -1181,6 +1223,122 @@ impl StorageBackend for S3Backend {
             }
             Err(e) => Err(map_error(format_args!("read {path}"), e)),
         }
+    }
+
+    /// One GET of the marker (see `pending`); a taken one is not pending.
+    async fn pending_upload(&self, key: &PendingKey) -> Result<Option<PendingUpload>> {
+        let inner = &self.inner;
+        let found = inner.read_marker(&inner.marker_key(key)).await?;
+        Ok(found.filter(|f| !f.marker.taken).map(|f| PendingUpload {
+            size: f.marker.size,
+            modified: f.modified,
+        }))
+    }
+
+    fn may_have_pending(&self, key: &PendingKey) -> bool {
+        self.inner.pending.may_have(&self.inner.marker_key(key))
+    }
+
+    /// Reads the marker and takes it (rewritten with `taken`, conditional on its
+    /// ETag); the upload continues the open multipart upload after its parts. An
+    /// `offset` below the durable count drops that many resent bytes.
+    async fn resume_upload(&self, key: &PendingKey, offset: u64) -> Result<Resumed> {
+        let inner = &self.inner;
+        let mkey = inner.marker_key(key);
+        let Some(found) = inner.read_marker(&mkey).await? else {
+            return Err(crate::pending::gone(key));
+        };
+        let mut marker = found.marker;
+        if marker.taken || marker.path != key.path.to_string() || marker.owner != key.owner {
+            return Err(crate::pending::gone(key));
+        }
+        if marker.size < offset {
+            return Err(StorageError::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{}: the pending upload holds {} bytes, fewer than {offset}",
+                    key.path, marker.size
+                ),
+            ));
+        }
+        let location = inner.keys.object(&key.path)?;
+        if inner.is_dir(&key.path).await? {
+            return Err(StorageError::new(
+                ErrorKind::IsADirectory,
+                format!("{}: is a directory", key.path),
+            ));
+        }
+        marker.taken = true;
+        inner
+            .write_marker(&mkey, &marker, found.e_tag.as_deref())
+            .await?;
+        let upload = S3Upload::resumed(
+            Arc::clone(inner),
+            key.path.clone(),
+            location,
+            &marker,
+            mkey,
+            marker.size - offset,
+        );
+        Ok(Resumed {
+            upload: Box::new(upload),
+            prefix: None,
+        })
+    }
+
+    /// AbortMultipartUpload and removal of the marker; a taken one is left alone.
+    async fn discard_pending(&self, key: &PendingKey) -> Result<bool> {
+        let inner = &self.inner;
+        let mkey = inner.marker_key(key);
+        let Some(found) = inner.read_marker(&mkey).await? else {
+            return Ok(false);
+        };
+        if found.marker.taken {
+            return Ok(false);
+        }
+        inner.abort_marked(&found.marker).await?;
+        inner.delete_marker(&mkey).await?;
+        Ok(true)
+    }
+
+    /// One LIST of the markers (of `owner`); a marker is read only when new or changed.
+    async fn pending_usage(&self, owner: Option<&str>) -> Result<PendingUsage> {
+        let mut u = PendingUsage::default();
+        for (_, m) in self.inner.markers(owner).await? {
+            if !m.taken {
+                u.count += 1;
+                u.bytes += m.size;
+            }
+        }
+        Ok(u)
+    }
+
+    /// Aborts the multipart upload and removes the marker of every pending upload
+    /// suspended (or taken) before `before`, except one this process is continuing.
+    async fn expire_pending(&self, before: SystemTime) -> Result<PendingUsage> {
+        let inner = &self.inner;
+        let mut u = PendingUsage::default();
+        for (meta, m) in inner.markers(None).await? {
+            if SystemTime::from(meta.last_modified) >= before
+                || (m.taken && inner.active_uploads.contains(&m.key))
+            {
+                continue;
+            }
+            if let Err(e) = inner.abort_marked(&m).await {
+                tracing::warn!(path = %m.path, error = %e, "cannot abort an expired pending upload");
+                continue;
+            }
+            match inner.delete_marker(meta.location.as_ref()).await {
+                Ok(()) => {
+                    u.count += 1;
+                    u.bytes += m.size;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %m.path, error = %e, "cannot remove an expired pending-upload marker")
+                }
+            }
+        }
+        Ok(u)
     }
 
     /// One HEAD: `x-amz-meta-sha256` and the size.

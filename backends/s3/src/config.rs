@@ -165,10 +165,20 @@ pub struct S3Config {
     /// Incomplete multipart uploads under the prefix that are older than this many
     /// seconds are aborted at start and then periodically (a gateway process killed
     /// mid-upload cannot abort its own). 0 turns it off. Default: 86400 (24 hours).
-    /// Must exceed the longest upload any gateway sharing the prefix runs. (Resuming,
-    /// `storage.resume_window_secs`, is local-disk only: S3 keeps no pending uploads.)
+    /// Must exceed the longest upload any gateway sharing the prefix runs. Pending
+    /// resumable uploads (`resume_window_secs`) are left to their own expiry.
     #[serde(default = "default_abort_incomplete_uploads_after_secs")]
     pub abort_incomplete_uploads_after_secs: u64,
+    /// How long, in seconds, an interrupted upload stays a pending resumable upload
+    /// (ftpgate sets it from `storage.resume_window_secs`); 0 = resuming off. Default:
+    /// 86400. The clean-up of incomplete multipart uploads never aborts a pending
+    /// upload whose marker is younger than this.
+    #[serde(default = "default_resume_window_secs")]
+    pub resume_window_secs: u64,
+}
+
+fn default_resume_window_secs() -> u64 {
+    86_400
 }
 
 impl S3Config {
@@ -192,6 +202,7 @@ impl S3Config {
             response_timeout_secs: default_response_timeout_secs(),
             stall_timeout_secs: default_stall_timeout_secs(),
             abort_incomplete_uploads_after_secs: default_abort_incomplete_uploads_after_secs(),
+            resume_window_secs: default_resume_window_secs(),
         }
     }
 

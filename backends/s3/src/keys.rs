@@ -51,6 +51,15 @@ impl Keys {
                 "/: the root is not an object",
             ));
         }
+        if path.segments().next() == Some(crate::pending::PENDING_DIR) {
+            return Err(StorageError::new(
+                ErrorKind::InvalidName,
+                format!(
+                    "{path}: the name {} is reserved",
+                    crate::pending::PENDING_DIR
+                ),
+            ));
+        }
         let key = format!("{}{}", self.prefix, path.as_relative());
         Path::parse(&key).map_err(|e| {
             StorageError::new(

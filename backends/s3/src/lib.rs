@@ -12,6 +12,9 @@
 //!   (HTTP error kind, S3 status and error code), never by message text.
 //! - `http`: the one HTTP transport under every request, with response and stall
 //!   timeouts; error statuses become typed values.
+//! - `pending`: interrupted uploads kept for resuming (open multipart upload plus a
+//!   marker object in the bucket, so every replica finds them).
+//! - `sha`: a SHA-256 whose state a pending upload keeps.
 //! - `requests`: the typed requests object_store cannot send (listings that skip
 //!   hostile keys, MFMT's CopyObject, ListMultipartUploads/AbortMultipartUpload), with
 //!   object_store's retry policy.
@@ -110,7 +113,9 @@ mod http;
 mod keys;
 mod listing;
 mod meta;
+mod pending;
 mod requests;
+mod sha;
 mod upload;
 
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};

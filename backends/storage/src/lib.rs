@@ -160,6 +160,24 @@ pub trait Upload: Send {
     async fn suspend(self: Box<Self>, _key: &PendingKey) -> Result<Option<u64>> {
         self.abort().await.map(|()| None)
     }
+
+    /// Asks the upload to compute the SHA-256 of its whole content itself, the bytes
+    /// it kept from a pending upload it resumed included, so the FTP layer does not
+    /// hash the stream; called before the first write. Returns `true` when it does
+    /// ([`sha256`](Upload::sha256) then answers), `false` (the default) when the
+    /// caller must hash. A backend that cannot read kept bytes back (S3: parts of an
+    /// incomplete multipart upload) hashes itself and keeps the hash state with a
+    /// pending upload (issue 12 §2), so a resumed upload's digest needs no read.
+    fn hash_sha256(&mut self) -> bool {
+        false
+    }
+
+    /// The SHA-256 of the whole content, after the last write and before
+    /// [`complete`](Upload::complete), when [`hash_sha256`](Upload::hash_sha256)
+    /// returned `true`; `None` otherwise.
+    fn sha256(&mut self) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 /// Who left an interrupted upload where: a pending upload belongs to one user and
@@ -286,6 +304,15 @@ pub trait StorageBackend: Send + Sync + Debug + 'static {
             "resume {}: this storage keeps no pending uploads",
             key.path
         )))
+    }
+
+    /// Whether `key` may have a pending upload, answered from what the backend
+    /// already knows, without a request: `false` only when it knows there is none.
+    /// A plain STOR (which would only discard it) skips the lookup then, so backends
+    /// where the lookup is a network request (S3) keep their request count per
+    /// upload. Default: `true`.
+    fn may_have_pending(&self, _key: &PendingKey) -> bool {
+        true
     }
 
     /// Removes the pending upload `key`; `Ok(false)` when there was none.
