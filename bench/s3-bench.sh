@@ -98,13 +98,10 @@ USER_NAME=bench
 USER_PASS=secret
 BUCKET=bench
 
-log() { printf '[s3-bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-case "$SCRATCH" in
-    /dev/shm/?*) ;;
-    *) die "BENCH_DIR must be under /dev/shm (got $SCRATCH)" ;;
-esac
+NAME=s3-bench
+# log/die, the cleanup trap (kills what `spawn` started, removes SCRATCH), build_bin,
+# pick_port: shared with the other benchmarks.
+. "$REPO/bench/lib.sh"
 command -v curl >/dev/null || die "curl is required"
 if [ "$SRV_NAME" = moto ]; then
     command -v "$MOTO" >/dev/null || die "$MOTO not found (pip install 'moto[server]' boto3)"
@@ -113,47 +110,10 @@ else
 fi
 python3 -c 'import boto3' 2>/dev/null || die "python3 cannot import boto3 (pip install boto3)"
 
-# ---------------------------------------------------------------- cleanup --
-PIDS=() # everything we started
-cleanup() {
-    local rc=$?
-    set +e
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$SCRATCH"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # ------------------------------------------------------------------ build --
-if [ -n "${FTPGATE_BIN:-}" ]; then
-    BIN=$FTPGATE_BIN
-    log "using $BIN (no build)"
-else
-    log "cargo build --release -p ftpgate"
-    cargo build --release -p ftpgate >&2
-    BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/ftpgate
-fi
-[ -x "$BIN" ] || die "no ftpgate binary at $BIN"
-# The commit now: others may commit and rebuild target/ while this runs.
-GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- src backends Cargo.toml Cargo.lock 2>/dev/null)" ] \
-    || [ -n "$(git -C "$REPO" ls-files --others --exclude-standard -- src backends 2>/dev/null)" ]; then
-    GIT+=" + uncommitted changes in src/ or backends/"
-fi
-
-# ----------------------------------------------------------------- scratch --
-rm -rf "$SCRATCH"
-mkdir -p "$SCRATCH/logs"
-# A private copy, so that a concurrent `cargo build` cannot swap the binary between the
-# restarts of one run.
-cp "$BIN" "$SCRATCH/ftpgate"
-BIN=$SCRATCH/ftpgate
+# A private copy in SCRATCH (build_bin), so that a concurrent `cargo build` cannot swap
+# the binary between the restarts of one run.
+build_bin
 SRC=$SCRATCH/file.bin
 CONC_SRC=$SCRATCH/conc.bin
 BYTES=$((SIZE_MIB * 1024 * 1024))
@@ -169,16 +129,6 @@ head -c "$CONC_BYTES" /dev/urandom >"$CONC_SRC"
 SRC_SHA=$(sha256sum "$SRC" | cut -d' ' -f1)
 
 # ------------------------------------------------------------------- ports --
-port_free() { [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-USED_PORTS=" "
-pick_port() {
-    local p=$1
-    while ! port_free "$p" || [[ "$USED_PORTS" == *" $p "* ]]; do
-        p=$((p + 1))
-    done
-    USED_PORTS+="$p "
-    echo "$p"
-}
 SRV_PORT=$(pick_port 25100)
 GATE_PORT=$(pick_port 22321)
 ENDPOINT=http://127.0.0.1:$SRV_PORT
@@ -303,41 +253,25 @@ password_hash = '$HASH'
 EOF
 } >"$SCRATCH/gate.toml"
 
-wait_ready() { # port pid name
-    local port=$1 pid=$2 name=$3 i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited at start; see $SCRATCH/logs"
-        if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -c 3 <&3" 2>/dev/null \
-            | grep -q 220; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer on port $port"
-}
-GATE_PID=
+GW_PID=
 GATE_N=0
 # (Re)starts ftpgate so that VmHWM starts afresh, then logs in once (LIST) so that the
 # baseline contains one argon2 verification, as every measured phase does.
 restart_gate() {
-    if [ -n "$GATE_PID" ]; then
-        kill "$GATE_PID" 2>/dev/null || true
-        wait "$GATE_PID" 2>/dev/null || true
+    if [ -n "$GW_PID" ]; then
+        kill "$GW_PID" 2>/dev/null || true
+        wait "$GW_PID" 2>/dev/null || true
     fi
     GATE_N=$((GATE_N + 1))
     # (FTPGATE_* variables are configuration for ftpgate: keep ours out.)
     env -u FTPGATE_BIN "${GATE_ENV[@]}" "$BIN" --config "$SCRATCH/gate.toml" >"$SCRATCH/logs/gate-$GATE_N.log" 2>&1 </dev/null &
-    GATE_PID=$!
-    PIDS+=("$GATE_PID")
-    if ! (wait_ready "$GATE_PORT" "$GATE_PID" ftpgate); then
-        cat "$SCRATCH/logs/gate-$GATE_N.log" >&2 || true
-        exit 1
-    fi
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    wait_ftp "$GATE_PORT" "$GW_PID" "gate-$GATE_N"
     "${CURL[@]}" --user "$USER_NAME:$USER_PASS" -o /dev/null "$URL/"
     sleep 0.3
 }
-idle_rss() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$GATE_PID/status"; }
-kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+idle_rss() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$GW_PID/status"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; } # peak RSS := current
 
@@ -365,7 +299,7 @@ record() { # path op run bytes seconds gate_cpu server_cpu client_cpu busy
 # ftp OP RUN: one curl transfer through ftpgate (STOR: stor-RUN.bin; RETR: stor-1.bin).
 ftp() {
     local op=$1 run=$2 g0 m0 b0 c0 c1 r total pre
-    g0=$(proc_ticks "$GATE_PID"); m0=$(proc_ticks "$SRV_PID"); b0=$(busy_ticks)
+    g0=$(proc_ticks "$GW_PID"); m0=$(proc_ticks "$SRV_PID"); b0=$(busy_ticks)
     children_secs >"$SCRATCH/c0"
     if [ "$op" = STOR ]; then
         r=$("${CURL[@]}" --user "$USER_NAME:$USER_PASS" -T "$SRC" -o /dev/null \
@@ -377,7 +311,7 @@ ftp() {
     fi
     children_secs >"$SCRATCH/c1"
     local b1 m1 g1
-    b1=$(busy_ticks); m1=$(proc_ticks "$SRV_PID"); g1=$(proc_ticks "$GATE_PID")
+    b1=$(busy_ticks); m1=$(proc_ticks "$SRV_PID"); g1=$(proc_ticks "$GW_PID")
     read -r total pre _ <<<"$r"
     c0=$(cat "$SCRATCH/c0"); c1=$(cat "$SCRATCH/c1")
     record ftpgate "$op" "$run" "$BYTES" "$total" \
@@ -402,7 +336,7 @@ log "load average before: $LOAD_BEFORE; CPU pressure $PSI_BEFORE; rustc processe
 
 # ============================================================ throughput ==
 restart_gate
-log "ftpgate ready on $URL (pid $GATE_PID); part size $PART_MIB MiB, $IN_FLIGHT parts in flight"
+log "ftpgate ready on $URL (pid $GW_PID); part size $PART_MIB MiB, $IN_FLIGHT parts in flight"
 # Warm-up: a small file both ways, each path.
 head -c 1048576 "$SRC" >"$SCRATCH/warm.bin"
 "${CURL[@]}" --user "$USER_NAME:$USER_PASS" -T "$SCRATCH/warm.bin" "$URL/warm.bin"
@@ -437,7 +371,7 @@ for run in $(seq 1 "$RUNS"); do
     direct boto3 RETR "$run" get stor-1.bin
     direct boto3-1get RETR "$run" get1 stor-1.bin
 done
-TP_HWM=$(kib "$GATE_PID" VmHWM)
+TP_HWM=$(kib "$GW_PID" VmHWM)
 s3tool del warm.bin warm-direct.bin
 LOAD_MID=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -453,10 +387,10 @@ printf 'phase\tuploads\tMiB_each\tidle_hwm_kib\tpeak_hwm_kib\tmedian_rss_mib\twa
 uploads() {
     local n=$1 src=$2 bytes=$3 stagger=$4 label=$5 i idle g0 m0 b0 t0 t1 pids=() rc=0 go=$SCRATCH/go-$5
     restart_gate
-    idle=$(kib "$GATE_PID" VmHWM)
+    idle=$(kib "$GW_PID" VmHWM)
     IDLE_RSS[$label]=$(idle_rss)
     reset_hwm "$SRV_PID"
-    sampler "$GATE_PID" "$SCRATCH/rss-$label" &
+    sampler "$GW_PID" "$SCRATCH/rss-$label" &
     local spid=$!
     PIDS+=("$spid")
     # Logins one at a time (stagger); the data waits for $go, so all uploads overlap.
@@ -471,7 +405,7 @@ uploads() {
         sleep "$stagger"
     done
     sleep 0.5
-    g0=$(proc_ticks "$GATE_PID"); m0=$(proc_ticks "$SRV_PID"); b0=$(busy_ticks)
+    g0=$(proc_ticks "$GW_PID"); m0=$(proc_ticks "$SRV_PID"); b0=$(busy_ticks)
     t0=$(date +%s.%N)
     touch "$go"
     for i in "${!pids[@]}"; do
@@ -479,8 +413,8 @@ uploads() {
     done
     t1=$(date +%s.%N)
     local b1 m1 g1 peak
-    b1=$(busy_ticks); m1=$(proc_ticks "$SRV_PID"); g1=$(proc_ticks "$GATE_PID")
-    peak=$(kib "$GATE_PID" VmHWM)
+    b1=$(busy_ticks); m1=$(proc_ticks "$SRV_PID"); g1=$(proc_ticks "$GW_PID")
+    peak=$(kib "$GW_PID" VmHWM)
     kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
     [ "$rc" = 0 ] || die "$label: an upload failed"
     local keys=() k
@@ -505,17 +439,17 @@ uploads 1 "$SRC" "$BYTES" 0 one
 
 # One RETR of the first object, on a fresh ftpgate.
 restart_gate
-RETR_IDLE=$(kib "$GATE_PID" VmHWM)
+RETR_IDLE=$(kib "$GW_PID" VmHWM)
 IDLE_RSS[retr]=$(idle_rss)
 "${CURL[@]}" --user "$USER_NAME:$USER_PASS" -o /dev/null "$URL/stor-1.bin"
-RETR_PEAK=$(kib "$GATE_PID" VmHWM)
+RETR_PEAK=$(kib "$GW_PID" VmHWM)
 s3tool del stor-1.bin
 log "one RETR of ${SIZE_MIB} MiB: VmHWM $(mib "$RETR_IDLE") -> $(mib "$RETR_PEAK") MiB"
 uploads "$CONC" "$CONC_SRC" "$CONC_BYTES" "$STAGGER" conc
 
 # Login burst, no transfer: CONC simultaneous logins (LIST) on a fresh ftpgate.
 restart_gate
-BURST_IDLE=$(kib "$GATE_PID" VmHWM)
+BURST_IDLE=$(kib "$GW_PID" VmHWM)
 IDLE_RSS[burst]=$(idle_rss)
 bpids=()
 for i in $(seq 1 "$CONC"); do
@@ -524,8 +458,8 @@ for i in $(seq 1 "$CONC"); do
     PIDS+=("$!")
 done
 wait "${bpids[@]}"
-BURST_PEAK=$(kib "$GATE_PID" VmHWM)
-BURST_RSS=$(kib "$GATE_PID" VmRSS)
+BURST_PEAK=$(kib "$GW_PID" VmHWM)
+BURST_RSS=$(kib "$GW_PID" VmRSS)
 log "login burst: $CONC simultaneous logins: VmHWM $(mib "$BURST_IDLE") -> $(mib "$BURST_PEAK") MiB (VmRSS after: $(mib "$BURST_RSS") MiB)"
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
