@@ -50,61 +50,29 @@ VSFTPD=${VSFTPD:-/usr/sbin/vsftpd}
 USER_NAME=bench
 USER_PASS=secret
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-case "$SCRATCH" in
-    /dev/shm/?*) ;;
-    *) die "BENCH_DIR must be under /dev/shm (got $SCRATCH)" ;;
-esac
+NAME=bench
+# log/die, the cleanup trap (kills what it started, removes SCRATCH and CLEANUP_DIRS),
+# build_bin, pick_port, spawn, wait_ftp: shared with the other benchmarks.
+. "$REPO/bench/lib.sh"
 command -v curl >/dev/null || die "curl is required"
 command -v sha256sum >/dev/null || die "sha256sum is required"
 command -v python3 >/dev/null || die "python3 is required (vsftpd CPU accounting)"
 [ -x "$VSFTPD" ] || die "vsftpd not found at $VSFTPD (apt-get install -y vsftpd)"
 [ "$(id -u)" = 0 ] || die "must run as root (vsftpd anonymous mode needs it)"
 
-# ---------------------------------------------------------------- cleanup --
-PIDS=()             # everything we started
-declare -A SPID=()  # server name -> the processes whose CPU time we account
-cleanup() {
-    local rc=$?
-    set +e
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$SCRATCH"
-    if [ -n "${DATA:-}" ] && [ "$DATA" != "$SCRATCH" ]; then
-        rm -rf "$DATA"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+declare -A SPID=() # server name -> the processes whose CPU time we account
 
 # ------------------------------------------------------------------ build --
-if [ -n "${FTPGATE_BIN:-}" ]; then
-    BIN=$FTPGATE_BIN
-    log "using $BIN (no build)"
-else
-    log "cargo build --release -p ftpgate"
-    cargo build --release -p ftpgate >&2
-    BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/ftpgate
-fi
-[ -x "$BIN" ] || die "no ftpgate binary at $BIN"
+build_bin
 # ftpgate reads every FTPGATE_* environment variable as configuration and refuses unknown
 # keys: FTPGATE_BIN must not reach it ("unknown field ... key `bin`").
 export -n FTPGATE_BIN 2>/dev/null || true
 
 # ----------------------------------------------------------------- scratch --
-rm -rf "$SCRATCH"
-mkdir -p "$SCRATCH"
-chmod 755 "$SCRATCH"
 SRC=$SCRATCH/src/file.bin
 if [ -n "${BENCH_DATA_DIR:-}" ]; then
     DATA=$(mktemp -d "$BENCH_DATA_DIR/ftpgate-bench.XXXXXX")
+    CLEANUP_DIRS+=("$DATA")
     chmod 755 "$DATA"
 else
     DATA=$SCRATCH
@@ -131,37 +99,12 @@ chmod 755 "$VS_ROOT/upload"
 chmod 555 "$VS_ROOT" "$SCRATCH/vsftpd-empty"
 
 # ------------------------------------------------------------------- ports --
-port_free() { [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-# Picks a free port at or above $1 that is not already in USED_PORTS.
-USED_PORTS=" "
-pick_port() {
-    local p=$1
-    while ! port_free "$p" || [[ "$USED_PORTS" == *" $p "* ]]; do
-        p=$((p + 1))
-    done
-    USED_PORTS+="$p "
-    echo "$p"
-}
 PORT_LOCAL=$(pick_port 22121)
 PORT_MEM=$(pick_port 22131)
 PORT_VS=$(pick_port 22141)
 # vsftpd needs an explicit passive range; ftpgate uses OS-chosen ephemeral ports.
 VS_PASV_MIN=$(pick_port 22200)
 VS_PASV_MAX=$((VS_PASV_MIN + 20))
-
-# Waits until a 220 greeting arrives on 127.0.0.1:$1 (the server at pid $2 must live).
-wait_ready() {
-    local port=$1 pid=$2 name=$3 i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited at start; see its log above"
-        if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -c 3 <&3" 2>/dev/null \
-            | grep -q 220; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer on port $port"
-}
 
 # ----------------------------------------------------------------- servers --
 HASH=$(printf '%s' "$USER_PASS" | "$BIN" hash-password | tail -1)
@@ -212,13 +155,9 @@ EOF
 start_server() { # name port cmd...
     local name=$1 port=$2
     shift 2
-    "$@" >"$SCRATCH/logs/$name.log" 2>&1 </dev/null &
-    local pid=$!
-    PIDS+=("$pid")
-    if ! (wait_ready "$port" "$pid" "$name"); then
-        cat "$SCRATCH/logs/$name.log" >&2 || true
-        exit 1
-    fi
+    spawn "$name" "$@"
+    local pid=$LAST_PID
+    wait_ftp "$port" "$pid" "$name"
     log "$name ready on 127.0.0.1:$port (pid $pid)"
     SPID[$name]=$pid
 }

@@ -23,12 +23,14 @@ esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PIDS=()
+CLEANUP_DIRS=() # more directories to remove at exit (e.g. server roots on a disk)
 cleanup() {
     local rc=$?
     set +e
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
     [ -n "${KEEP_SCRATCH:-}" ] || rm -rf "$SCRATCH"
+    for d in "${CLEANUP_DIRS[@]}"; do rm -rf "$d"; done
     exit "$rc"
 }
 trap cleanup EXIT
