@@ -19,7 +19,8 @@
 //! - [`errors`]: the one mapping of storage errors to reply codes.
 //! - [`checksum`]: HASH/XSHA256/XSHA1/XMD5/XCRC digests and the upload SHA-256.
 //! - [`auth`]: users, argon2/bcrypt password hashes, permissions; [`bans`]:
-//!   per-IP bans after repeated failed logins.
+//!   per-IP bans after repeated failed logins; [`auth_hook`]: users from an
+//!   external HTTP endpoint; [`login_cache`]: successful logins remembered.
 //! - [`tls`], [`control`]: FTPS (RFC 4217) with rustls, the control channel's
 //!   plain/TLS streams and the `AUTH TLS` upgrade.
 //! - [`config`]: figment layering and validation.
@@ -29,7 +30,18 @@
 //!   storage quotas, counted by a wrapper around each backend.
 //! - [`health`]: background backend checks behind `/readyz` and `ftpgate_backend_up`.
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/readyz`,
-//!   `/metrics` endpoint; [`process`]: CPU, memory and descriptors of the process.
+//!   `/metrics` endpoint; [`process`]: CPU, memory and descriptors of the process;
+//!   [`resources`]: open-files limit and returning freed memory.
+//! - [`resume`]: interrupted uploads kept as pending ones and continued by REST/APPE;
+//!   [`webhooks`]: signed events after uploads and other changes.
+//!
+//! The path of one command, file by file: bytes → [`protocol::codec::LineReader`]
+//! (a line) → [`protocol::command::parse`] (a [`protocol::Command`]) →
+//! [`protocol::core::ControlCore::input`] (run now, queue, or answer during a
+//! transfer) → `connection::run_command` (login gate) → [`handlers::dispatch`] →
+//! the verb's handler (e.g. `handlers::files`) → `ftpgate_storage::StorageBackend` →
+//! on error [`errors::storage_reply`] → [`protocol::Reply::to_wire`] on the control
+//! connection.
 //!
 //! Storage is reached only through `ftpgate_storage::StorageBackend` with
 //! `ftpgate_storage::VPath` paths (crates under `backends/`).
