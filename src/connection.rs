@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::control::{self, ControlWrite};
 use crate::handlers::{self, Ctx, Outcome, TransferEnd};
 use crate::liveness::ControlWatch;
+use crate::protocol::code;
 use crate::protocol::codec::{LineEvent, LineReader};
 use crate::protocol::core::{Action, ControlCore, Done, Input, Limits, Started};
 use crate::protocol::{Command, Reply};
@@ -80,7 +81,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
         .with_line_timeout(Duration::from_secs(cfg.command_line_timeout_secs.max(1)));
     if send(
         &mut wr,
-        &Reply::new(220, shared.config.server.greeting.clone()),
+        &Reply::new(code::SERVICE_READY, shared.config.server.greeting.clone()),
     )
     .await
     .is_err()
@@ -203,7 +204,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
                 }
             };
             if send(&mut wr, &end.reply).await.is_ok() {
-                let _ = send(&mut wr, &Reply::new(221, "Goodbye")).await;
+                let _ = send(&mut wr, &Reply::new(code::CLOSING_CONTROL, "Goodbye")).await;
             }
         } else {
             // The control connection is gone: stop the transfer (aborting any upload).
@@ -289,8 +290,12 @@ async fn run_command(
     let verb = cmd.verb().to_owned();
     let metrics = &shared.metrics;
     if session.user().is_none() && !Session::allowed_before_login(&cmd) {
-        metrics.command(&verb, 530);
-        return reply_or_close(wr, &Reply::new(530, "Please log in with USER and PASS")).await;
+        metrics.command(&verb, code::NOT_LOGGED_IN);
+        return reply_or_close(
+            wr,
+            &Reply::new(code::NOT_LOGGED_IN, "Please log in with USER and PASS"),
+        )
+        .await;
     }
     session.before_command(&cmd);
     let mut ctx = Ctx {
@@ -370,7 +375,7 @@ async fn reply_or_close(wr: &mut ControlWrite, r: &Reply) -> Step {
 /// The end of a transfer task that panicked or was cancelled by the runtime.
 fn failed_end() -> TransferEnd {
     TransferEnd {
-        reply: Reply::new(451, "Transfer failed"),
+        reply: Reply::new(code::LOCAL_ERROR, "Transfer failed"),
         bytes: 0,
         sha256: None,
     }
@@ -412,7 +417,7 @@ fn log_end(shared: &Shared, r: &Running, end: &TransferEnd) {
 fn log_transfer(shared: &Shared, r: &Running, end: &TransferEnd) {
     let elapsed = r.started.elapsed();
     let ms = elapsed.as_millis() as u64;
-    let ok = end.reply.code == 226;
+    let ok = end.reply.code == code::CLOSING_DATA;
     let result = if ok { "ok" } else { "failed" };
     let verb = r.verb.as_str();
     let direction = match verb {

@@ -5,23 +5,43 @@
 
 use ftpgate_storage::{ErrorKind, PathError, StorageError};
 
+use crate::protocol::code;
 use crate::protocol::Reply;
+
+/// The code of a transfer that failed on storage (RFC 959 §4.2.2): 452 when
+/// space ran out, the storage reply's own code when it is permanent (5xx), else
+/// 451 (local error: the client may try again).
+pub fn transfer_failure_code(err: &StorageError, reply: &Reply) -> u16 {
+    match err.kind() {
+        ErrorKind::InsufficientStorage => code::INSUFFICIENT_STORAGE,
+        _ if reply.code >= 500 => reply.code,
+        _ => code::LOCAL_ERROR,
+    }
+}
 
 /// Maps a storage error to its reply and logs it at the matching level.
 pub fn storage_reply(err: &StorageError) -> Reply {
     let (code, text) = match err.kind() {
-        ErrorKind::NotFound => (550, "No such file or directory"),
-        ErrorKind::AlreadyExists => (550, "File exists"),
-        ErrorKind::NotADirectory => (550, "Not a directory"),
-        ErrorKind::IsADirectory => (550, "Is a directory"),
-        ErrorKind::DirectoryNotEmpty => (550, "Directory not empty"),
-        ErrorKind::PermissionDenied => (550, "Permission denied"),
-        ErrorKind::InsufficientStorage => (452, "Insufficient storage space"),
-        ErrorKind::InvalidName => (553, "File name not allowed"),
-        ErrorKind::InvalidInput => (554, "Requested action not taken: invalid argument"),
-        ErrorKind::Unsupported => (502, "Not supported by this storage"),
-        ErrorKind::Transient => (451, "Storage temporarily unavailable, try again"),
-        _ => (451, "Local error in processing"),
+        ErrorKind::NotFound => (code::FILE_UNAVAILABLE, "No such file or directory"),
+        ErrorKind::AlreadyExists => (code::FILE_UNAVAILABLE, "File exists"),
+        ErrorKind::NotADirectory => (code::FILE_UNAVAILABLE, "Not a directory"),
+        ErrorKind::IsADirectory => (code::FILE_UNAVAILABLE, "Is a directory"),
+        ErrorKind::DirectoryNotEmpty => (code::FILE_UNAVAILABLE, "Directory not empty"),
+        ErrorKind::PermissionDenied => (code::FILE_UNAVAILABLE, "Permission denied"),
+        ErrorKind::InsufficientStorage => {
+            (code::INSUFFICIENT_STORAGE, "Insufficient storage space")
+        }
+        ErrorKind::InvalidName => (code::NAME_NOT_ALLOWED, "File name not allowed"),
+        ErrorKind::InvalidInput => (
+            code::INVALID_PARAMETER,
+            "Requested action not taken: invalid argument",
+        ),
+        ErrorKind::Unsupported => (code::NOT_IMPLEMENTED, "Not supported by this storage"),
+        ErrorKind::Transient => (
+            code::LOCAL_ERROR,
+            "Storage temporarily unavailable, try again",
+        ),
+        _ => (code::LOCAL_ERROR, "Local error in processing"),
     };
     match err.kind() {
         // The storage itself is in trouble: operators need to see it.
@@ -59,12 +79,15 @@ fn retries_spent(text: &str) -> Option<u64> {
 /// Maps a refused client path to 553 (RFC 959: "File name not allowed").
 pub fn path_reply(err: &PathError) -> Reply {
     tracing::info!(error = %err, "path refused");
-    Reply::new(553, format!("File name not allowed: {err}"))
+    Reply::new(
+        code::NAME_NOT_ALLOWED,
+        format!("File name not allowed: {err}"),
+    )
 }
 
 /// 550 for an operation the user's permissions do not allow.
 pub fn permission_denied() -> Reply {
-    Reply::new(550, "Permission denied")
+    Reply::new(code::FILE_UNAVAILABLE, "Permission denied")
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::auth::{self, Authenticator};
 use crate::config::{Config, PortRange, StorageConfig, StorageKind, UserConfig};
 use crate::datachan::{DataPolicy, SharedPorts};
 use crate::metrics::{InstrumentedBackend, Metrics};
+use crate::protocol::{code, Reply};
 use crate::proxy::ProxyHeader;
 use crate::session::Session;
 
@@ -746,9 +747,11 @@ async fn admit(
     if let Some(left) = shared.bans.banned(ip) {
         tracing::info!(%peer, ban_left_secs = left.as_secs(), "refused a banned client");
         if !implicit {
-            let _ = stream
-                .write_all(b"421 Too many failed logins from your address, try again later\r\n")
-                .await;
+            let reply = Reply::new(
+                code::SERVICE_NOT_AVAILABLE,
+                "Too many failed logins from your address, try again later",
+            );
+            let _ = stream.write_all(reply.to_wire().as_bytes()).await;
         }
         return;
     }
@@ -756,9 +759,11 @@ async fn admit(
     let key = crate::bans::client_key(ip, shared.config.server.ipv6_prefix_len);
     let Some(_slot) = SessionSlot::take(&shared, key) else {
         tracing::info!(%peer, "session limit reached");
-        let _ = stream
-            .write_all(b"421 Too many connections, try again later\r\n")
-            .await;
+        let reply = Reply::new(
+            code::SERVICE_NOT_AVAILABLE,
+            "Too many connections, try again later",
+        );
+        let _ = stream.write_all(reply.to_wire().as_bytes()).await;
         return;
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);

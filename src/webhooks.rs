@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, StorageConfig, StorageKind};
 use crate::metrics::Metrics;
+use crate::protocol::code;
 use crate::session::Session;
 
 /// Event types an endpoint may subscribe to (`webhooks.events`).
@@ -435,7 +436,10 @@ impl Events {
         sha256: Option<&str>,
         elapsed: Duration,
     ) {
-        if code != 226 || !matches!(verb, "STOR" | "APPE" | "STOU") || !self.wanted("upload") {
+        if code != code::CLOSING_DATA
+            || !matches!(verb, "STOR" | "APPE" | "STOU")
+            || !self.wanted("upload")
+        {
             return;
         }
         let Ok(p) = VPath::parse(storage) else {

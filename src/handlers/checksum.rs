@@ -17,6 +17,7 @@ use super::{target, tri, Ctx, Job, Outcome, TransferEnd};
 use crate::auth::Permission;
 use crate::checksum::{hex, Algorithm, Hasher};
 use crate::errors::storage_reply;
+use crate::protocol::code;
 use crate::protocol::Reply;
 
 /// A digest to compute, or one already known.
@@ -55,7 +56,7 @@ async fn prepare(ctx: &Ctx<'_>, arg: &str, algorithm: Algorithm) -> Result<Diges
             "HASH refused: file above server.max_hash_bytes"
         );
         return Err(Reply::new(
-            504,
+            code::NOT_IMPLEMENTED_FOR_PARAMETER,
             format!(
                 "{} of a {}-byte file refused: larger than this server hashes \
                  (server.max_hash_bytes = {limit})",
@@ -92,7 +93,7 @@ async fn read_digest(
             biased;
             _ = cancel.cancelled() => {
                 tracing::info!(path, read, size, "hash cancelled: ABOR or control connection closed");
-                return Err(failed(Reply::new(426, "Digest aborted; none computed"), read));
+                return Err(failed(Reply::new(code::TRANSFER_ABORTED, "Digest aborted; none computed"), read));
             }
             n = stream.next() => n,
         };
@@ -152,12 +153,17 @@ pub(super) async fn hash(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let arg = arg.to_owned();
     run(digest, algorithm, move |hex, size| {
         let end = size.saturating_sub(1);
-        Reply::new(213, format!("{} 0-{end} {hex} {arg}", algorithm.name()))
+        Reply::new(
+            code::FILE_STATUS,
+            format!("{} 0-{end} {hex} {arg}", algorithm.name()),
+        )
     })
 }
 
 /// XSHA256 / XSHA1 / XMD5 / XCRC: `250 <hex>` as ProFTPD's mod_digest answers.
 pub(super) async fn xhash(ctx: &mut Ctx<'_>, algorithm: Algorithm, arg: &str) -> Outcome {
     let digest = tri!(prepare(ctx, arg, algorithm).await);
-    run(digest, algorithm, |hex, _| Reply::new(250, hex))
+    run(digest, algorithm, |hex, _| {
+        Reply::new(code::FILE_ACTION_OK, hex)
+    })
 }

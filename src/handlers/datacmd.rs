@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::{Ctx, Outcome};
 use crate::datachan::{self, DataEndpoint};
+use crate::protocol::code;
 use crate::protocol::{EpsvArg, Reply};
 
 async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
@@ -19,14 +20,17 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no passive port free");
-                Err(Reply::new(425, "Cannot open passive connection"))
+                Err(Reply::new(
+                    code::CANT_OPEN_DATA,
+                    "Cannot open passive connection",
+                ))
             }
         };
     }
     let Ok(slot) = ctx.server.passive_slots.clone().try_acquire_owned() else {
         tracing::warn!("passive.max_pending listeners are pending: refusing PASV/EPSV");
         return Err(Reply::new(
-            425,
+            code::CANT_OPEN_DATA,
             "Too many pending data connections, try again",
         ));
     };
@@ -35,13 +39,16 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
         Ok(l) => {
             let addr = l
                 .local_addr()
-                .map_err(|_| Reply::new(425, "Cannot open passive connection"))?;
+                .map_err(|_| Reply::new(code::CANT_OPEN_DATA, "Cannot open passive connection"))?;
             *ctx.data = Some(DataEndpoint::Passive(l, Some(slot)));
             Ok(addr)
         }
         Err(e) => {
             tracing::warn!(error = %e, "passive listener failed");
-            Err(Reply::new(425, "Cannot open passive connection"))
+            Err(Reply::new(
+                code::CANT_OPEN_DATA,
+                "Cannot open passive connection",
+            ))
         }
     }
 }
@@ -51,7 +58,7 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
 /// `passive.advertise`, else the address the client connected to. IPv4 only.
 pub(super) async fn pasv(ctx: &mut Ctx<'_>) -> Outcome {
     if ctx.session.epsv_all {
-        return Reply::new(503, "PASV not allowed after EPSV ALL").into();
+        return Reply::new(code::BAD_SEQUENCE, "PASV not allowed after EPSV ALL").into();
     }
     let announce = match ctx
         .server
@@ -59,11 +66,11 @@ pub(super) async fn pasv(ctx: &mut Ctx<'_>) -> Outcome {
         .or(Some(datachan::canonical(ctx.session.local.ip())))
     {
         Some(IpAddr::V4(v4)) => v4,
-        _ => return Reply::new(425, "PASV needs IPv4; use EPSV").into(),
+        _ => return Reply::new(code::CANT_OPEN_DATA, "PASV needs IPv4; use EPSV").into(),
     };
     match listen(ctx).await {
         Ok(addr) => Reply::new(
-            227,
+            code::ENTERING_PASSIVE,
             format!(
                 "Entering Passive Mode ({})",
                 datachan::pasv_tuple(announce, addr.port())
@@ -80,20 +87,23 @@ pub(super) async fn epsv(ctx: &mut Ctx<'_>, arg: EpsvArg) -> Outcome {
     match arg {
         EpsvArg::All => {
             ctx.session.epsv_all = true;
-            return Reply::new(200, "EPSV ALL ok").into();
+            return Reply::new(code::COMMAND_OK, "EPSV ALL ok").into();
         }
         EpsvArg::Protocol(p) => {
             let ours = if ctx.session.local.is_ipv4() { 1 } else { 2 };
             if p != ours {
-                return Reply::new(522, format!("Network protocol not supported, use ({ours})"))
-                    .into();
+                return Reply::new(
+                    code::PROTOCOL_NOT_SUPPORTED,
+                    format!("Network protocol not supported, use ({ours})"),
+                )
+                .into();
             }
         }
         EpsvArg::Any => {}
     }
     match listen(ctx).await {
         Ok(addr) => Reply::new(
-            229,
+            code::ENTERING_EXTENDED_PASSIVE,
             format!("Entering Extended Passive Mode (|||{}|)", addr.port()),
         )
         .into(),
@@ -104,18 +114,26 @@ pub(super) async fn epsv(ctx: &mut Ctx<'_>, arg: EpsvArg) -> Outcome {
 /// PORT/EPRT: remember the client's address after the RFC 2577 bounce checks.
 pub(super) fn port(ctx: &mut Ctx<'_>, target: SocketAddr) -> Outcome {
     if ctx.session.epsv_all {
-        return Reply::new(503, "PORT/EPRT not allowed after EPSV ALL").into();
+        return Reply::new(code::BAD_SEQUENCE, "PORT/EPRT not allowed after EPSV ALL").into();
     }
     let cfg = &ctx.server.config.active;
     if !cfg.enabled {
-        return Reply::new(502, "Active mode is disabled; use PASV or EPSV").into();
+        return Reply::new(
+            code::NOT_IMPLEMENTED,
+            "Active mode is disabled; use PASV or EPSV",
+        )
+        .into();
     }
     if let Err(why) =
         datachan::check_active_target(target, ctx.session.peer.ip(), cfg.check_peer_ip)
     {
         tracing::warn!(%target, "refused active data target");
-        return Reply::new(504, why).into();
+        return Reply::new(code::NOT_IMPLEMENTED_FOR_PARAMETER, why).into();
     }
     *ctx.data = Some(DataEndpoint::Active(target));
-    Reply::new(200, "PORT command successful. Consider using PASV").into()
+    Reply::new(
+        code::COMMAND_OK,
+        "PORT command successful. Consider using PASV",
+    )
+    .into()
 }

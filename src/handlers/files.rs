@@ -11,6 +11,7 @@ use super::{target, target_to_change, tri, user, Ctx, Outcome};
 use crate::auth::Permission;
 use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, time_val};
+use crate::protocol::code;
 use crate::protocol::Reply;
 
 /// DELE: files only.
@@ -21,7 +22,7 @@ pub(super) async fn dele(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
             ctx.server
                 .events
                 .file_op("delete", ctx.session, &t.storage, None);
-            Reply::new(250, "File deleted").into()
+            Reply::new(code::FILE_ACTION_OK, "File deleted").into()
         }
         Err(e) => storage_reply(&e).into(),
     }
@@ -31,17 +32,19 @@ pub(super) async fn dele(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 pub(super) async fn rnfr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Rename)));
     if t.shown.is_root() {
-        return Reply::new(550, "Cannot rename the home directory").into();
+        return Reply::new(code::FILE_UNAVAILABLE, "Cannot rename the home directory").into();
     }
     let storage = ctx.storage();
     match storage.stat(&t.storage).await {
         // Refuse up front rather than after RNTO (S3: a prefix cannot move atomically).
-        Ok(m) if m.is_dir() && !storage.capabilities().rename_directories => {
-            Reply::new(550, "Renaming directories is not supported on this storage").into()
-        }
+        Ok(m) if m.is_dir() && !storage.capabilities().rename_directories => Reply::new(
+            code::FILE_UNAVAILABLE,
+            "Renaming directories is not supported on this storage",
+        )
+        .into(),
         Ok(_) => {
             ctx.session.rename_from = Some(t.storage);
-            Reply::new(350, "Ready for RNTO").into()
+            Reply::new(code::PENDING_FURTHER_INFO, "Ready for RNTO").into()
         }
         Err(e) => storage_reply(&e).into(),
     }
@@ -50,21 +53,25 @@ pub(super) async fn rnfr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 /// RNTO: "503 Bad sequence" without a preceding RNFR; replaces an existing file.
 pub(super) async fn rnto(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let Some(from) = ctx.session.rename_from.take() else {
-        return Reply::new(503, "RNFR required first").into();
+        return Reply::new(code::BAD_SEQUENCE, "RNFR required first").into();
     };
     let t = tri!(target(ctx, arg, Some(Permission::Rename)));
     if t.shown.is_root() {
-        return Reply::new(553, "File name not allowed").into();
+        return Reply::new(code::NAME_NOT_ALLOWED, "File name not allowed").into();
     }
     if t.storage.starts_with(&from) && t.storage != from {
-        return Reply::new(553, "Cannot move a directory into itself").into();
+        return Reply::new(
+            code::NAME_NOT_ALLOWED,
+            "Cannot move a directory into itself",
+        )
+        .into();
     }
     match ctx.storage().rename(&from, &t.storage).await {
         Ok(()) => {
             ctx.server
                 .events
                 .file_op("rename", ctx.session, &t.storage, Some(&from));
-            Reply::new(250, "Rename successful").into()
+            Reply::new(code::FILE_ACTION_OK, "Rename successful").into()
         }
         Err(e) => storage_reply(&e).into(),
     }
@@ -80,12 +87,12 @@ pub(super) async fn size(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         let storage = ctx.storage();
         let found = crate::resume::find(&*storage, window, &key, &ctx.server.metrics).await;
         if let Some(p) = found.live() {
-            return Reply::new(213, p.size.to_string()).into();
+            return Reply::new(code::FILE_STATUS, p.size.to_string()).into();
         }
     }
     match ctx.storage().stat(&t.storage).await {
-        Ok(m) if m.is_file() => Reply::new(213, m.size.to_string()).into(),
-        Ok(_) => Reply::new(550, "Not a regular file").into(),
+        Ok(m) if m.is_file() => Reply::new(code::FILE_STATUS, m.size.to_string()).into(),
+        Ok(_) => Reply::new(code::FILE_UNAVAILABLE, "Not a regular file").into(),
         Err(e) => storage_reply(&e).into(),
     }
 }
@@ -96,9 +103,9 @@ pub(super) async fn mdtm(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     match ctx.storage().stat(&t.storage).await {
         Ok(m) if m.is_file() => {
             let when = m.modified.unwrap_or_else(SystemTime::now);
-            Reply::new(213, time_val(when)).into()
+            Reply::new(code::FILE_STATUS, time_val(when)).into()
         }
-        Ok(_) => Reply::new(550, "Not a regular file").into(),
+        Ok(_) => Reply::new(code::FILE_UNAVAILABLE, "Not a regular file").into(),
         Err(e) => storage_reply(&e).into(),
     }
 }
@@ -107,17 +114,25 @@ pub(super) async fn mdtm(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 pub(super) async fn mfmt(ctx: &mut Ctx<'_>, time: i64, arg: &str) -> Outcome {
     let t = tri!(target_to_change(ctx, arg));
     if !ctx.storage().capabilities().set_modified {
-        return Reply::new(502, "MFMT not supported by this storage").into();
+        return Reply::new(code::NOT_IMPLEMENTED, "MFMT not supported by this storage").into();
     }
     let when = if time >= 0 {
         UNIX_EPOCH + Duration::from_secs(time as u64)
     } else {
-        return Reply::new(501, "Times before 1970 are not supported").into();
+        return Reply::new(
+            code::ARGUMENT_SYNTAX_ERROR,
+            "Times before 1970 are not supported",
+        )
+        .into();
     };
     // No stat first: the backend answers NotFound / IsADirectory itself (on S3 a
     // stat would cost two more requests after every rclone upload).
     match ctx.storage().set_modified(&t.storage, when).await {
-        Ok(()) => Reply::new(213, format!("Modify={}; {}", time_val(when), arg)).into(),
+        Ok(()) => Reply::new(
+            code::FILE_STATUS,
+            format!("Modify={}; {}", time_val(when), arg),
+        )
+        .into(),
         Err(e) => storage_reply(&e).into(),
     }
 }
@@ -139,7 +154,7 @@ pub(super) async fn mlst(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
                 SystemTime::now(),
             );
             Reply::multi(
-                250,
+                code::FILE_ACTION_OK,
                 format!("Listing {}", t.shown),
                 vec![format!(" {line}")],
                 "End",
@@ -190,7 +205,7 @@ pub(super) async fn stat_path(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         }
     }
     Reply::multi(
-        213,
+        code::FILE_STATUS,
         format!("Status of {}:", t.shown),
         lines,
         "End of status",

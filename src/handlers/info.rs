@@ -4,6 +4,7 @@
 use super::{Ctx, Outcome};
 use crate::checksum::Algorithm;
 use crate::listing::Facts;
+use crate::protocol::code;
 use crate::protocol::command::VERBS;
 use crate::protocol::{Reply, TransferType};
 
@@ -40,7 +41,7 @@ pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
     for verb in ["XCRC", "XMD5", "XSHA1", "XSHA256"] {
         lines.push(format!(" {verb} filename"));
     }
-    Outcome::Reply(Reply::multi(211, "Features:", lines, "End"))
+    Outcome::Reply(Reply::multi(code::SYSTEM_STATUS, "Features:", lines, "End"))
 }
 
 /// OPTS UTF8 ON|OFF (RFC 2640 §3.2: names are always UTF-8 here) and OPTS MLST
@@ -49,27 +50,39 @@ pub(super) fn opts(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let (name, rest) = arg.split_once(' ').unwrap_or((arg, ""));
     match name.to_ascii_uppercase().as_str() {
         "UTF8" | "UTF-8" => match rest.trim().to_ascii_uppercase().as_str() {
-            "ON" | "" => Reply::new(200, "Always in UTF8 mode").into(),
-            "OFF" => Reply::new(200, "UTF8 stays on; names are UTF-8").into(),
-            _ => Reply::new(501, "OPTS UTF8 takes ON or OFF").into(),
+            "ON" | "" => Reply::new(code::COMMAND_OK, "Always in UTF8 mode").into(),
+            "OFF" => Reply::new(code::COMMAND_OK, "UTF8 stays on; names are UTF-8").into(),
+            _ => Reply::new(code::ARGUMENT_SYNTAX_ERROR, "OPTS UTF8 takes ON or OFF").into(),
         },
         "MLST" => {
             ctx.session.facts = Facts::parse(rest);
-            Reply::new(200, format!("MLST OPTS {}", ctx.session.facts.selected())).into()
+            Reply::new(
+                code::COMMAND_OK,
+                format!("MLST OPTS {}", ctx.session.facts.selected()),
+            )
+            .into()
         }
         // draft-bryan-ftpext-hash-02 §4: without an argument the selected algorithm,
         // with one the new selection; an algorithm we don't offer is 504.
         "HASH" => match rest.trim() {
-            "" => Reply::new(200, ctx.session.hash_algorithm.name()).into(),
+            "" => Reply::new(code::COMMAND_OK, ctx.session.hash_algorithm.name()).into(),
             name => match Algorithm::parse(name) {
                 Some(a) => {
                     ctx.session.hash_algorithm = a;
-                    Reply::new(200, a.name()).into()
+                    Reply::new(code::COMMAND_OK, a.name()).into()
                 }
-                None => Reply::new(504, format!("Unknown algorithm {name}")).into(),
+                None => Reply::new(
+                    code::NOT_IMPLEMENTED_FOR_PARAMETER,
+                    format!("Unknown algorithm {name}"),
+                )
+                .into(),
             },
         },
-        _ => Reply::new(501, format!("Option {name} not understood")).into(),
+        _ => Reply::new(
+            code::ARGUMENT_SYNTAX_ERROR,
+            format!("Option {name} not understood"),
+        )
+        .into(),
     }
 }
 
@@ -79,9 +92,12 @@ pub fn help_reply(verb: Option<&str>) -> Reply {
         Some(v) => {
             let up = v.trim().to_ascii_uppercase();
             if VERBS.contains(&up.as_str()) {
-                Reply::new(214, format!("{up} is implemented; see RFC 959, 2428, 3659"))
+                Reply::new(
+                    code::HELP,
+                    format!("{up} is implemented; see RFC 959, 2428, 3659"),
+                )
             } else {
-                Reply::new(502, format!("Unknown command {up}"))
+                Reply::new(code::NOT_IMPLEMENTED, format!("Unknown command {up}"))
             }
         }
         None => {
@@ -90,7 +106,7 @@ pub fn help_reply(verb: Option<&str>) -> Reply {
                 .map(|c| format!(" {}", c.join(" ")))
                 .collect();
             Reply::multi(
-                214,
+                code::HELP,
                 "The following commands are recognized:",
                 lines,
                 "Help OK",
@@ -117,7 +133,13 @@ pub(super) fn stat_server(ctx: &mut Ctx<'_>) -> Outcome {
         format!(" Storage: {}", ctx.storage().kind()),
         " No data connection".to_owned(),
     ];
-    Reply::multi(211, "ftpgate status:", lines, "End of status").into()
+    Reply::multi(
+        code::SYSTEM_STATUS,
+        "ftpgate status:",
+        lines,
+        "End of status",
+    )
+    .into()
 }
 
 /// TYPE: A (optionally N) or I / L 8. Data is converted only when
@@ -125,7 +147,7 @@ pub(super) fn stat_server(ctx: &mut Ctx<'_>) -> Outcome {
 pub(super) fn type_(ctx: &mut Ctx<'_>, t: TransferType) -> Outcome {
     ctx.session.transfer_type = t;
     match t {
-        TransferType::Ascii => Reply::new(200, "Switching to ASCII mode").into(),
-        TransferType::Image => Reply::new(200, "Switching to Binary mode").into(),
+        TransferType::Ascii => Reply::new(code::COMMAND_OK, "Switching to ASCII mode").into(),
+        TransferType::Image => Reply::new(code::COMMAND_OK, "Switching to Binary mode").into(),
     }
 }

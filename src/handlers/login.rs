@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::{Ctx, Outcome};
 use crate::metrics::ResultLabel;
+use crate::protocol::code;
 use crate::protocol::{Password, Reply};
 use crate::session::LoginState;
 
@@ -21,7 +22,7 @@ const LOGIN_BANNED: ResultLabel = ResultLabel { result: "banned" };
 /// The 530 for a login attempted before `AUTH TLS` when TLS is required (RFC
 /// 4217 §4: the server may refuse USER on an unprotected channel).
 fn tls_first() -> Outcome {
-    Reply::new(530, "TLS required: send AUTH TLS first").into()
+    Reply::new(code::NOT_LOGGED_IN, "TLS required: send AUTH TLS first").into()
 }
 
 /// USER: always 331, the name is only remembered.
@@ -34,7 +35,7 @@ pub(super) fn user(ctx: &mut Ctx<'_>, name: String) -> Outcome {
     ctx.session.user_slot = None;
     ctx.session.throttles = crate::limits::Throttles::default();
     ctx.session.cwd = ftpgate_storage::VPath::root();
-    Reply::new(331, "Please specify the password").into()
+    Reply::new(code::NEED_PASSWORD, "Please specify the password").into()
 }
 
 /// PASS: verify, or count a failure, wait, and disconnect after too many.
@@ -44,8 +45,10 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
     }
     let name = match &ctx.session.login {
         LoginState::AwaitPass { name } => name.clone(),
-        LoginState::LoggedIn(_) => return Reply::new(230, "Already logged in").into(),
-        LoginState::AwaitUser => return Reply::new(503, "Login with USER first").into(),
+        LoginState::LoggedIn(_) => return Reply::new(code::LOGGED_IN, "Already logged in").into(),
+        LoginState::AwaitUser => {
+            return Reply::new(code::BAD_SEQUENCE, "Login with USER first").into()
+        }
     };
     let ip = crate::datachan::canonical(ctx.session.peer.ip());
     // One turn per client as the bans and session caps count it (an IPv6 network
@@ -62,11 +65,11 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
         tokio::time::sleep(Duration::from_millis(cfg.login_failure_delay_ms)).await;
         if ctx.session.login_failures >= cfg.max_login_failures {
             return Outcome::Close(Reply::new(
-                421,
+                code::SERVICE_NOT_AVAILABLE,
                 "Too many failed logins from your address, try again later",
             ));
         }
-        return Reply::new(530, "Login incorrect").into();
+        return Reply::new(code::NOT_LOGGED_IN, "Login incorrect").into();
     }
     // `users.allowed_networks` is checked here, against the client address after
     // any PROXY header: USER answers 331 for every name (RFC 959 allows it), so a
@@ -102,7 +105,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
                 tracing::warn!(user = %user.name, max_sessions = ?user.max_sessions, "login refused: user has max_sessions sessions already");
                 // RFC 959 §4.2: "421 Service not available, closing control connection".
                 return Outcome::Close(Reply::new(
-                    421,
+                    code::SERVICE_NOT_AVAILABLE,
                     "Too many sessions for this user, closing control connection",
                 ));
             };
@@ -113,7 +116,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
             tracing::info!(user = %user.name, "login ok");
             ctx.session.login = LoginState::LoggedIn(user);
             ctx.session.cwd = ftpgate_storage::VPath::root();
-            Reply::new(230, "Login successful").into()
+            Reply::new(code::LOGGED_IN, "Login successful").into()
         }
         None => {
             ctx.server.metrics.logins.get_or_create(&LOGIN_FAILED).inc();
@@ -131,17 +134,17 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
             if let Some(length) = ban {
                 tracing::warn!(peer = %ip, ban_secs = length.as_secs(), "client banned after repeated failed logins");
                 return Outcome::Close(Reply::new(
-                    421,
+                    code::SERVICE_NOT_AVAILABLE,
                     "Too many failed logins from your address, try again later",
                 ));
             }
             if ctx.session.login_failures >= cfg.max_login_failures {
                 return Outcome::Close(Reply::new(
-                    421,
+                    code::SERVICE_NOT_AVAILABLE,
                     "Too many failed logins, closing connection",
                 ));
             }
-            Reply::new(530, "Login incorrect").into()
+            Reply::new(code::NOT_LOGGED_IN, "Login incorrect").into()
         }
     }
 }
@@ -150,5 +153,5 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
 pub(super) fn rein(ctx: &mut Ctx<'_>) -> Outcome {
     ctx.session.reinitialize();
     *ctx.data = None;
-    Reply::new(220, "Service ready for new user").into()
+    Reply::new(code::SERVICE_READY, "Service ready for new user").into()
 }

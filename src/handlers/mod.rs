@@ -23,6 +23,7 @@ use crate::auth::{Permission, User};
 use crate::config::StorageConfig;
 use crate::datachan::DataEndpoint;
 use crate::errors;
+use crate::protocol::code;
 use crate::protocol::{Command, Reply};
 use crate::server::Shared;
 use crate::session::Session;
@@ -124,30 +125,36 @@ impl From<Reply> for Outcome {
 /// the connection before this is called.
 pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
     match cmd {
-        Command::Empty => Reply::new(500, "Empty command").into(),
-        Command::Unknown(v) => Reply::new(502, format!("Command {v} not implemented")).into(),
-        Command::NotImplemented(v) => {
-            Reply::new(502, format!("Command {v} not implemented")).into()
-        }
+        Command::Empty => Reply::new(code::SYNTAX_ERROR, "Empty command").into(),
+        Command::Unknown(v) => Reply::new(
+            code::NOT_IMPLEMENTED,
+            format!("Command {v} not implemented"),
+        )
+        .into(),
+        Command::NotImplemented(v) => Reply::new(
+            code::NOT_IMPLEMENTED,
+            format!("Command {v} not implemented"),
+        )
+        .into(),
         Command::Invalid { verb, reason, code } => {
             Reply::new(code, format!("{verb}: {reason}")).into()
         }
         Command::User(name) => login::user(ctx, name),
         Command::Pass(pw) => login::pass(ctx, pw).await,
-        Command::Acct => Reply::new(202, "ACCT not needed").into(),
+        Command::Acct => Reply::new(code::SUPERFLUOUS, "ACCT not needed").into(),
         Command::Rein => login::rein(ctx),
-        Command::Quit => Outcome::Close(Reply::new(221, "Goodbye")),
-        Command::Noop => Reply::new(200, "NOOP ok").into(),
-        Command::Syst => Reply::new(215, "UNIX Type: L8").into(),
+        Command::Quit => Outcome::Close(Reply::new(code::CLOSING_CONTROL, "Goodbye")),
+        Command::Noop => Reply::new(code::COMMAND_OK, "NOOP ok").into(),
+        Command::Syst => Reply::new(code::SYSTEM_TYPE, "UNIX Type: L8").into(),
         Command::Feat => info::feat(ctx),
         Command::Opts(o) => info::opts(ctx, &o),
         Command::Help(v) => help_reply(v.as_deref()).into(),
         Command::Stat(None) => info::stat_server(ctx),
         Command::Stat(Some(p)) => files::stat_path(ctx, &p).await,
-        Command::Allo => Reply::new(202, "ALLO not needed").into(),
+        Command::Allo => Reply::new(code::SUPERFLUOUS, "ALLO not needed").into(),
         Command::Type(t) => info::type_(ctx, t),
-        Command::Mode(_) => Reply::new(200, "Mode set to S").into(),
-        Command::Stru(_) => Reply::new(200, "Structure set to F").into(),
+        Command::Mode(_) => Reply::new(code::COMMAND_OK, "Mode set to S").into(),
+        Command::Stru(_) => Reply::new(code::COMMAND_OK, "Structure set to F").into(),
         Command::Site(s) => site::site(ctx, &s).await,
         Command::Hash(p) => checksum::hash(ctx, &p).await,
         Command::XHash { algorithm, path } => checksum::xhash(ctx, algorithm, &path).await,
@@ -169,7 +176,11 @@ pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
         Command::Mlst(p) => files::mlst(ctx, p.as_deref()).await,
         Command::Rest(n) => {
             ctx.session.rest = Some(n);
-            Reply::new(350, format!("Restarting at {n}. Send STOR or RETR")).into()
+            Reply::new(
+                code::PENDING_FURTHER_INFO,
+                format!("Restarting at {n}. Send STOR or RETR"),
+            )
+            .into()
         }
         Command::Pasv => datacmd::pasv(ctx).await,
         Command::Epsv(a) => datacmd::epsv(ctx, a).await,
@@ -185,7 +196,11 @@ pub async fn dispatch(cmd: Command, ctx: &mut Ctx<'_>) -> Outcome {
         // running, RFC 959 §4.1.3 still wants 226 (and the data connection closed).
         Command::Abor => {
             *ctx.data = None;
-            Reply::new(226, "ABOR successful; no transfer in progress").into()
+            Reply::new(
+                code::CLOSING_DATA,
+                "ABOR successful; no transfer in progress",
+            )
+            .into()
         }
     }
 }
@@ -195,7 +210,7 @@ fn user(ctx: &Ctx<'_>) -> Result<Arc<User>, Reply> {
     ctx.session
         .user()
         .cloned()
-        .ok_or_else(|| Reply::new(530, "Please log in with USER and PASS"))
+        .ok_or_else(|| Reply::new(code::NOT_LOGGED_IN, "Please log in with USER and PASS"))
 }
 
 /// A resolved client path: the session's view and the backend's.

@@ -4,13 +4,14 @@
 use super::{target, tri, Ctx, Outcome};
 use crate::auth::Permission;
 use crate::errors::storage_reply;
+use crate::protocol::code;
 use crate::protocol::reply::quote_path;
 use crate::protocol::Reply;
 
 /// PWD: `257 "/dir" is the current directory`.
 pub(super) fn pwd(ctx: &mut Ctx<'_>) -> Outcome {
     Reply::new(
-        257,
+        code::PATH_CREATED,
         format!(
             "{} is the current directory",
             quote_path(&ctx.session.cwd.to_string())
@@ -26,13 +27,17 @@ pub(super) async fn cwd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     match ctx.storage().stat(&t.storage).await {
         Ok(m) if m.is_dir() => {
             ctx.session.cwd = t.shown;
-            Reply::new(250, "Directory successfully changed").into()
+            Reply::new(code::FILE_ACTION_OK, "Directory successfully changed").into()
         }
-        Ok(_) => Reply::new(550, "Failed to change directory: not a directory").into(),
+        Ok(_) => Reply::new(
+            code::FILE_UNAVAILABLE,
+            "Failed to change directory: not a directory",
+        )
+        .into(),
         Err(e) => {
             let r = storage_reply(&e);
-            if r.code == 550 {
-                Reply::new(550, "Failed to change directory").into()
+            if r.code == code::FILE_UNAVAILABLE {
+                Reply::new(code::FILE_UNAVAILABLE, "Failed to change directory").into()
             } else {
                 r.into()
             }
@@ -44,14 +49,18 @@ pub(super) async fn cwd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 pub(super) async fn mkd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Mkdir)));
     if t.shown.is_root() {
-        return Reply::new(550, "File exists").into();
+        return Reply::new(code::FILE_UNAVAILABLE, "File exists").into();
     }
     match ctx.storage().mkdir(&t.storage).await {
         Ok(()) => {
             ctx.server
                 .events
                 .file_op("mkdir", ctx.session, &t.storage, None);
-            Reply::new(257, format!("{} created", quote_path(&t.shown.to_string()))).into()
+            Reply::new(
+                code::PATH_CREATED,
+                format!("{} created", quote_path(&t.shown.to_string())),
+            )
+            .into()
         }
         Err(e) => storage_reply(&e).into(),
     }
@@ -61,7 +70,7 @@ pub(super) async fn mkd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 pub(super) async fn rmd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let t = tri!(target(ctx, arg, Some(Permission::Delete)));
     if t.shown.is_root() {
-        return Reply::new(550, "Cannot remove the home directory").into();
+        return Reply::new(code::FILE_UNAVAILABLE, "Cannot remove the home directory").into();
     }
     match ctx.storage().rmdir(&t.storage).await {
         Ok(()) => {
@@ -71,7 +80,7 @@ pub(super) async fn rmd(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
             ctx.server
                 .events
                 .file_op("rmdir", ctx.session, &t.storage, None);
-            Reply::new(250, "Directory removed").into()
+            Reply::new(code::FILE_ACTION_OK, "Directory removed").into()
         }
         Err(e) => storage_reply(&e).into(),
     }

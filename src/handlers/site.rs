@@ -8,6 +8,7 @@ use ftpgate_storage::ErrorKind;
 
 use super::{target_to_change, tri, Ctx, Outcome};
 use crate::errors::storage_reply;
+use crate::protocol::code;
 use crate::protocol::command::parse_timeval;
 use crate::protocol::Reply;
 
@@ -19,7 +20,7 @@ pub(super) async fn site(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let (sub, rest) = arg.split_once(' ').unwrap_or((arg, ""));
     match sub.to_ascii_uppercase().as_str() {
         "HELP" | "" => Reply::multi(
-            214,
+            code::HELP,
             "SITE commands:",
             vec![format!(" {SITE_COMMANDS}")],
             "End",
@@ -27,7 +28,11 @@ pub(super) async fn site(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         .into(),
         "CHMOD" => chmod(ctx, rest).await,
         "UTIME" | "UTIME2" => utime(ctx, rest).await,
-        other => Reply::new(504, format!("SITE {other} not implemented")).into(),
+        other => Reply::new(
+            code::NOT_IMPLEMENTED_FOR_PARAMETER,
+            format!("SITE {other} not implemented"),
+        )
+        .into(),
     }
 }
 
@@ -36,23 +41,39 @@ pub(super) async fn site(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
 /// uploads by tools that always send it (WinSCP, curlftpfs) don't fail.
 async fn chmod(ctx: &mut Ctx<'_>, rest: &str) -> Outcome {
     let Some((mode, path)) = rest.trim_start().split_once(' ') else {
-        return Reply::new(501, "SITE CHMOD needs a mode and a path").into();
+        return Reply::new(
+            code::ARGUMENT_SYNTAX_ERROR,
+            "SITE CHMOD needs a mode and a path",
+        )
+        .into();
     };
     let Ok(mode) = u32::from_str_radix(mode, 8) else {
-        return Reply::new(501, "SITE CHMOD needs an octal mode").into();
+        return Reply::new(
+            code::ARGUMENT_SYNTAX_ERROR,
+            "SITE CHMOD needs an octal mode",
+        )
+        .into();
     };
     if mode > 0o7777 || path.trim().is_empty() {
-        return Reply::new(501, "SITE CHMOD needs an octal mode and a path").into();
+        return Reply::new(
+            code::ARGUMENT_SYNTAX_ERROR,
+            "SITE CHMOD needs an octal mode and a path",
+        )
+        .into();
     }
     let t = tri!(target_to_change(ctx, path));
     let storage = ctx.storage();
     match storage.set_permissions(&t.storage, mode).await {
-        Ok(()) => Reply::new(200, format!("SITE CHMOD {:o} applied", mode & 0o777)).into(),
+        Ok(()) => Reply::new(
+            code::COMMAND_OK,
+            format!("SITE CHMOD {:o} applied", mode & 0o777),
+        )
+        .into(),
         Err(e) if e.kind() == ErrorKind::Unsupported => {
             // Still a 550 for a path that does not exist.
             match storage.stat(&t.storage).await {
                 Ok(_) => Reply::new(
-                    200,
+                    code::COMMAND_OK,
                     "SITE CHMOD accepted; this storage keeps no permissions",
                 )
                 .into(),
@@ -69,7 +90,7 @@ async fn chmod(ctx: &mut Ctx<'_>, rest: &str) -> Outcome {
 async fn utime(ctx: &mut Ctx<'_>, rest: &str) -> Outcome {
     let Some((time, path)) = parse_utime(rest) else {
         return Reply::new(
-            501,
+            code::ARGUMENT_SYNTAX_ERROR,
             "SITE UTIME needs YYYYMMDDhhmmss and a path, or a path, three times and UTC",
         )
         .into();
@@ -77,11 +98,15 @@ async fn utime(ctx: &mut Ctx<'_>, rest: &str) -> Outcome {
     let t = tri!(target_to_change(ctx, &path));
     let storage = ctx.storage();
     if !storage.capabilities().set_modified {
-        return Reply::new(502, "SITE UTIME not supported by this storage").into();
+        return Reply::new(
+            code::NOT_IMPLEMENTED,
+            "SITE UTIME not supported by this storage",
+        )
+        .into();
     }
     let when = UNIX_EPOCH + Duration::from_secs(time);
     match storage.set_modified(&t.storage, when).await {
-        Ok(()) => Reply::new(200, "Date/time changed okay").into(),
+        Ok(()) => Reply::new(code::COMMAND_OK, "Date/time changed okay").into(),
         Err(e) => storage_reply(&e).into(),
     }
 }

@@ -24,6 +24,7 @@ use crate::datachan::{self, DataEndpoint, DataStream};
 use crate::errors::storage_reply;
 use crate::listing::{list_line, mlsx_line, name_is_listable, perm_fact, Facts};
 use crate::liveness::ControlProbe;
+use crate::protocol::code;
 use crate::protocol::{Reply, TransferType};
 use crate::resume::{self, Park};
 
@@ -70,7 +71,7 @@ impl DataLink {
             .await
             .map_err(|e| {
                 tracing::info!(error = %e, "data connection failed");
-                end(425, "Cannot open data connection", 0)
+                end(code::CANT_OPEN_DATA, "Cannot open data connection", 0)
             })?;
         let sock = match self.tls {
             None => DataStream::Plain(tcp),
@@ -78,12 +79,12 @@ impl DataLink {
                 Ok(s) => DataStream::Tls(Box::new(s)),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     tracing::warn!(error = %e, "data connection refused");
-                    return Err(end(425, crate::tls::NOT_RESUMED, 0));
+                    return Err(end(code::CANT_OPEN_DATA, crate::tls::NOT_RESUMED, 0));
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "TLS on the data connection failed");
                     return Err(end(
-                        425,
+                        code::CANT_OPEN_DATA,
                         "Cannot open data connection: TLS negotiation failed",
                         0,
                     ));
@@ -128,7 +129,11 @@ fn end(code: u16, text: &str, bytes: u64) -> TransferEnd {
 }
 
 fn aborted(bytes: u64) -> TransferEnd {
-    end(426, "Connection closed; transfer aborted", bytes)
+    end(
+        code::TRANSFER_ABORTED,
+        "Connection closed; transfer aborted",
+        bytes,
+    )
 }
 
 /// The pending data endpoint, or 425 when PASV/PORT did not come first; 521 when
@@ -136,14 +141,14 @@ fn aborted(bytes: u64) -> TransferEnd {
 fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
     if ctx.session.tls_required() && !ctx.session.prot_private {
         return Err(Reply::new(
-            521,
+            code::PROT_REQUIRED,
             "Data connections must be protected: send PBSZ 0 and PROT P",
         ));
     }
     let endpoint = ctx
         .data
         .take()
-        .ok_or_else(|| Reply::new(425, "Use PORT, PASV or EPSV first"))?;
+        .ok_or_else(|| Reply::new(code::CANT_OPEN_DATA, "Use PORT, PASV or EPSV first"))?;
     Ok(DataLink {
         endpoint,
         policy: ctx.server.data_policy(ctx.session),
@@ -153,7 +158,7 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
             // a clear data connection.
             Some(ctx.session.tls.clone().ok_or_else(|| {
                 Reply::new(
-                    425,
+                    code::CANT_OPEN_DATA,
                     "Cannot open data connection: no TLS on the control connection",
                 )
             })?)
@@ -194,7 +199,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let offset = ctx.session.rest.take().unwrap_or(0);
     let t = tri!(target(ctx, arg, Some(Permission::Read)));
     if ctx.data.is_none() {
-        return Reply::new(425, "Use PORT, PASV or EPSV first").into();
+        return Reply::new(code::CANT_OPEN_DATA, "Use PORT, PASV or EPSV first").into();
     }
     let storage = ctx.storage();
     // One step (S3: one GET): metadata and content together.
@@ -202,7 +207,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::InvalidInput => {
             return Reply::new(
-                554,
+                code::INVALID_PARAMETER,
                 format!("Restart offset {offset} is beyond the end of the file"),
             )
             .into()
@@ -215,7 +220,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     let pre = Reply::new(
-        150,
+        code::OPENING_DATA,
         format!(
             "Opening {} mode data connection for {} ({} bytes)",
             mode_word(ascii),
@@ -255,7 +260,7 @@ async fn send_file(
             Some(Err(e)) => {
                 let r = storage_reply(&e);
                 return end(
-                    451,
+                    code::LOCAL_ERROR,
                     &format!("Transfer failed: {}", r.lines.join(" ")),
                     sent,
                 );
@@ -297,7 +302,7 @@ async fn send_file(
     if sock.sock.shutdown().await.is_err() {
         return aborted(sent);
     }
-    end(226, "Transfer complete", sent)
+    end(code::CLOSING_DATA, "Transfer complete", sent)
 }
 
 /// LF → CRLF for TYPE A sends (RFC 959 §3.1.1.1); `prev_cr` carries a CR that
@@ -470,7 +475,7 @@ pub(super) async fn stou(ctx: &mut Ctx<'_>, arg: Option<&str>) -> Outcome {
             Err(e) => return storage_reply(&e).into(),
         }
     }
-    Reply::new(553, "Could not find a unique file name").into()
+    Reply::new(code::NAME_NOT_ALLOWED, "Could not find a unique file name").into()
 }
 
 async fn begin_upload(
@@ -498,7 +503,7 @@ async fn begin_upload_with(
         if let Some(r) = resumed {
             resume::park(r.upload, park.as_ref(), 0).await;
         }
-        return Reply::new(425, "Use PORT, PASV or EPSV first").into();
+        return Reply::new(code::CANT_OPEN_DATA, "Use PORT, PASV or EPSV first").into();
     }
     let kept = park.as_ref().map_or(0, |p| p.resumed_from);
     let quota = match reserve_quota(ctx, &path, mode, resumed.as_ref().map(|_| kept)).await {
@@ -551,9 +556,9 @@ async fn begin_upload_with(
         (p, Duration::from_micros(wait))
     });
     let pre = match &unique {
-        Some(name) => Reply::new(150, format!("FILE: {name}")),
+        Some(name) => Reply::new(code::OPENING_DATA, format!("FILE: {name}")),
         None => Reply::new(
-            150,
+            code::OPENING_DATA,
             format!("Ok to send data for {shown} ({} mode)", mode_word(ascii)),
         ),
     };
@@ -587,11 +592,14 @@ async fn begin_upload_with(
             },
         )
         .await;
-        if r.reply.code == 226 {
+        if r.reply.code == code::CLOSING_DATA {
             crate::session::remember_upload(&own, stored);
         }
-        if let (Some(name), 226) = (unique, r.reply.code) {
-            r.reply = Reply::new(226, format!("Transfer complete; unique file name {name}"));
+        if let (Some(name), code::CLOSING_DATA) = (unique, r.reply.code) {
+            r.reply = Reply::new(
+                code::CLOSING_DATA,
+                format!("Transfer complete; unique file name {name}"),
+            );
         }
         r
     })
@@ -650,7 +658,7 @@ async fn quota_area(ctx: &Ctx<'_>) -> Result<Option<std::sync::Arc<crate::quota:
         Err(e) => {
             tracing::warn!(error = %e, "quota usage could not be computed");
             Err(Reply::new(
-                451,
+                code::LOCAL_ERROR,
                 "Requested action aborted: quota usage could not be computed",
             ))
         }
@@ -660,7 +668,7 @@ async fn quota_area(ctx: &Ctx<'_>) -> Result<Option<std::sync::Arc<crate::quota:
 /// 552 for an upload over the user's quota.
 fn quota_reply(e: crate::quota::Exceeded) -> Reply {
     Reply::new(
-        552,
+        code::EXCEEDED_STORAGE,
         format!("Exceeded storage allocation ({}); nothing stored", e.key()),
     )
 }
@@ -784,7 +792,7 @@ async fn receive_file(
                         tracing::info!(received, "upload over the user's max_upload_bytes");
                         let _ = upload.abort().await;
                         return end(
-                            552,
+                            code::EXCEEDED_STORAGE,
                             "Exceeded storage allocation (max_upload_bytes); nothing stored",
                             received,
                         );
@@ -843,7 +851,7 @@ async fn receive_file(
             );
             resume::park(upload, park.as_ref(), received).await;
             return end(
-                426,
+                code::TRANSFER_ABORTED,
                 "Control connection closed; upload not committed",
                 received,
             );
@@ -860,7 +868,7 @@ async fn receive_file(
     match upload.complete().await {
         Ok(_) => TransferEnd {
             sha256: sha256.map(|d| hex(&d)),
-            ..end(226, "Transfer complete", received)
+            ..end(code::CLOSING_DATA, "Transfer complete", received)
         },
         Err(e) => upload_failed(&e, received),
     }
@@ -887,13 +895,8 @@ async fn drain_ready(sock: &mut DataStream, buf: &mut BytesMut) -> u64 {
 
 fn upload_failed(e: &StorageError, bytes: u64) -> TransferEnd {
     let r = storage_reply(e);
-    let code = match e.kind() {
-        ErrorKind::InsufficientStorage => 452,
-        _ if r.code >= 500 => r.code,
-        _ => 451,
-    };
     end(
-        code,
+        crate::errors::transfer_failure_code(e, &r),
         &format!("Upload failed, nothing stored: {}", r.lines.join(" ")),
         bytes,
     )
@@ -955,7 +958,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         Some(Permission::List)
     ));
     if ctx.data.is_none() {
-        return Reply::new(425, "Use PORT, PASV or EPSV first").into();
+        return Reply::new(code::CANT_OPEN_DATA, "Use PORT, PASV or EPSV first").into();
     }
     let storage = ctx.storage();
     // List first and stat only when the target is not a directory (LIST of one file):
@@ -981,7 +984,11 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
     let source = if let Some(s) = listing {
         Source::Dir(s)
     } else if kind == ListKind::Mlsd {
-        return Reply::new(501, "MLSD needs a directory; use MLST for a file").into();
+        return Reply::new(
+            code::ARGUMENT_SYNTAX_ERROR,
+            "MLSD needs a directory; use MLST for a file",
+        )
+        .into();
     } else if let Some(meta) = meta {
         let name = match (kind, &arg_dir) {
             (ListKind::Nlst, Some(a)) => a.clone(),
@@ -989,7 +996,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
         };
         Source::File(ftpgate_storage::DirEntry { name, meta })
     } else {
-        return Reply::new(451, "Listing failed").into();
+        return Reply::new(code::LOCAL_ERROR, "Listing failed").into();
     };
     let fmt = Formatter {
         kind,
@@ -1003,7 +1010,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_>, arg: Option<&str>, kind: ListKind) -
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     transfer(
-        Reply::new(150, "Here comes the directory listing"),
+        Reply::new(code::OPENING_DATA, "Here comes the directory listing"),
         &t.storage,
         cancel,
         async move {
@@ -1096,7 +1103,11 @@ async fn send_listing(
             Some(Err(e)) if e.kind() == ErrorKind::NotFound => continue,
             Some(Err(e)) => {
                 let r = storage_reply(&e);
-                return end(451, &format!("Listing failed: {}", r.lines.join(" ")), sent);
+                return end(
+                    code::LOCAL_ERROR,
+                    &format!("Listing failed: {}", r.lines.join(" ")),
+                    sent,
+                );
             }
         };
         if let Some(line) = fmt.line(&entry, now) {
@@ -1109,7 +1120,7 @@ async fn send_listing(
     if out.flush().await.is_err() || out.shutdown().await.is_err() {
         return aborted(sent);
     }
-    end(226, "Directory send OK", sent)
+    end(code::CLOSING_DATA, "Directory send OK", sent)
 }
 
 #[cfg(test)]

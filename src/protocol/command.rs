@@ -5,6 +5,7 @@
 //! [`Command::Unknown`] (answered 502); a known verb with a bad argument becomes
 //! [`Command::Invalid`] (answered 501 or 504).
 
+use crate::protocol::code;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -236,7 +237,7 @@ fn invalid(verb: &str, reason: &'static str) -> Command {
     Command::Invalid {
         verb: verb.to_owned(),
         reason,
-        code: 501,
+        code: code::ARGUMENT_SYNTAX_ERROR,
     }
 }
 
@@ -244,7 +245,7 @@ fn not_impl_param(verb: &str, reason: &'static str) -> Command {
     Command::Invalid {
         verb: verb.to_owned(),
         reason,
-        code: 504,
+        code: code::NOT_IMPLEMENTED_FOR_PARAMETER,
     }
 }
 
@@ -339,7 +340,7 @@ pub fn parse(line: &str) -> Command {
             _ => Command::Invalid {
                 verb,
                 reason: "network protocol not supported, use (1,2)",
-                code: 522,
+                code: code::PROTOCOL_NOT_SUPPORTED,
             },
         },
         "PORT" => match parse_port(arg) {
@@ -377,7 +378,7 @@ pub fn parse(line: &str) -> Command {
             _ => Command::Invalid {
                 verb,
                 reason: "PROT level must be C, S, E or P",
-                code: 504,
+                code: code::NOT_IMPLEMENTED_FOR_PARAMETER,
             },
         },
         "CCC" => Command::Ccc,
@@ -525,7 +526,7 @@ fn parse_eprt(arg: &str) -> Result<SocketAddr, Command> {
         _ => Err(Command::Invalid {
             verb: "EPRT".into(),
             reason: "network protocol not supported, use (1,2)",
-            code: 522,
+            code: code::PROTOCOL_NOT_SUPPORTED,
         }),
     }
 }

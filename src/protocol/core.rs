@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::command::{self, Command};
 use super::Reply;
+use crate::protocol::code;
 
 /// Commands that may wait for a running transfer to end.
 pub const MAX_QUEUED: usize = 32;
@@ -240,13 +241,16 @@ impl<T> ControlCore<T> {
             Input::Line(l) => l,
             Input::TooLong => {
                 tracing::info!("command line too long");
-                return vec![Action::Send(Reply::new(500, "Command line too long"))];
+                return vec![Action::Send(Reply::new(
+                    code::SYNTAX_ERROR,
+                    "Command line too long",
+                ))];
             }
             Input::LineTimeout => {
                 tracing::info!("unfinished command line timed out");
                 return vec![
                     Action::Send(Reply::new(
-                        421,
+                        code::SERVICE_NOT_AVAILABLE,
                         "Command line not completed in time, closing",
                     )),
                     Action::Close,
@@ -267,7 +271,10 @@ impl<T> ControlCore<T> {
             // port): answer once and close.
             tracing::info!("HTTP request on the FTP port, closing");
             return vec![
-                Action::Send(Reply::new(500, "This is an FTP server, not HTTP; closing")),
+                Action::Send(Reply::new(
+                    code::SYNTAX_ERROR,
+                    "This is an FTP server, not HTTP; closing",
+                )),
                 Action::Close,
             ];
         }
@@ -292,14 +299,17 @@ impl<T> ControlCore<T> {
                 if let Some(r) = self.running.take() {
                     self.data_expires = None;
                     actions.push(Action::Abort(r.handle));
-                    actions.push(Action::Count("ABOR", 226));
-                    actions.push(Action::Send(Reply::new(226, "ABOR successful")));
+                    actions.push(Action::Count("ABOR", code::CLOSING_DATA));
+                    actions.push(Action::Send(Reply::new(
+                        code::CLOSING_DATA,
+                        "ABOR successful",
+                    )));
                 }
             }
             Command::Stat(None) => {
                 let secs = now.saturating_duration_since(r.started).as_secs();
                 actions.push(Action::Send(Reply::multi(
-                    211,
+                    code::SYSTEM_STATUS,
                     "ftpgate status:",
                     vec![format!(" {} {} in progress for {secs} s", r.verb, r.path)],
                     "End of status",
@@ -312,7 +322,7 @@ impl<T> ControlCore<T> {
                 }
                 if self.queued.len() >= MAX_QUEUED {
                     actions.push(Action::Send(Reply::new(
-                        421,
+                        code::SERVICE_NOT_AVAILABLE,
                         "Too many commands during a transfer",
                     )));
                     actions.push(Action::Close);
@@ -348,14 +358,20 @@ impl<T> ControlCore<T> {
         if self.login_deadline.is_some_and(|d| now >= d) {
             tracing::info!("no login within server.login_timeout_secs, closing");
             return vec![
-                Action::Send(Reply::new(421, "Login timeout, closing control connection")),
+                Action::Send(Reply::new(
+                    code::SERVICE_NOT_AVAILABLE,
+                    "Login timeout, closing control connection",
+                )),
                 Action::Close,
             ];
         }
         if self.running.is_none() && now >= self.last_event + self.limits.idle {
             tracing::info!("idle timeout");
             return vec![
-                Action::Send(Reply::new(421, "Idle timeout, closing control connection")),
+                Action::Send(Reply::new(
+                    code::SERVICE_NOT_AVAILABLE,
+                    "Idle timeout, closing control connection",
+                )),
                 Action::Close,
             ];
         }
@@ -375,7 +391,10 @@ impl<T> ControlCore<T> {
         if let Some(r) = self.running.take() {
             actions.push(Action::Abort(r.handle));
         }
-        actions.push(Action::Send(Reply::new(421, "Server shutting down")));
+        actions.push(Action::Send(Reply::new(
+            code::SERVICE_NOT_AVAILABLE,
+            "Server shutting down",
+        )));
         actions.push(Action::Close);
         actions
     }
@@ -387,7 +406,10 @@ impl<T> ControlCore<T> {
             return Vec::new();
         }
         vec![
-            Action::Send(Reply::new(421, "Server shutting down")),
+            Action::Send(Reply::new(
+                code::SERVICE_NOT_AVAILABLE,
+                "Server shutting down",
+            )),
             Action::Close,
         ]
     }

@@ -99,8 +99,9 @@ pub mod code {
     pub const EXCEEDED_STORAGE: u16 = 552;
     /// 553: Requested action not taken: file name not allowed.
     pub const NAME_NOT_ALLOWED: u16 = 553;
-    /// 554: Requested action not taken: invalid REST parameter (RFC 3659 §5.5).
-    pub const INVALID_REST: u16 = 554;
+    /// 554: Requested action not taken: invalid REST parameter (RFC 3659 §5.5);
+    /// also any argument the storage rejects.
+    pub const INVALID_PARAMETER: u16 = 554;
 }
 
 /// One reply to a command.
