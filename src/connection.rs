@@ -45,10 +45,20 @@ struct Running {
 
 /// Serves one control connection until QUIT, EOF, timeout, error or shutdown.
 /// `implicit`: the implicit-FTPS listener — TLS from the first byte.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session, implicit: bool) {
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, session: Session, implicit: bool) {
+    tune_socket(&stream);
+    let Some(mut conn) = Connection::open(stream, shared, session, implicit).await else {
+        return;
+    };
+    conn.run().await;
+    conn.close().await;
+}
+
+/// Socket options of a control connection.
+fn tune_socket(stream: &TcpStream) {
     // Telnet Synch (RFC 959 §4.1.3 ABOR) arrives as TCP urgent data: keep it in
     // the normal stream so the codec sees every byte in order.
-    if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+    if let Err(e) = socket2::SockRef::from(stream).set_out_of_band_inline(true) {
         tracing::debug!(error = %e, "SO_OOBINLINE not set");
     }
     // Every reply goes out in one write. Without TCP_NODELAY, Nagle holds a reply
@@ -57,185 +67,251 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut session: Session,
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
-    let cfg = &shared.config.server;
-    let (signal, control) = crate::liveness::channel(&stream);
-    let (rd, mut wr) = if implicit {
-        let Some(tls) = shared.tls.as_ref() else {
-            return;
-        };
-        match Box::pin(tls.accept(stream)).await {
-            Ok((s, conn)) => {
-                session.tls_control = true;
-                session.tls = Some(conn);
-                control::tls(s)
+}
+
+/// One greeted control connection: the core's decisions and the I/O that carries
+/// them out (as mini-redis's `Handler`).
+struct Connection {
+    shared: Arc<Shared>,
+    session: Session,
+    reader: LineReader<control::ControlRead>,
+    wr: ControlWrite,
+    /// The pending data endpoint (PASV/EPSV listener or PORT/EPRT target).
+    data: Option<crate::datachan::DataEndpoint>,
+    /// Tells ending uploads whether the control connection is still there.
+    control: ControlWatch,
+    signal: crate::liveness::ControlSignal,
+    core: ControlCore<Running>,
+    begun: Instant,
+}
+
+impl Connection {
+    /// Runs the implicit-FTPS handshake if needed and sends the 220 greeting;
+    /// `None` when the connection is already unusable.
+    async fn open(
+        stream: TcpStream,
+        shared: Arc<Shared>,
+        mut session: Session,
+        implicit: bool,
+    ) -> Option<Self> {
+        let (signal, control) = crate::liveness::channel(&stream);
+        let (rd, mut wr) = if implicit {
+            let tls = shared.tls.as_ref()?;
+            match Box::pin(tls.accept(stream)).await {
+                Ok((s, conn)) => {
+                    session.tls_control = true;
+                    session.tls = Some(conn);
+                    control::tls(s)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "implicit FTPS handshake failed");
+                    return None;
+                }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "implicit FTPS handshake failed");
+        } else {
+            control::plain(stream)
+        };
+        let cfg = &shared.config.server;
+        let reader = LineReader::new(rd, cfg.max_line)
+            .with_line_timeout(Duration::from_secs(cfg.command_line_timeout_secs.max(1)));
+        let greeting = Reply::new(code::SERVICE_READY, cfg.greeting.clone());
+        send(&mut wr, &greeting).await.ok()?;
+        let limits = Limits {
+            idle: Duration::from_secs(cfg.idle_timeout_secs),
+            login: (cfg.login_timeout_secs > 0)
+                .then(|| Duration::from_secs(cfg.login_timeout_secs)),
+            data: Duration::from_secs(cfg.data_timeout_secs),
+            commands_per_sec: cfg.max_commands_per_sec,
+        };
+        let begun = Instant::now();
+        Some(Self {
+            shared,
+            session,
+            reader,
+            wr,
+            data: None,
+            control,
+            signal,
+            core: ControlCore::new(limits, begun),
+            begun,
+        })
+    }
+
+    /// Runs commands and performs the core's actions until one closes.
+    async fn run(&mut self) {
+        loop {
+            let open = match self.core.next_command() {
+                Some(cmd) => self.run_command(cmd).await,
+                None => {
+                    let actions = self.next_event().await;
+                    self.perform(actions).await
+                }
+            };
+            if !open {
                 return;
             }
         }
-    } else {
-        control::plain(stream)
-    };
-    let mut reader = LineReader::new(rd, cfg.max_line)
-        .with_line_timeout(Duration::from_secs(cfg.command_line_timeout_secs.max(1)));
-    if send(
-        &mut wr,
-        &Reply::new(code::SERVICE_READY, shared.config.server.greeting.clone()),
-    )
-    .await
-    .is_err()
-    {
-        return;
     }
-    let limits = Limits {
-        idle: Duration::from_secs(cfg.idle_timeout_secs),
-        login: (cfg.login_timeout_secs > 0).then(|| Duration::from_secs(cfg.login_timeout_secs)),
-        data: Duration::from_secs(cfg.data_timeout_secs),
-        commands_per_sec: cfg.max_commands_per_sec,
-    };
-    let begun = Instant::now();
-    let mut core: ControlCore<Running> = ControlCore::new(limits, begun);
-    let mut data = None;
-    let totals = session.totals.clone();
 
-    'session: loop {
-        if let Some(cmd) = core.next_command() {
-            let step = Box::pin(run_command(
-                cmd,
-                &mut session,
-                &shared,
-                &mut data,
-                &control,
-                &mut wr,
+    /// Runs one command the core handed out and tells the core what it left
+    /// behind; false: close.
+    async fn run_command(&mut self, cmd: Command) -> bool {
+        let step = Box::pin(run_command(
+            cmd,
+            &mut self.session,
+            &self.shared,
+            &mut self.data,
+            &self.control,
+            &mut self.wr,
+        ))
+        .await;
+        let (started, open, start_tls) = match step {
+            Step::Continue => (None, true, false),
+            Step::Started(r) => (Some(r), true, false),
+            Step::Close => (None, false, false),
+            Step::StartTls => (None, true, true),
+        };
+        self.core.command_done(
+            Instant::now(),
+            Done {
+                data_pending: self.data.is_some(),
+                logged_in: self.session.user().is_some(),
+                started: started.map(|r| Started {
+                    verb: r.verb.clone(),
+                    path: r.path.clone(),
+                    handle: r,
+                }),
+            },
+        );
+        if start_tls {
+            return Box::pin(upgrade(
+                &mut self.reader,
+                &mut self.wr,
+                &self.shared,
+                &mut self.session,
             ))
             .await;
-            let (started, close, start_tls) = match step {
-                Step::Continue => (None, false, false),
-                Step::Started(r) => (Some(r), false, false),
-                Step::Close => (None, true, false),
-                Step::StartTls => (None, false, true),
-            };
-            core.command_done(
-                Instant::now(),
-                Done {
-                    data_pending: data.is_some(),
-                    logged_in: session.user().is_some(),
-                    started: started.map(|r| Started {
-                        verb: r.verb.clone(),
-                        path: r.path.clone(),
-                        handle: r,
-                    }),
-                },
-            );
-            if close {
-                break;
-            }
-            if start_tls && !Box::pin(upgrade(&mut reader, &mut wr, &shared, &mut session)).await {
-                break;
-            }
-            continue;
         }
-        let running = core.running();
-        let deadline = core.next_deadline();
-        let actions = tokio::select! {
-            line = reader.next_line() => {
+        open
+    }
+
+    /// Waits for the next thing to happen — a line, the transfer's end, a timer,
+    /// shutdown — and returns what the core makes of it.
+    async fn next_event(&mut self) -> Vec<Action<Running>> {
+        let running = self.core.running();
+        let deadline = self.core.next_deadline();
+        let shared = &self.shared;
+        tokio::select! {
+            line = self.reader.next_line() => {
                 let input = match line {
                     Ok(Some(LineEvent::Line(l))) => Input::Line(l),
                     Ok(Some(LineEvent::TooLong)) => Input::TooLong,
                     Ok(Some(LineEvent::Timeout)) => Input::LineTimeout,
                     Ok(None) | Err(_) => Input::Closed,
                 };
-                core.input(Instant::now(), input)
+                self.core.input(Instant::now(), input)
             }
-            res = transfer_end(core.transfer_mut()), if running => {
-                if let Some(r) = core.transfer_ended(Instant::now()) {
-                    let end = res.unwrap_or_else(|_| failed_end());
-                    log_end(&shared, &r, &end);
-                    if send(&mut wr, &end.reply).await.is_err() {
-                        break 'session;
+            res = transfer_end(self.core.transfer_mut()), if running => {
+                match self.core.transfer_ended(Instant::now()) {
+                    Some(r) => {
+                        let end = res.unwrap_or_else(|_| failed_end());
+                        log_end(shared, &r, &end);
+                        vec![Action::Send(end.reply)]
                     }
+                    None => Vec::new(),
                 }
-                Vec::new()
             }
-            _ = shared.hard_stop.cancelled(), if running => core.hard_stop(),
-            _ = until(deadline), if deadline.is_some() => core.timer(Instant::now()),
-            _ = crate::server::drained(&shared), if !running => core.draining(),
-        };
+            _ = shared.hard_stop.cancelled(), if running => self.core.hard_stop(),
+            _ = until(deadline), if deadline.is_some() => self.core.timer(Instant::now()),
+            _ = crate::server::drained(shared), if !running => self.core.draining(),
+        }
+    }
+
+    /// Carries out the core's actions in order; false: close.
+    async fn perform(&mut self, actions: Vec<Action<Running>>) -> bool {
         for action in actions {
             match action {
                 Action::Send(r) => {
-                    if send(&mut wr, &r).await.is_err() {
-                        break 'session;
+                    if send(&mut self.wr, &r).await.is_err() {
+                        return false;
                     }
                 }
                 Action::Delay(d) => tokio::time::sleep(d).await,
                 Action::Abort(r) => {
                     // RFC 959 §4.1.3: the transfer's own reply (426 when cut short).
                     r.cancel.cancel();
-                    data = None;
-                    let end = finish(&shared, r).await;
-                    if send(&mut wr, &end.reply).await.is_err() {
-                        break 'session;
+                    self.data = None;
+                    let end = finish(&self.shared, r).await;
+                    if send(&mut self.wr, &end.reply).await.is_err() {
+                        return false;
                     }
                 }
-                Action::Count(verb, code) => shared.metrics.command(verb, code),
-                Action::QuitSeen => signal.quit(),
-                Action::DropData => data = None,
-                Action::Close => break 'session,
+                Action::Count(verb, code) => self.shared.metrics.command(verb, code),
+                Action::QuitSeen => self.signal.quit(),
+                Action::DropData => self.data = None,
+                Action::Close => return false,
             }
         }
+        true
     }
-    // Uploads ending now are not committed unless QUIT came first (`liveness`).
-    signal.closed();
-    if let Some(r) = core.take_running() {
-        if core.quit_seen() {
-            // RFC 959 §4.1.1 QUIT: "If file transfer is in progress, the connection
-            // will remain open for result response and the server will then close
-            // it" — unless the shutdown grace period ends first.
-            let (cancel, stop) = (r.cancel.clone(), shared.hard_stop.clone());
-            let done = finish(&shared, r);
-            tokio::pin!(done);
-            let end = tokio::select! {
-                end = &mut done => end,
-                _ = stop.cancelled() => {
-                    cancel.cancel();
-                    done.await
+
+    /// Ends the session: a transfer still running finishes (after QUIT) or is
+    /// stopped (client gone), then the `session ended` event.
+    async fn close(mut self) {
+        // Uploads ending now are not committed unless QUIT came first (`liveness`).
+        self.signal.closed();
+        if let Some(r) = self.core.take_running() {
+            if self.core.quit_seen() {
+                // RFC 959 §4.1.1 QUIT: "If file transfer is in progress, the
+                // connection will remain open for result response and the server
+                // will then close it" — unless the shutdown grace period ends first.
+                let (cancel, stop) = (r.cancel.clone(), self.shared.hard_stop.clone());
+                let done = finish(&self.shared, r);
+                tokio::pin!(done);
+                let end = tokio::select! {
+                    end = &mut done => end,
+                    _ = stop.cancelled() => {
+                        cancel.cancel();
+                        done.await
+                    }
+                };
+                if send(&mut self.wr, &end.reply).await.is_ok() {
+                    let bye = Reply::new(code::CLOSING_CONTROL, "Goodbye");
+                    let _ = send(&mut self.wr, &bye).await;
                 }
-            };
-            if send(&mut wr, &end.reply).await.is_ok() {
-                let _ = send(&mut wr, &Reply::new(code::CLOSING_CONTROL, "Goodbye")).await;
+            } else {
+                // The control connection is gone: stop the transfer (aborting any
+                // upload).
+                r.cancel.cancel();
+                let end = finish(&self.shared, r).await;
+                tracing::info!(
+                    code = end.reply.code,
+                    "transfer ended with the control connection"
+                );
             }
-        } else {
-            // The control connection is gone: stop the transfer (aborting any upload).
-            r.cancel.cancel();
-            let end = finish(&shared, r).await;
-            tracing::info!(
-                code = end.reply.code,
-                "transfer ended with the control connection"
-            );
         }
-    }
-    let _ = wr.shutdown().await;
-    let (bytes_in, bytes_out, files_in, files_out) = totals.get();
-    macro_rules! session_ended {
-        ($level:ident) => {
-            tracing::$level!(
-                duration_ms = begun.elapsed().as_millis() as u64,
-                commands = core.commands_seen(),
-                bytes_in,
-                bytes_out,
-                files_in,
-                files_out,
-                "session ended"
-            )
-        };
-    }
-    // A load balancer's TCP health check sends no command: debug, like its close.
-    if core.commands_seen() == 0 {
-        session_ended!(debug);
-    } else {
-        session_ended!(info);
+        let _ = self.wr.shutdown().await;
+        let (bytes_in, bytes_out, files_in, files_out) = self.session.totals.get();
+        let commands = self.core.commands_seen();
+        macro_rules! session_ended {
+            ($level:ident) => {
+                tracing::$level!(
+                    duration_ms = self.begun.elapsed().as_millis() as u64,
+                    commands,
+                    bytes_in,
+                    bytes_out,
+                    files_in,
+                    files_out,
+                    "session ended"
+                )
+            };
+        }
+        // A load balancer's TCP health check sends no command: debug, like its close.
+        if commands == 0 {
+            session_ended!(debug);
+        } else {
+            session_ended!(info);
+        }
     }
 }
 
