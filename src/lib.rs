@@ -13,6 +13,7 @@
 //!   set-up, transfers, information).
 //! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
 //! - [`listing`]: LIST/NLST/MLSD/MLST formatters.
+//! - [`sendfile`]: zero-copy binary RETR of local files over plain data connections.
 //! - [`errors`]: the one mapping of storage errors to reply codes.
 //! - [`checksum`]: HASH/XSHA256/XSHA1/XMD5/XCRC digests and the upload SHA-256.
 //! - [`auth`]: users, argon2/bcrypt password hashes, permissions; [`bans`]:
@@ -51,6 +52,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod resources;
 pub mod resume;
+pub mod sendfile;
 pub mod server;
 pub mod session;
 pub mod tls;

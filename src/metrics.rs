@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ftpgate_storage::{
     ByteStream, Capabilities, EntryStream, Metadata, PendingKey, PendingUpload, PendingUsage,
-    Result, Resumed, StorageBackend, Upload, VPath, WriteMode,
+    ReadSource, Result, Resumed, StorageBackend, Upload, VPath, WriteMode,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -141,6 +141,9 @@ pub struct Metrics {
     pub pending_changed: tokio::sync::Notify,
     /// Webhook events by endpoint and result (`crate::webhooks`).
     pub webhook_events: Family<WebhookLabels, Counter>,
+    /// Download bytes sent with `sendfile(2)` straight from local files (a part of
+    /// `transfer_bytes`).
+    pub transfer_sendfile_bytes: Counter,
 }
 
 /// Label of `ftpgate_pending_upload_events_total`.
@@ -210,6 +213,7 @@ impl Metrics {
             pending_events: Family::default(),
             pending_changed: tokio::sync::Notify::new(),
             webhook_events: Family::default(),
+            transfer_sendfile_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -306,6 +310,11 @@ impl Metrics {
             "ftpgate_webhook_events",
             "Webhook events delivered, failed (given up) or dropped (queue full)",
             m.webhook_events.clone(),
+        );
+        registry.register(
+            "ftpgate_transfer_sendfile_bytes",
+            "Download bytes sent with sendfile(2) from local files (part of transfer bytes)",
+            m.transfer_sendfile_bytes.clone(),
         );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
@@ -605,6 +614,11 @@ impl StorageBackend for InstrumentedBackend {
 
     async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
         self.timed("open", self.inner.open(path, offset)).await
+    }
+
+    async fn open_source(&self, path: &VPath, offset: u64) -> Result<(Metadata, ReadSource)> {
+        self.timed("open", self.inner.open_source(path, offset))
+            .await
     }
 
     async fn stored_sha256(&self, path: &VPath) -> Result<Option<([u8; 32], u64)>> {

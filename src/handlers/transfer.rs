@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ftpgate_storage::{
-    ByteStream, EntryStream, ErrorKind, Resumed, StorageError, Upload, VPath, WriteMode,
+    ByteStream, EntryStream, ErrorKind, FileRange, ReadSource, Resumed, StorageError, Upload,
+    VPath, WriteMode,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -194,8 +195,19 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
         return Reply::new(425, "Use PORT, PASV or EPSV first").into();
     }
     let storage = ctx.storage();
+    // A binary RETR over a plain data connection (`PROT P` is what makes it TLS, see
+    // `data_link`) may take the local file itself, for sendfile(2).
+    let zero_copy = !ascii(ctx) && !ctx.session.prot_private;
     // One step (S3: one GET): metadata and content together.
-    let (meta, stream) = match storage.open(&t.storage, offset).await {
+    let opened = if zero_copy {
+        storage.open_source(&t.storage, offset).await
+    } else {
+        storage
+            .open(&t.storage, offset)
+            .await
+            .map(|(meta, stream)| (meta, ReadSource::Stream(stream)))
+    };
+    let (meta, source) = match opened {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::InvalidInput => {
             return Reply::new(
@@ -208,6 +220,7 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
     };
     let ascii = ascii(ctx);
     let link = tri!(data_link(ctx));
+    let metrics = ctx.server.metrics.clone();
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     let pre = Reply::new(
@@ -224,8 +237,60 @@ pub(super) async fn retr(ctx: &mut Ctx<'_>, arg: &str) -> Outcome {
             Ok(s) => s,
             Err(e) => return e,
         };
-        send_file(sock, stream, ascii, c).await
+        match source {
+            ReadSource::Stream(stream) => send_file(sock, stream, ascii, c).await,
+            ReadSource::File(range) => send_range(sock, range, &metrics, c).await,
+        }
     })
+}
+
+/// A binary RETR of a local file over a plain data connection: `sendfile(2)` from
+/// the file to the socket (see [`crate::sendfile`]); the replies are those of
+/// [`send_file`]: 426 when the client breaks off, sends `ABOR` or stalls, 451 when
+/// reading fails or the file shrank (never 226 with fewer bytes than announced).
+async fn send_range(
+    mut sock: DataConn,
+    range: FileRange,
+    metrics: &crate::metrics::Metrics,
+    cancel: CancellationToken,
+) -> TransferEnd {
+    use crate::sendfile::{send, Sent};
+    let DataStream::Plain(tcp) = &sock.sock else {
+        // `zero_copy` in `retr` rules this out: TLS streams the file instead.
+        tracing::warn!("a file source reached a TLS data connection");
+        return end(451, "Transfer failed: local error in processing", 0);
+    };
+    let sent = send(
+        tcp,
+        &range.file,
+        range.offset,
+        range.len,
+        sock.stall,
+        &cancel,
+    )
+    .await;
+    metrics.transfer_sendfile_bytes.inc_by(sent.bytes());
+    match sent {
+        Sent::Complete(n) => {
+            if sock.sock.shutdown().await.is_err() {
+                return aborted(n);
+            }
+            end(226, "Transfer complete", n)
+        }
+        Sent::Shrank { sent, missing } => {
+            tracing::warn!(sent, missing, "file shrank while being sent");
+            end(
+                451,
+                "Transfer failed: the file shrank while being sent",
+                sent,
+            )
+        }
+        Sent::Cancelled(n) | Sent::Stalled(n) | Sent::Broken(n, _) => aborted(n),
+        Sent::ReadFailed(n, e) => {
+            tracing::warn!(error = %e, "reading a file for sendfile failed");
+            end(451, "Transfer failed: Local error in processing", n)
+        }
+    }
 }
 
 async fn send_file(
