@@ -623,7 +623,7 @@ async fn hash_prefix(
         match chunk {
             Ok(b) => {
                 read += b.len() as u64;
-                d.update(&b);
+                d.update(b).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the kept bytes of a resumed upload: no digest");
@@ -719,7 +719,7 @@ async fn receive_file(
             chunk
         };
         if let Some(d) = digest.as_mut() {
-            d.update(&chunk);
+            d.update(chunk.clone()).await;
         }
         if let Err(e) = upload.write(chunk).await {
             let _ = upload.abort().await;
@@ -728,7 +728,7 @@ async fn receive_file(
     }
     if pending_cr {
         if let Some(d) = digest.as_mut() {
-            d.update(b"\r");
+            d.update(Bytes::from_static(b"\r")).await;
         }
         if let Err(e) = upload.write(Bytes::from_static(b"\r")).await {
             let _ = upload.abort().await;
@@ -759,7 +759,10 @@ async fn receive_file(
             );
         }
     }
-    let sha256 = digest.map(|d| d.finish());
+    let sha256 = match digest {
+        Some(d) => d.finish().await,
+        None => None,
+    };
     if let Some(d) = sha256 {
         upload.set_sha256(d);
     }
