@@ -149,7 +149,7 @@ pub struct UploadDigest(DigestState);
 
 enum DigestState {
     /// Hashing on the caller's task; `fed` bytes so far.
-    Inline { hasher: sha2::Sha256, fed: u64 },
+    Inline { hasher: Sha256, fed: u64 },
     /// Hashing on a thread that sends the digest once its queue is closed.
     Piped {
         queue: tokio::sync::mpsc::Sender<Bytes>,
@@ -162,7 +162,7 @@ enum DigestState {
 impl Default for UploadDigest {
     fn default() -> Self {
         Self(DigestState::Inline {
-            hasher: sha2::Sha256::new(),
+            hasher: sha256(),
             fed: 0,
         })
     }
@@ -178,7 +178,7 @@ impl UploadDigest {
                 hasher.update(&data);
                 return;
             }
-            let hasher = std::mem::take(hasher);
+            let hasher = std::mem::replace(hasher, sha256());
             match start_hashing(hasher) {
                 Ok(piped) => self.0 = piped,
                 Err(mut hasher) => {
@@ -207,7 +207,7 @@ impl UploadDigest {
     /// only if that thread was lost.
     pub async fn finish(self) -> Option<[u8; 32]> {
         match self.0 {
-            DigestState::Inline { hasher, .. } => Some(hasher.finalize().into()),
+            DigestState::Inline { hasher, .. } => Some(finalize(hasher)),
             DigestState::Piped { queue, digest } => {
                 drop(queue);
                 let d = digest.await.ok();
@@ -224,13 +224,27 @@ impl UploadDigest {
     }
 }
 
+/// The upload digest's SHA-256: AWS-LC's (already linked for TLS), whose assembly
+/// (SHA-NI, AVX2) took about a fifth less CPU per GiB than `sha2`'s here.
+type Sha256 = aws_lc_rs::digest::Context;
+
+fn sha256() -> Sha256 {
+    aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)
+}
+
+fn finalize(h: Sha256) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(h.finish().as_ref());
+    out
+}
+
 /// Starts the hashing thread that continues `hasher`; gives it back when no thread
 /// can be started.
-fn start_hashing(hasher: sha2::Sha256) -> Result<DigestState, sha2::Sha256> {
+fn start_hashing(hasher: Sha256) -> Result<DigestState, Sha256> {
     let (queue, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
     let (digest_tx, digest) = tokio::sync::oneshot::channel();
     // The state is handed over once the thread runs, so a failed spawn keeps it.
-    let (state_tx, state_rx) = std::sync::mpsc::sync_channel::<sha2::Sha256>(1);
+    let (state_tx, state_rx) = std::sync::mpsc::sync_channel::<Sha256>(1);
     let spawned = std::thread::Builder::new()
         .name("ftpgate-sha256".into())
         .spawn(move || {
@@ -238,7 +252,7 @@ fn start_hashing(hasher: sha2::Sha256) -> Result<DigestState, sha2::Sha256> {
             while let Some(chunk) = chunks.blocking_recv() {
                 h.update(&chunk);
             }
-            let _ = digest_tx.send(h.finalize().into());
+            let _ = digest_tx.send(finalize(h));
         });
     match spawned {
         Ok(_) => match state_tx.send(hasher) {
