@@ -29,10 +29,7 @@ OUT=${BENCH_OUT:-$REPO/bench/zero-copy-results-latest.md}
 [ -x /usr/sbin/vsftpd ] || die "vsftpd is required (apt-get install -y vsftpd)"
 build_bin
 T_START=$(date -u '+%Y-%m-%d %H:%M')
-BYTES=$((SIZE_MIB * 1048576))
-log "generating ${SIZE_MIB} MiB of random data"
-openssl rand -out "$SCRATCH/file" "$BYTES" 2>/dev/null || head -c "$BYTES" /dev/urandom >"$SCRATCH/file"
-SRC_SHA=$(sha256sum "$SCRATCH/file" | cut -d' ' -f1)
+random_file "$SIZE_MIB"
 
 SERVERS=(sha-on sha-off)
 declare -A PORT=() DIR=() CRED=() PIDS_OF=() LABEL=()
@@ -77,11 +74,6 @@ for s in "${SERVERS[@]}"; do
 done
 chown ftp: "${DIR[vsftpd]}/upload"
 
-prefault() {
-    [ "$PREFAULT_MIB" -gt 0 ] || return 0
-    dd if=/dev/zero of="$SCRATCH/prefault" bs=1M count="$PREFAULT_MIB" status=none
-    rm -f "$SCRATCH/prefault"
-}
 # Waits (up to 5 s) until vsftpd's session processes are gone (their CPU time is then
 # in the listener's or the wrapper's cutime/cstime).
 settle() {
