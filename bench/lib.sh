@@ -9,7 +9,7 @@
 # binary: other engineers rebuild target/ while benchmarks run), `pick_port`,
 # `start_gate NAME CONFIG PORT` (ftpgate with a given config, waits for 220),
 # `start_vsftpd ROOT PORT`, `start_moto PORT` (request log in $SCRATCH/logs/moto.log),
-# `median`, `kib PID FIELD`, `reset_hwm PID`, `cpu_ticks PIDS...`, `machine_note`,
+# `random_file MIB`, `prefault`, `median`, `kib PID FIELD`, `reset_hwm PID`, `cpu_ticks PIDS...`, `machine_note`,
 # `raw_details TSV`, `publish` ("$OUT.tmp" → $OUT).
 set -euo pipefail
 
@@ -186,6 +186,21 @@ moto_requests() { # bucket [from-line]
         t == b || index(t, b "/") == 1 || index(t, b "?") == 1 { print r[1], t }'
 }
 moto_lines() { wc -l <"$SCRATCH/logs/moto.log"; }
+
+# random_file MIB: $SCRATCH/file of MIB MiB of random bytes; sets BYTES and SRC_SHA.
+random_file() {
+    BYTES=$(($1 * 1048576))
+    log "generating $1 MiB of random data"
+    openssl rand -out "$SCRATCH/file" "$BYTES" 2>/dev/null || head -c "$BYTES" /dev/urandom >"$SCRATCH/file"
+    SRC_SHA=$(sha256sum "$SCRATCH/file" | cut -d' ' -f1)
+}
+# prefault: writes and deletes PREFAULT_MIB on the tmpfs (before a timed STOR; bench.sh
+# explains why).
+prefault() {
+    [ "${PREFAULT_MIB:-0}" -gt 0 ] || return 0
+    dd if=/dev/zero of="$SCRATCH/prefault" bs=1M count="$PREFAULT_MIB" status=none
+    rm -f "$SCRATCH/prefault"
+}
 
 median() { # numbers on stdin -> median
     sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'

@@ -16,6 +16,7 @@
 //!   set-up, transfers, information).
 //! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
 //! - [`listing`]: LIST/NLST/MLSD/MLST formatters.
+//! - [`sendfile`]: zero-copy binary RETR of local files over plain data connections.
 //! - [`errors`]: the one mapping of storage errors to reply codes.
 //! - [`checksum`]: HASH/XSHA256/XSHA1/XMD5/XCRC digests and the upload SHA-256.
 //! - [`auth`]: users, argon2/bcrypt password hashes, permissions; [`bans`]:
@@ -71,6 +72,7 @@ pub(crate) mod proxy;
 pub(crate) mod quota;
 pub mod resources;
 pub(crate) mod resume;
+pub(crate) mod sendfile;
 pub mod server;
 pub(crate) mod session;
 pub(crate) mod tls;

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ftpgate_storage::{
     ByteStream, Capabilities, EntryStream, Metadata, PendingKey, PendingUpload, PendingUsage,
-    Result, Resumed, StorageBackend, Upload, VPath, WriteMode,
+    ReadSource, Result, Resumed, StorageBackend, Upload, VPath, WriteMode,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -145,6 +145,9 @@ pub struct Metrics {
     pub webhook_events: Family<WebhookLabels, Counter>,
     /// Refusals by a per-user limit (`reason`: quota, sessions, network).
     pub user_limit_refusals: Family<ReasonLabel, Counter>,
+    /// Download bytes sent with `sendfile(2)` straight from local files (a part of
+    /// `transfer_bytes`).
+    pub transfer_sendfile_bytes: Counter,
 }
 
 /// Label of `ftpgate_user_limit_refusals_total`.
@@ -223,6 +226,7 @@ impl Metrics {
             pending_changed: tokio::sync::Notify::new(),
             webhook_events: Family::default(),
             user_limit_refusals: Family::default(),
+            transfer_sendfile_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -329,6 +333,11 @@ impl Metrics {
             "ftpgate_user_limit_refusals",
             "Requests refused by a per-user limit: quota (552), sessions (421), network (530)",
             m.user_limit_refusals.clone(),
+        );
+        registry.register(
+            "ftpgate_transfer_sendfile_bytes",
+            "Download bytes sent with sendfile(2) from local files (part of transfer bytes)",
+            m.transfer_sendfile_bytes.clone(),
         );
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         Self { registry, ..m }
@@ -635,6 +644,11 @@ impl StorageBackend for InstrumentedBackend {
 
     async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
         self.timed("open", self.inner.open(path, offset)).await
+    }
+
+    async fn open_source(&self, path: &VPath, offset: u64) -> Result<(Metadata, ReadSource)> {
+        self.timed("open", self.inner.open_source(path, offset))
+            .await
     }
 
     async fn stored_sha256(&self, path: &VPath) -> Result<Option<([u8; 32], u64)>> {

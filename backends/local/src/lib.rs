@@ -7,7 +7,8 @@
 //!   `RESOLVE_BENEATH`, or a per-component `O_NOFOLLOW` walk), refusing symbolic links
 //!   that resolve outside it; the start-up sweep of leftover temporary files.
 //! - `stream`: reads and listings, streamed from a blocking thread through a bounded
-//!   channel (a listing is never collected whole).
+//!   channel (a listing is never collected whole); for downloads that the FTP layer
+//!   sends with `sendfile(2)`, the checked open file itself (`open_source`).
 //! - `upload`: uploads written by one blocking thread to a temporary file in the target
 //!   directory, committed with `sync_all`, rename (hard link for `CreateNew`) and a
 //!   directory fsync.
@@ -46,7 +47,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use ftpgate_storage::{
     ByteStream, Capabilities, EntryStream, ErrorKind, Metadata, PendingKey, PendingUpload,
-    PendingUsage, Result, Resumed, StorageBackend, StorageError, Upload, VPath, WriteMode,
+    PendingUsage, ReadSource, Result, Resumed, StorageBackend, StorageError, Upload, VPath,
+    WriteMode,
 };
 
 use confine::Root;
@@ -160,6 +162,19 @@ impl StorageBackend for LocalBackend {
 
     async fn read(&self, path: &VPath, offset: u64) -> Result<ByteStream> {
         stream::read(Arc::clone(&self.root), path.clone(), offset).await
+    }
+
+    /// One blocking hop: the size reported is that of the descriptor that is read.
+    async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
+        stream::open(Arc::clone(&self.root), path.clone(), offset).await
+    }
+
+    /// The open regular file (type checked on the descriptor: never a FIFO or
+    /// device), for `sendfile(2)`.
+    async fn open_source(&self, path: &VPath, offset: u64) -> Result<(Metadata, ReadSource)> {
+        stream::open_file(Arc::clone(&self.root), path.clone(), offset)
+            .await
+            .map(|(meta, range)| (meta, ReadSource::File(range)))
     }
 
     async fn create(&self, path: &VPath, mode: WriteMode) -> Result<Box<dyn Upload>> {

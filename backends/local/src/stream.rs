@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ftpgate_storage::{
-    validate_segment, ByteStream, DirEntry, EntryStream, ErrorKind, Result, StorageError, VPath,
+    validate_segment, ByteStream, DirEntry, EntryStream, ErrorKind, FileRange, Metadata, Result,
+    StorageError, VPath,
 };
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, OFlags};
 
-use crate::confine::{error, special, to_meta, Root, TEMP_PREFIX};
+use crate::confine::{error, served_meta, special, to_meta, Root, TEMP_PREFIX};
 use crate::join_error;
 
 /// Bytes per read chunk. With [`READ_QUEUE`], a download whose client stops
@@ -76,10 +77,74 @@ pub(crate) fn stream_prefix(file: File, len: u64, path: VPath) -> ByteStream {
     receiver_stream(rx)
 }
 
+/// Metadata and content of the file at `path` from `offset`, opened once on one
+/// blocking thread (a RETR costs one hop, and the size reported is the size of what
+/// is read, whatever is renamed over the name meanwhile).
+pub(crate) async fn open(
+    root: Arc<Root>,
+    path: VPath,
+    offset: u64,
+) -> Result<(Metadata, ByteStream)> {
+    let (tx, rx) = mpsc::channel(READ_QUEUE);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || match positioned(&root, &path, offset) {
+        Err(e) => {
+            let _ = ready_tx.send(Err(e));
+        }
+        Ok((meta, file, len)) => {
+            if ready_tx.send(Ok(meta)).is_ok() {
+                pump(file, len, &path, &tx);
+            }
+        }
+    });
+    let meta = match ready_rx.await {
+        Ok(Ok(meta)) => meta,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(match task.await {
+                Err(join) => join_error(join),
+                Ok(()) => {
+                    StorageError::new(ErrorKind::Other, "storage thread stopped unexpectedly")
+                }
+            })
+        }
+    };
+    Ok((meta, receiver_stream(rx)))
+}
+
+/// Metadata and the open file at `path` with the range from `offset` a download
+/// sends (for `sendfile(2)`), checked as [`open_at`] checks it.
+pub(crate) async fn open_file(
+    root: Arc<Root>,
+    path: VPath,
+    offset: u64,
+) -> Result<(Metadata, FileRange)> {
+    tokio::task::spawn_blocking(move || open_range(&root, &path, offset))
+        .await
+        .unwrap_or_else(|e| Err(join_error(e)))
+}
+
 /// The open file positioned at `offset`, and the bytes left after it. Opened with
 /// `O_NONBLOCK` (a FIFO swapped in cannot block the thread), then its type checked on
 /// the descriptor: only a regular file is read.
 pub(crate) fn open_at(root: &Root, path: &VPath, offset: u64) -> Result<(File, u64)> {
+    positioned(root, path, offset).map(|(_, file, len)| (file, len))
+}
+
+/// [`open_at`] with the file's metadata.
+fn positioned(root: &Root, path: &VPath, offset: u64) -> Result<(Metadata, File, u64)> {
+    let (meta, FileRange { mut file, len, .. }) = open_range(root, path, offset)?;
+    if offset > 0 {
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| StorageError::from_io(path, e))?;
+    }
+    Ok((meta, file, len))
+}
+
+/// The regular file at `path` (opened non-blocking, its type checked on the
+/// descriptor, then switched to blocking reads), its metadata, and the range from
+/// `offset` to its end; `InvalidInput` for an offset beyond the end.
+fn open_range(root: &Root, path: &VPath, offset: u64) -> Result<(Metadata, FileRange)> {
     let fd = root.open_path(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
     let st = rfs::fstat(&fd).map_err(|e| error(path, e))?;
     match FileType::from_raw_mode(st.st_mode) {
@@ -101,17 +166,23 @@ pub(crate) fn open_at(root: &Root, path: &VPath, offset: u64) -> Result<(File, u
             format!("{path}: offset {offset} is beyond the size {len}"),
         ));
     }
-    let mut file = File::from(fd);
-    if offset > 0 {
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| StorageError::from_io(path, e))?;
-    }
-    Ok((file, len - offset))
+    let meta = served_meta(&st, path)?;
+    let file = File::from(fd);
+    Ok((
+        meta,
+        FileRange {
+            file,
+            offset,
+            len: len - offset,
+        },
+    ))
 }
 
 /// Reads chunks until end of file and sends them; returns early once the receiver
 /// is gone or after sending an error. (An upload replaces a file by renaming, so the
-/// open file keeps the content it had when opened.)
+/// open file keeps the content it had when opened.) A file that ends before the
+/// `remaining` bytes promised (truncated in place meanwhile) ends the stream with an
+/// error: the transfer fails instead of looking complete.
 fn pump(mut file: impl Read, remaining: u64, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
     // An empty file needs one read of one byte to see its end.
     let mut remaining = remaining;
@@ -152,11 +223,23 @@ fn pump(mut file: impl Read, remaining: u64, path: &VPath, tx: &mpsc::Sender<Res
             return;
         }
         if filled < size {
-            return; // end of file
+            // End of file: short of what was promised when the file shrank.
+            if (filled as u64) < remaining {
+                let _ = tx.blocking_send(Err(shrank(path, remaining - filled as u64)));
+            }
+            return;
         }
         remaining = remaining.saturating_sub(filled as u64);
         first = false;
     }
+}
+
+/// The error for a file that ended `missing` bytes before the size it had at open.
+pub(crate) fn shrank(path: &VPath, missing: u64) -> StorageError {
+    StorageError::new(
+        ErrorKind::Transient,
+        format!("read {path}: the file shrank while being read ({missing} bytes missing)"),
+    )
 }
 
 /// Streams the entries of the directory at `dir`.

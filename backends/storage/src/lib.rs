@@ -17,7 +17,10 @@
 //! - **Listings** are streams in no particular order; they never include `.`/`..` nor
 //!   a backend's own temporary files.
 //! - **Reads** stream from a byte offset; an offset equal to the size yields an empty
-//!   stream, an offset beyond it fails with [`ErrorKind::InvalidInput`].
+//!   stream, an offset beyond it fails with [`ErrorKind::InvalidInput`]. A read that
+//!   ends before the size reported at open (the file shrank meanwhile) ends with an
+//!   error, never quietly short. [`StorageBackend::open_source`] may instead hand out
+//!   the open local file ([`ReadSource::File`]) for zero-copy sends.
 //! - **Rename** replaces an existing *file* target atomically where
 //!   [`Capabilities::atomic_rename`] says so; a directory source needs
 //!   [`Capabilities::rename_directories`].
@@ -218,6 +221,30 @@ pub struct Resumed {
     pub prefix: Option<ByteStream>,
 }
 
+/// Where a download's bytes come from ([`StorageBackend::open_source`]).
+pub enum ReadSource {
+    /// Chunks streamed by the backend (every backend; S3 and memory always).
+    Stream(ByteStream),
+    /// A regular file on local disk, for the FTP layer to send with `sendfile(2)`
+    /// straight to a plain data connection (no copy through user space), as vsftpd
+    /// does. Only a backend that checked the descriptor's type returns this: never a
+    /// FIFO, socket or device.
+    File(FileRange),
+}
+
+/// An open regular file and the range of it a download sends.
+#[derive(Debug)]
+pub struct FileRange {
+    /// The file, opened for reading (its position is irrelevant: readers use `offset`).
+    pub file: std::fs::File,
+    /// Where the download starts (`REST`).
+    pub offset: u64,
+    /// The bytes promised from `offset` (the size at open minus `offset`). A reader
+    /// sends until end of file and fails the transfer when the file ended before
+    /// `len` bytes (it was truncated meanwhile), like the streamed read does.
+    pub len: u64,
+}
+
 /// The storage trait: one implementation per backend, object-safe, used as
 /// `Arc<dyn StorageBackend>`. See the crate-level `# Contract`.
 #[async_trait]
@@ -279,6 +306,16 @@ pub trait StorageBackend: Send + Sync + Debug + 'static {
         }
         let stream = self.read(path, offset).await?;
         Ok((meta, stream))
+    }
+
+    /// [`open`](Self::open) for a download that may bypass user space: a backend on
+    /// local disk returns the open file ([`ReadSource::File`]) so that a binary RETR
+    /// over a plain data connection is sent with `sendfile(2)`. Callers that must see
+    /// the bytes (TLS, TYPE A conversion) call [`open`](Self::open) instead. The
+    /// default wraps [`open`](Self::open)'s stream: S3 and memory need nothing more.
+    async fn open_source(&self, path: &VPath, offset: u64) -> Result<(Metadata, ReadSource)> {
+        let (meta, stream) = self.open(path, offset).await?;
+        Ok((meta, ReadSource::Stream(stream)))
     }
 
     /// The SHA-256 stored with a file at upload ([`Upload::set_sha256`]) and the file's
