@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ftpgate_storage::{
     ByteStream, Capabilities, EntryKind, EntryStream, ErrorKind, Metadata, PendingKey,
-    PendingUpload, PendingUsage, Result, Resumed, StorageBackend, StorageError, Upload, VPath,
-    WriteMode,
+    PendingUpload, PendingUsage, ReadSource, Result, Resumed, StorageBackend, StorageError, Upload,
+    VPath, WriteMode,
 };
 use futures::StreamExt;
 
@@ -500,6 +500,10 @@ impl StorageBackend for AccountedBackend {
 
     async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
         self.inner.open(path, offset).await
+    }
+
+    async fn open_source(&self, path: &VPath, offset: u64) -> Result<(Metadata, ReadSource)> {
+        self.inner.open_source(path, offset).await
     }
 
     async fn stored_sha256(&self, path: &VPath) -> Result<Option<([u8; 32], u64)>> {
