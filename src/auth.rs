@@ -679,18 +679,9 @@ mod tests {
         assert!(verify_password("s3cret", &h));
         assert!(!verify_password("wrong", &h));
         let auth = Authenticator::new(&[UserConfig {
-            name: "bob".into(),
-            password_hash: h,
             home: "/bob".into(),
             permissions: vec![Permission::Write],
-            backend: None,
-            max_upload_bytes: None,
-            quota_bytes: None,
-            quota_files: None,
-            upload_bytes_per_sec: None,
-            download_bytes_per_sec: None,
-            max_sessions: None,
-            allowed_networks: Vec::new(),
+            ..UserConfig::new("bob", h)
         }])
         .unwrap();
         let u = auth.verify("bob", "s3cret").await.unwrap();
@@ -702,18 +693,8 @@ mod tests {
 
     fn user_with(name: &str, hash: String) -> UserConfig {
         UserConfig {
-            name: name.into(),
-            password_hash: hash,
-            home: "/".into(),
             permissions: vec![Permission::Write],
-            backend: None,
-            max_upload_bytes: None,
-            quota_bytes: None,
-            quota_files: None,
-            upload_bytes_per_sec: None,
-            download_bytes_per_sec: None,
-            max_sessions: None,
-            allowed_networks: Vec::new(),
+            ..UserConfig::new(name, hash)
         }
     }
 

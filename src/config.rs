@@ -804,6 +804,27 @@ pub struct UserConfig {
     pub allowed_networks: Vec<String>,
 }
 
+impl UserConfig {
+    /// An entry for `name` with `password_hash`: home `/`, every permission, the
+    /// default backend and no limits (what the keys' defaults give).
+    pub fn new(name: impl Into<String>, password_hash: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            password_hash: password_hash.into(),
+            home: default_home(),
+            permissions: Permission::all_vec(),
+            backend: None,
+            max_upload_bytes: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_bytes_per_sec: None,
+            download_bytes_per_sec: None,
+            max_sessions: None,
+            allowed_networks: Vec::new(),
+        }
+    }
+}
+
 fn default_home() -> String {
     "/".into()
 }

@@ -197,17 +197,10 @@ mod tests {
 
     fn user(max: Option<usize>, up: Option<u64>) -> User {
         User {
-            name: "u".into(),
-            home: ftpgate_storage::VPath::root(),
             permissions: Default::default(),
-            backend: None,
-            max_upload_bytes: None,
-            quota_bytes: None,
-            quota_files: None,
             upload_bytes_per_sec: up,
-            download_bytes_per_sec: None,
             max_sessions: max,
-            allowed_networks: Vec::new(),
+            ..User::from_config(&crate::config::UserConfig::new("u", "")).expect("a valid entry")
         }
     }
 

@@ -312,17 +312,8 @@ mod tests {
     #[test]
     fn perms() {
         let u = User {
-            name: "u".into(),
-            home: ftpgate_storage::VPath::root(),
             permissions: HashSet::from([Permission::Write]),
-            backend: None,
-            max_upload_bytes: None,
-            quota_bytes: None,
-            quota_files: None,
-            upload_bytes_per_sec: None,
-            download_bytes_per_sec: None,
-            max_sessions: None,
-            allowed_networks: Vec::new(),
+            ..User::from_config(&crate::config::UserConfig::new("u", "")).expect("a valid entry")
         };
         let f = entry("f", EntryKind::File, 0, 1);
         assert_eq!(perm_fact(&f.meta, &u, true), "aw");

@@ -255,20 +255,7 @@ impl Server {
             let password = random_password();
             let hash =
                 auth::hash_password(&password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
-            config.users.push(UserConfig {
-                name: "ftpgate".into(),
-                password_hash: hash,
-                home: "/".into(),
-                permissions: auth::Permission::all_vec(),
-                backend: None,
-                max_upload_bytes: None,
-                quota_bytes: None,
-                quota_files: None,
-                upload_bytes_per_sec: None,
-                download_bytes_per_sec: None,
-                max_sessions: None,
-                allowed_networks: Vec::new(),
-            });
+            config.users.push(UserConfig::new("ftpgate", hash));
             tracing::warn!(
                 user = "ftpgate",
                 password = %password,
