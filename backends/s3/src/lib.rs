@@ -114,6 +114,7 @@ mod keys;
 mod listing;
 mod meta;
 mod pending;
+mod ranged;
 mod requests;
 mod sha;
 mod upload;
@@ -121,7 +122,7 @@ mod upload;
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
 pub use config::{
     S3Config, Secret, DEFAULT_ABORT_INCOMPLETE_UPLOADS_AFTER_SECS, MAX_LIST_CACHE_SECS,
-    MAX_PART_SIZE_MIB, MAX_REQUEST_TIMEOUT_SECS, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
+    MAX_PARALLELISM, MAX_PART_SIZE_MIB, MAX_READ_CHUNK_MIB, MAX_REQUEST_TIMEOUT_SECS, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
     MIN_PART_SIZE_MIB,
 };
 pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};

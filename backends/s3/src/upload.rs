@@ -5,8 +5,11 @@
 //! is sent by its own task while later data is buffered, with at most
 //! `max_parts_in_flight` parts uploading: a writer waits for a slot before it hands over
 //! another part, so an upload holds at most `(max_parts_in_flight + 1) × part size`
-//! bytes. Parts double in size every [`PARTS_PER_DOUBLING`] parts (up to 5 GiB), so an
-//! upload of unknown length can reach S3's 5 TiB object limit within 10,000 parts.
+//! bytes. An upload starts with [`INITIAL_PARTS_IN_FLIGHT`] slots and adds one each
+//! time the writer finds them all busy (the client outruns S3), up to that bound; a
+//! client slower than S3 keeps the smaller footprint. Parts double in size every
+//! [`PARTS_PER_DOUBLING`] parts (up to 5 GiB), so an upload of unknown length can
+//! reach S3's 5 TiB object limit within 10,000 parts.
 //!
 //! Nothing is visible before CompleteMultipartUpload. `abort`, a failed `complete`, a
 //! failed part and `Drop` all abort the multipart upload (object_store does not abort
@@ -45,6 +48,15 @@ pub const MAX_PARTS: usize = 10_000;
 /// 10,000 parts then hold ~9 TiB, beyond S3's 5 TiB object limit (every 1,000 parts
 /// would stop at 4.9 TiB).
 pub const PARTS_PER_DOUBLING: usize = 900;
+
+/// Parts in flight when an upload starts (or `max_parts_in_flight`, if lower).
+pub(crate) const INITIAL_PARTS_IN_FLIGHT: usize = 2;
+
+/// The next number of parts in flight after the writer found all `slots` busy: one
+/// more, never above `max`.
+pub(crate) fn grow_slots(slots: usize, max: usize) -> usize {
+    (slots + 1).min(max.max(1))
+}
 
 /// The size of part number `index` (0-based) for a configured base size.
 pub(crate) fn part_size_for(base: usize, index: usize) -> usize {
@@ -94,6 +106,9 @@ pub(crate) struct S3Upload {
     /// Every part handed over, by index.
     parts: Vec<Part>,
     in_flight: JoinSet<(usize, object_store::Result<PartId>)>,
+    /// How many parts may be in flight now: starts at [`INITIAL_PARTS_IN_FLIGHT`],
+    /// grows to `max_parts_in_flight` while the client outruns S3.
+    slots: usize,
     /// Set when a write failed and the upload was aborted: later calls must not
     /// commit what is left.
     failed: bool,
@@ -110,6 +125,7 @@ pub(crate) struct S3Upload {
 impl S3Upload {
     pub(crate) fn new(inner: Arc<Inner>, path: VPath, location: Path, mode: PutMode) -> Self {
         let part_size = inner.part_size;
+        let inner_max = inner.max_parts_in_flight;
         Self {
             inner,
             path,
@@ -124,6 +140,7 @@ impl S3Upload {
             created: 0,
             parts: Vec::new(),
             in_flight: JoinSet::new(),
+            slots: INITIAL_PARTS_IN_FLIGHT.min(inner_max),
             failed: false,
             hasher: None,
             skip: 0,
@@ -214,7 +231,11 @@ impl S3Upload {
                 ),
             ));
         }
-        while self.in_flight.len() >= self.inner.max_parts_in_flight {
+        if self.in_flight.len() >= self.slots {
+            // The client is faster than S3: one more part in flight, up to the bound.
+            self.slots = grow_slots(self.slots, self.inner.max_parts_in_flight);
+        }
+        while self.in_flight.len() >= self.slots {
             self.join_one().await?;
         }
         let id = match &self.upload_id {
@@ -576,6 +597,18 @@ impl Drop for S3Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_in_flight_grow_to_the_bound() {
+        let mut slots = INITIAL_PARTS_IN_FLIGHT.min(4);
+        let mut seen = vec![slots];
+        for _ in 0..5 {
+            slots = grow_slots(slots, 4);
+            seen.push(slots);
+        }
+        assert_eq!(seen, [2, 3, 4, 4, 4, 4]);
+        assert_eq!(grow_slots(INITIAL_PARTS_IN_FLIGHT.min(1), 1), 1);
+    }
 
     #[test]
     fn part_sizes_reach_5_tib() {
