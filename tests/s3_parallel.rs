@@ -114,6 +114,7 @@ fn object_replaced_during_a_slow_retr_is_never_mixed() {
     let _ = d.read_to_end(&mut rest);
     got.extend_from_slice(&rest);
     let fin = c.read();
+    println!("replaced during RETR: {fin:?} after {} bytes", got.len());
     if fin.code == 226 {
         assert_eq!(sha(&got), sha(&big), "226 with mixed or short content");
     } else {

@@ -849,11 +849,7 @@ impl StorageBackend for S3Backend {
         }
         let context = format!("read {path}");
         if let Some(e_tag) = meta.e_tag.clone().filter(|_| {
-            crate::ranged::is_parallel(
-                meta.size - offset,
-                inner.read_chunk,
-                inner.read_parallelism,
-            )
+            crate::ranged::is_parallel(meta.size - offset, inner.read_chunk, inner.read_parallelism)
         }) {
             // Ranged GETs of this version (If-Match) from the offset.
             return Ok(crate::ranged::stream(

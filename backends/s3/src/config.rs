@@ -433,8 +433,8 @@ mod tests {
 
     #[test]
     fn read_settings_are_validated() {
-        let cfg = parse(r#"{"bucket": "b", "read_parallelism": 1, "read_chunk_mib": 1024}"#)
-            .unwrap();
+        let cfg =
+            parse(r#"{"bucket": "b", "read_parallelism": 1, "read_chunk_mib": 1024}"#).unwrap();
         cfg.validate().unwrap();
         for (par, chunk, key) in [
             (0, 8, "s3.read_parallelism"),

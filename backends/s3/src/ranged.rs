@@ -7,7 +7,8 @@
 //! following chunks are fetched by ranged GETs (`Range: bytes=a-b`), each by its own
 //! task, conditional on the ETag of the first response (`If-Match`), so an object
 //! replaced during the transfer fails the read (412, [`ErrorKind::Transient`]) instead
-//! of mixing two versions (RFC 9110 §13.1.1).
+//! of mixing two versions (RFC 9110 §13.1.1). A response without an ETag cannot be
+//! pinned: such an object is read with the one GET.
 //!
 //! Memory: at most `read_parallelism` chunks at a time — the one being sent to the
 //! client plus `read_parallelism − 1` fetched ahead — so one download holds at most
@@ -285,14 +286,24 @@ mod tests {
     #[test]
     fn plan_covers_the_rest_in_chunks_from_the_offset() {
         let size = 40 * MIB;
-        for offset in [0, 1, 3 * MIB + 17, 8 * MIB - 1, 8 * MIB, 8 * MIB + 1, size - 1] {
+        for offset in [
+            0,
+            1,
+            3 * MIB + 17,
+            8 * MIB - 1,
+            8 * MIB,
+            8 * MIB + 1,
+            size - 1,
+        ] {
             let ranges: Vec<_> = RangePlan::new(offset, size, 8 * MIB).collect();
             assert_eq!(ranges[0].start, offset, "first range starts at the offset");
             assert_eq!(ranges.last().map(|r| r.end), Some(size));
             for w in ranges.windows(2) {
                 assert_eq!(w[0].end, w[1].start, "contiguous");
             }
-            assert!(ranges.iter().all(|r| r.end - r.start <= 8 * MIB && r.end > r.start));
+            assert!(ranges
+                .iter()
+                .all(|r| r.end - r.start <= 8 * MIB && r.end > r.start));
             assert!(ranges[..ranges.len() - 1]
                 .iter()
                 .all(|r| r.end - r.start == 8 * MIB));
