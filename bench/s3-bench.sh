@@ -27,6 +27,7 @@
 #   BENCH_PART_SIZE_MIB   ftpgate part_size_mib; unset = ftpgate's default (8)
 #   BENCH_PARTS_IN_FLIGHT ftpgate max_parts_in_flight; unset = default (4)
 #   BENCH_READ_PARALLELISM ftpgate read_parallelism; unset = default (4; 1 = one GET)
+#   BENCH_READ_CHUNK_MIB  ftpgate read_chunk_mib; unset = default (8)
 #   BENCH_DIR             scratch directory, removed at exit (/dev/shm/ftpgate-s3-bench)
 #   BENCH_OUT             results Markdown          (bench/s3-results-latest.md)
 #   BENCH_TIMEOUT         curl --max-time per transfer, seconds                 (900)
@@ -246,6 +247,7 @@ EOF
     [ -n "${BENCH_PART_SIZE_MIB:-}" ] && echo "part_size_mib = $PART_MIB"
     [ -n "${BENCH_PARTS_IN_FLIGHT:-}" ] && echo "max_parts_in_flight = $IN_FLIGHT"
     [ -n "${BENCH_READ_PARALLELISM:-}" ] && echo "read_parallelism = $BENCH_READ_PARALLELISM"
+    [ -n "${BENCH_READ_CHUNK_MIB:-}" ] && echo "read_chunk_mib = $BENCH_READ_CHUNK_MIB"
     cat <<EOF
 [log]
 level = "warn"

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
@@ -31,6 +31,9 @@ use ftpgate_storage::{ByteStream, ErrorKind, Result, StorageError};
 
 use crate::backend::Inner;
 use crate::errors::map_error;
+
+/// Largest piece a fetched chunk is handed on in (as the data connection sends it).
+const SEND_PIECE: usize = 1 << 20;
 
 /// The ranges a read of `offset..size` is split into: chunks of `chunk` bytes from
 /// `offset`, the last one shorter. The first is the one the opening GET serves.
@@ -123,13 +126,18 @@ async fn fetch_range(
         .get_opts(&location, options)
         .await
         .map_err(|e| changed_or(&context, e))?;
+    // One allocation of the chunk's size (above glibc's mmap threshold: returned to
+    // the system when sent, so the memory bound holds for RSS, not only live data).
+    let mut buf = BytesMut::with_capacity(usize::try_from(want).unwrap_or(0));
     let mut body = result.into_stream();
-    let mut pieces = Vec::new();
     let mut got = 0u64;
     while let Some(piece) = body.next().await {
         let piece = piece.map_err(|e| changed_or(&context, e))?;
         got += piece.len() as u64;
-        pieces.push(piece);
+        if got > want {
+            break;
+        }
+        buf.extend_from_slice(&piece);
     }
     if got != want {
         return Err(StorageError::new(
@@ -137,7 +145,12 @@ async fn fetch_range(
             format!("{context}: a ranged read returned {got} bytes instead of {want}"),
         ));
     }
-    Ok(pieces)
+    // Handed on in pieces of at most SEND_PIECE (zero-copy slices).
+    let buf = buf.freeze();
+    Ok((0..buf.len())
+        .step_by(SEND_PIECE)
+        .map(|at| buf.slice(at..(at + SEND_PIECE).min(buf.len())))
+        .collect())
 }
 
 /// A failed precondition is a replaced object; other errors map as usual.

@@ -1,6 +1,6 @@
 //! [`S3Upload`]: a buffered upload that becomes one PUT or a bounded multipart upload.
 //!
-//! Data is gathered into a part (zero-copy `Bytes` slices). If `complete` comes before
+//! Data is gathered into a part (one contiguous buffer of the part size). If `complete` comes before
 //! the first part is full, the object is written with one PUT. Otherwise each full part
 //! is sent by its own task while later data is buffered, with at most
 //! `max_parts_in_flight` parts uploading: a writer waits for a slot before it hands over
@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{Attributes, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload};
@@ -93,7 +93,10 @@ pub(crate) struct S3Upload {
     /// User metadata written with the object (`sha256`, `mtime`).
     attributes: Attributes,
     /// The part being filled.
-    buf: Vec<Bytes>,
+    /// One contiguous allocation of the part size (above glibc's mmap threshold, so
+    /// it goes back to the system when the part is sent instead of fragmenting the
+    /// heap as the 1 MiB receive chunks did: the memory bound holds for RSS).
+    buf: BytesMut,
     buf_len: usize,
     /// Size of the part being filled.
     part_size: usize,
@@ -132,7 +135,7 @@ impl S3Upload {
             location,
             mode,
             attributes: Attributes::new(),
-            buf: Vec::new(),
+            buf: BytesMut::new(),
             buf_len: 0,
             part_size,
             total: 0,
@@ -198,7 +201,7 @@ impl S3Upload {
 
     fn take_buffer(&mut self) -> PutPayload {
         self.buf_len = 0;
-        std::mem::take(&mut self.buf).into_iter().collect()
+        PutPayload::from(std::mem::take(&mut self.buf).freeze())
     }
 
     /// Waits for one part in flight; its error is the upload's.
@@ -296,8 +299,11 @@ impl S3Upload {
             if let Some(h) = self.hasher.as_mut() {
                 h.update(&chunk);
             }
+            if self.buf.capacity() == 0 {
+                self.buf = BytesMut::with_capacity(self.part_size);
+            }
             self.buf_len += chunk.len();
-            self.buf.push(chunk);
+            self.buf.extend_from_slice(&chunk);
             if self.buf_len >= self.part_size {
                 self.send_part().await?;
             }
@@ -394,7 +400,7 @@ impl S3Upload {
     /// the marker of a resumed one).
     async fn abort_now(&mut self) -> Result<()> {
         self.in_flight.shutdown().await;
-        self.buf.clear();
+        self.buf = BytesMut::new();
         self.buf_len = 0;
         let aborted = match self.upload_id.take() {
             Some(id) => self
