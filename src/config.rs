@@ -391,10 +391,10 @@ pub struct StorageConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_parts_in_flight: Option<usize>,
     /// s3: chunks of one download (RETR) in memory at once: the one being sent plus
-    /// this − 1 ranged GETs in parallel; 1 = one streaming GET. Default 4.
+    /// this − 1 ranged GETs in parallel; 1 = one streaming GET. Default 8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_parallelism: Option<usize>,
-    /// s3: size in MiB of each ranged GET of a download (1–1024). Default 8.
+    /// s3: size in MiB of each ranged GET of a download (1–1024). Default 4.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_chunk_mib: Option<u64>,
     /// s3: retries of a failed request (transient errors only). Default 3.

@@ -13,7 +13,7 @@ use std::io::Read;
 use common::{payload, sha, Gate};
 
 const MIB: usize = 1 << 20;
-/// Five chunks of the default 8 MiB.
+/// Five chunks of 8 MiB (ten of the default 4 MiB).
 const SIZE: usize = 40 * MIB;
 
 /// A gate on a fresh bucket of moto with a 40 MiB object `big` stored through FTP.
@@ -37,7 +37,7 @@ fn gets_of_big(reqs: &[String]) -> usize {
 #[test]
 fn large_retr_uses_ranged_gets_and_rest_offsets_work() {
     let Some(m) = moto::moto() else { return };
-    let (g, bucket, big) = gate_with_big(m, "");
+    let (g, bucket, big) = gate_with_big(m, "read_parallelism = 4\nread_chunk_mib = 8");
     let mut c = g.login();
     let ((fin, got), reqs) = m.requests_during(&bucket, || c.retr("big"));
     assert_eq!(fin.code, 226, "{fin:?}\n{}", g.logs());

@@ -21,10 +21,10 @@ fn default_max_parts_in_flight() -> usize {
     4
 }
 fn default_read_parallelism() -> usize {
-    4
+    8
 }
 fn default_read_chunk_mib() -> u64 {
-    8
+    4
 }
 fn default_max_retries() -> usize {
     3
@@ -143,12 +143,12 @@ pub struct S3Config {
     pub max_parts_in_flight: usize,
     /// How many chunks of one download (RETR) may be in memory at once, 1 to 64: the
     /// one being sent plus `read_parallelism − 1` ranged GETs fetching ahead, in
-    /// parallel. 1 = one streaming GET per RETR. Default: 4. A download holds at most
+    /// parallel. 1 = one streaming GET per RETR. Default: 8. A download holds at most
     /// `read_parallelism × read_chunk_mib` MiB (32 MiB by default). Objects of at most
     /// one chunk (from the REST offset) are always read with one GET.
     #[serde(default = "default_read_parallelism")]
     pub read_parallelism: usize,
-    /// The size in MiB of each ranged GET of a download, 1 to 1024. Default: 8.
+    /// The size in MiB of each ranged GET of a download, 1 to 1024. Default: 4.
     #[serde(default = "default_read_chunk_mib")]
     pub read_chunk_mib: u64,
     /// How many times one S3 request is retried after a transient failure (connection
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(cfg.region, "us-east-1");
         assert_eq!(cfg.part_size_mib, 8);
         assert_eq!(cfg.max_parts_in_flight, 4);
-        assert_eq!((cfg.read_parallelism, cfg.read_chunk_mib), (4, 8));
+        assert_eq!((cfg.read_parallelism, cfg.read_chunk_mib), (8, 4));
         assert_eq!(cfg.max_retries, 3);
         assert_eq!(cfg.retry_timeout_secs, 20);
         assert_eq!(cfg.list_cache_secs, 2);

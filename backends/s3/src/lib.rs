@@ -76,9 +76,9 @@
 //!
 //! # Downloads and memory
 //! A RETR is one GET from its offset; when more than one chunk (`read_chunk_mib`,
-//! default 8 MiB) follows the offset, that response serves the first chunk and
+//! default 4 MiB) follows the offset, that response serves the first chunk and
 //! ranged GETs conditional on its ETag fetch the rest, `read_parallelism − 1` (default
-//! 3) ahead of the chunk being sent (`ranged`): one download holds at most
+//! 7) ahead of the chunk being sent (`ranged`): one download holds at most
 //! **read_parallelism × read_chunk_mib** (32 MiB by default).
 //!
 //! `CreateNew` (STOU) uses a conditional PUT (`If-None-Match: *`); for a multipart

@@ -12,7 +12,7 @@
 //!
 //! Memory: at most `read_parallelism` chunks at a time — the one being sent to the
 //! client plus `read_parallelism − 1` fetched ahead — so one download holds at most
-//! `read_parallelism × read_chunk_mib` MiB (32 MiB with the defaults 4 × 8 MiB).
+//! `read_parallelism × read_chunk_mib` MiB (32 MiB with the defaults 8 × 4 MiB).
 //! Dropping the stream (ABOR, a closed data connection, an error) aborts every task,
 //! and with it its request. Every request goes through the transport's response and
 //! stall timeouts (`response_timeout_secs`, `stall_timeout_secs`).
