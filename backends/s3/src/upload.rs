@@ -108,7 +108,11 @@ pub(crate) struct S3Upload {
     created: u64,
     /// Every part handed over, by index.
     parts: Vec<Part>,
-    in_flight: JoinSet<(usize, object_store::Result<PartId>)>,
+    /// Each part's task gives its buffer back once S3 has it (`None` if still shared).
+    in_flight: JoinSet<(usize, object_store::Result<PartId>, Option<BytesMut>)>,
+    /// A sent part's buffer, reused for the next part: its pages are already
+    /// faulted in. Taken when a part starts, so the bound is unchanged.
+    spare: Option<BytesMut>,
     /// How many parts may be in flight now: starts at [`INITIAL_PARTS_IN_FLIGHT`],
     /// grows to `max_parts_in_flight` while the client outruns S3.
     slots: usize,
@@ -143,6 +147,7 @@ impl S3Upload {
             created: 0,
             parts: Vec::new(),
             in_flight: JoinSet::new(),
+            spare: None,
             slots: INITIAL_PARTS_IN_FLIGHT.min(inner_max),
             failed: false,
             hasher: None,
@@ -208,13 +213,19 @@ impl S3Upload {
     async fn join_one(&mut self) -> Result<()> {
         match self.in_flight.join_next().await {
             None => Ok(()),
-            Some(Ok((idx, Ok(id)))) => {
+            Some(Ok((idx, Ok(id), back))) => {
                 if let Some(p) = self.parts.get_mut(idx) {
                     p.id = Some(id);
                 }
+                if let Some(mut b) = back.filter(|b| b.capacity() >= self.part_size) {
+                    b.clear();
+                    self.spare = Some(b);
+                }
                 Ok(())
             }
-            Some(Ok((_, Err(e)))) => Err(map_error(format_args!("upload {} (part)", self.path), e)),
+            Some(Ok((_, Err(e), _))) => {
+                Err(map_error(format_args!("upload {} (part)", self.path), e))
+            }
             Some(Err(e)) => Err(StorageError::new(
                 ErrorKind::Other,
                 format!("upload {}: part task failed: {e}", self.path),
@@ -263,7 +274,8 @@ impl S3Upload {
             }
         };
         let size = self.buf_len as u64;
-        let payload = self.take_buffer();
+        self.buf_len = 0;
+        let payload = std::mem::take(&mut self.buf).freeze();
         let idx = self.parts.len();
         self.parts.push(Part {
             size,
@@ -273,8 +285,10 @@ impl S3Upload {
         let store = self.inner.store.clone();
         let location = self.location.clone();
         self.in_flight.spawn(async move {
-            let r = store.put_part(&location, &id, idx, payload).await;
-            (idx, r)
+            let r = store
+                .put_part(&location, &id, idx, PutPayload::from(payload.clone()))
+                .await;
+            (idx, r, payload.try_into_mut().ok())
         });
         self.part_size = part_size_for(self.inner.part_size, self.parts.len());
         Ok(())
@@ -300,7 +314,11 @@ impl S3Upload {
                 h.update(&chunk);
             }
             if self.buf.capacity() == 0 {
-                self.buf = BytesMut::with_capacity(self.part_size);
+                self.buf = self
+                    .spare
+                    .take()
+                    .filter(|b| b.capacity() >= self.part_size)
+                    .unwrap_or_else(|| BytesMut::with_capacity(self.part_size));
             }
             self.buf_len += chunk.len();
             self.buf.extend_from_slice(&chunk);
