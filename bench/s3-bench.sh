@@ -5,7 +5,7 @@
 #   1. Throughput: STOR and RETR of one large random file through ftpgate (curl) and the
 #      same transfer with boto3 (upload_file / download_fileobj with the default
 #      TransferConfig: 8 MiB parts, 10 threads; plus a single streaming GET, which is
-#      what ftpgate itself does for RETR). BENCH_RUNS runs each, interleaved, median,
+#      what ftpgate did for RETR before read_parallelism). BENCH_RUNS runs each, interleaved, median,
 #      ratio ftpgate / direct. The object stored by the first STOR is checked by sha256
 #      through boto3.
 #   2. Peak RSS of ftpgate (VmHWM from /proc/PID/status; ftpgate is restarted before each
@@ -25,7 +25,9 @@
 #   BENCH_CONC_STAGGER    seconds between the starts of the concurrent uploads  (0.5)
 #                         (see "Logins" below)
 #   BENCH_PART_SIZE_MIB   ftpgate part_size_mib; unset = ftpgate's default (8)
-#   BENCH_PARTS_IN_FLIGHT ftpgate max_parts_in_flight; unset = default (2)
+#   BENCH_PARTS_IN_FLIGHT ftpgate max_parts_in_flight; unset = default (4)
+#   BENCH_READ_PARALLELISM ftpgate read_parallelism; unset = default (4; 1 = one GET)
+#   BENCH_READ_CHUNK_MIB  ftpgate read_chunk_mib; unset = default (8)
 #   BENCH_DIR             scratch directory, removed at exit (/dev/shm/ftpgate-s3-bench)
 #   BENCH_OUT             results Markdown          (bench/s3-results-latest.md)
 #   BENCH_TIMEOUT         curl --max-time per transfer, seconds                 (900)
@@ -92,7 +94,7 @@ S3S=${S3S_FS:-s3s-fs}
 PREFAULT_MIB=${BENCH_PREFAULT_MIB:-4096}
 read -r -a GATE_ENV <<<"${BENCH_GATE_ENV:-}"
 PART_MIB=${BENCH_PART_SIZE_MIB:-8}
-IN_FLIGHT=${BENCH_PARTS_IN_FLIGHT:-2}
+IN_FLIGHT=${BENCH_PARTS_IN_FLIGHT:-4}
 BOUND_MIB=$(((IN_FLIGHT + 1) * PART_MIB))
 USER_NAME=bench
 USER_PASS=secret
@@ -244,6 +246,8 @@ secret_access_key = "testing"
 EOF
     [ -n "${BENCH_PART_SIZE_MIB:-}" ] && echo "part_size_mib = $PART_MIB"
     [ -n "${BENCH_PARTS_IN_FLIGHT:-}" ] && echo "max_parts_in_flight = $IN_FLIGHT"
+    [ -n "${BENCH_READ_PARALLELISM:-}" ] && echo "read_parallelism = $BENCH_READ_PARALLELISM"
+    [ -n "${BENCH_READ_CHUNK_MIB:-}" ] && echo "read_chunk_mib = $BENCH_READ_CHUNK_MIB"
     cat <<EOF
 [log]
 level = "warn"

@@ -385,10 +385,18 @@ pub struct StorageConfig {
     /// s3: first multipart part size in MiB (grows for huge uploads). Default 8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub part_size_mib: Option<u64>,
-    /// s3: parts uploading at once per upload. Default 2; memory per upload is
-    /// (this + 1) × part size.
+    /// s3: at most this many parts uploading at once per upload (starts at 2, grows
+    /// while the client outruns S3). Default 4 (gcs/azure: 2); memory per upload is
+    /// at most (this + 1) × part size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_parts_in_flight: Option<usize>,
+    /// s3: chunks of one download (RETR) in memory at once: the one being sent plus
+    /// this − 1 ranged GETs in parallel; 1 = one streaming GET. Default 8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_parallelism: Option<usize>,
+    /// s3: size in MiB of each ranged GET of a download (1–1024). Default 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_chunk_mib: Option<u64>,
     /// s3: retries of a failed request (transient errors only). Default 3.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<usize>,
@@ -473,6 +481,8 @@ impl Default for StorageConfig {
             session_token: None,
             part_size_mib: None,
             max_parts_in_flight: None,
+            read_parallelism: None,
+            read_chunk_mib: None,
             max_retries: None,
             retry_timeout_secs: None,
             list_cache_secs: None,
@@ -554,6 +564,12 @@ impl StorageConfig {
         if let Some(n) = self.max_parts_in_flight {
             c.max_parts_in_flight = n;
         }
+        if let Some(n) = self.read_parallelism {
+            c.read_parallelism = n;
+        }
+        if let Some(n) = self.read_chunk_mib {
+            c.read_chunk_mib = n;
+        }
         if let Some(n) = self.max_retries {
             c.max_retries = n;
         }
@@ -631,6 +647,8 @@ impl StorageConfig {
                 "abort_incomplete_uploads_after_secs",
                 self.abort_incomplete_uploads_after_secs.is_some(),
             ),
+            ("read_parallelism", self.read_parallelism.is_some()),
+            ("read_chunk_mib", self.read_chunk_mib.is_some()),
         ];
         let first = |keys: &[(&'static str, bool)]| keys.iter().find(|(_, set)| *set).map(|k| k.0);
         match self.kind {
@@ -734,6 +752,8 @@ impl StorageConfig {
                     ("session_token", self.session_token.is_some()),
                     ("part_size_mib", self.part_size_mib.is_some()),
                     ("max_parts_in_flight", self.max_parts_in_flight.is_some()),
+                    ("read_parallelism", self.read_parallelism.is_some()),
+                    ("read_chunk_mib", self.read_chunk_mib.is_some()),
                     ("max_retries", self.max_retries.is_some()),
                     ("retry_timeout_secs", self.retry_timeout_secs.is_some()),
                     ("list_cache_secs", self.list_cache_secs.is_some()),

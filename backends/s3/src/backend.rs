@@ -73,6 +73,10 @@ pub(crate) struct Inner {
     endpoint: String,
     pub(crate) part_size: usize,
     pub(crate) max_parts_in_flight: usize,
+    /// `read_parallelism`: chunks of one download in memory at once (see `ranged`).
+    pub(crate) read_parallelism: usize,
+    /// `read_chunk_mib` in bytes: the size of each ranged GET.
+    pub(crate) read_chunk: u64,
     /// Largest object renamed with one server-side CopyObject; larger ones are
     /// streamed through the gateway into a multipart upload.
     copy_limit: u64,
@@ -218,6 +222,8 @@ impl S3Backend {
                 endpoint,
                 part_size,
                 max_parts_in_flight: cfg.max_parts_in_flight,
+                read_parallelism: cfg.read_parallelism,
+                read_chunk: cfg.read_chunk_mib * 1024 * 1024,
                 copy_limit: MAX_COPY_SIZE,
                 meta_cache: MetaCache::default(),
                 dirs: DirCache::default(),
@@ -841,6 +847,21 @@ impl StorageBackend for S3Backend {
             // S3 answers 416 for a range starting at the size.
             return Ok(stream::empty().boxed());
         }
+        let context = format!("read {path}");
+        if let Some(e_tag) = meta.e_tag.clone().filter(|_| {
+            crate::ranged::is_parallel(meta.size - offset, inner.read_chunk, inner.read_parallelism)
+        }) {
+            // Ranged GETs of this version (If-Match) from the offset.
+            return Ok(crate::ranged::stream(
+                Arc::clone(inner),
+                meta.location,
+                context,
+                e_tag,
+                offset,
+                meta.size,
+                None,
+            ));
+        }
         let options = GetOptions {
             range: Some(GetRange::Offset(offset)),
             // The size was checked on this version; a replacement in between must not
@@ -852,15 +873,7 @@ impl StorageBackend for S3Backend {
             .store
             .get_opts(&meta.location, options)
             .await
-            .map_err(|e| match e {
-                object_store::Error::Precondition { .. } => StorageError::new(
-                    ErrorKind::Transient,
-                    format!("read {path}: the file changed while it was opened"),
-                )
-                .with_source(e),
-                e => map_error(format_args!("read {path}"), e),
-            })?;
-        let context = format!("read {path}");
+            .map_err(|e| crate::ranged::changed_or(&context, e))?;
         Ok(result
             .into_stream()
             .map_err(move |e| map_error(&context, e))
@@ -1187,7 +1200,9 @@ impl StorageBackend for S3Backend {
 
     /// RETR in one request: a GET from `offset` returns the size and stored `mtime`
     /// with the body. Only when that fails (416 past the end, 404) is a second request
-    /// needed to tell the cases apart.
+    /// needed to tell the cases apart. When more than one chunk (`read_chunk_mib`)
+    /// follows the offset, that response serves the first chunk only and ranged GETs
+    /// of the same version fetch the rest in parallel (see `ranged`).
     async fn open(&self, path: &VPath, offset: u64) -> Result<(Metadata, ByteStream)> {
         if path.is_root() {
             return Err(StorageError::new(
@@ -1206,10 +1221,28 @@ impl StorageBackend for S3Backend {
                 inner.meta_cache.remember(&r.meta, &r.attributes);
                 let meta = file_meta(&r.meta, meta::mtime_of(&r.attributes));
                 let context = format!("read {path}");
-                let stream = r
-                    .into_stream()
-                    .map_err(move |e| map_error(&context, e))
-                    .boxed();
+                let (size, e_tag) = (r.meta.size, r.meta.e_tag.clone());
+                let parallel = e_tag.filter(|_| {
+                    crate::ranged::is_parallel(
+                        size.saturating_sub(offset),
+                        inner.read_chunk,
+                        inner.read_parallelism,
+                    )
+                });
+                let ctx = context.clone();
+                let body = r.into_stream().map_err(move |e| map_error(&ctx, e)).boxed();
+                let stream = match parallel {
+                    Some(e_tag) => crate::ranged::stream(
+                        Arc::clone(inner),
+                        location,
+                        context,
+                        e_tag,
+                        offset,
+                        size,
+                        Some(body),
+                    ),
+                    None => body,
+                };
                 Ok((meta, stream))
             }
             Err(object_store::Error::NotFound { .. }) => {

@@ -18,7 +18,13 @@ fn default_part_size_mib() -> u64 {
     8
 }
 fn default_max_parts_in_flight() -> usize {
-    2
+    4
+}
+fn default_read_parallelism() -> usize {
+    8
+}
+fn default_read_chunk_mib() -> u64 {
+    4
 }
 fn default_max_retries() -> usize {
     3
@@ -50,6 +56,10 @@ pub const MAX_RETRIES_LIMIT: usize = 20;
 pub const MAX_RETRY_TIMEOUT_SECS: u64 = 600;
 /// The largest accepted `list_cache_secs` (1 minute).
 pub const MAX_LIST_CACHE_SECS: u64 = 60;
+/// The largest accepted `read_parallelism` and `max_parts_in_flight`.
+pub const MAX_PARALLELISM: usize = 64;
+/// The largest accepted `read_chunk_mib`.
+pub const MAX_READ_CHUNK_MIB: u64 = 1024;
 
 /// A secret string whose `Debug` output is redacted, so configs can be logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -124,10 +134,23 @@ pub struct S3Config {
     /// parts so an upload of unknown length can reach S3's 5 TiB limit.
     #[serde(default = "default_part_size_mib")]
     pub part_size_mib: u64,
-    /// How many parts of one upload are sent concurrently, 1 to 64. Default: 2. An upload
-    /// buffers at most `(max_parts_in_flight + 1) × part size` bytes.
+    /// At most how many parts of one upload are sent concurrently, 1 to 64. Default: 4.
+    /// An upload starts with 2 (or this, if lower) and adds one each time the client
+    /// had to wait for a free slot (S3 is the slower side), up to this. An upload
+    /// buffers at most `(max_parts_in_flight + 1) × part size` bytes (40 MiB by
+    /// default).
     #[serde(default = "default_max_parts_in_flight")]
     pub max_parts_in_flight: usize,
+    /// How many chunks of one download (RETR) may be in memory at once, 1 to 64: the
+    /// one being sent plus `read_parallelism − 1` ranged GETs fetching ahead, in
+    /// parallel. 1 = one streaming GET per RETR. Default: 8. A download holds at most
+    /// `read_parallelism × read_chunk_mib` MiB (32 MiB by default). Objects of at most
+    /// one chunk (from the REST offset) are always read with one GET.
+    #[serde(default = "default_read_parallelism")]
+    pub read_parallelism: usize,
+    /// The size in MiB of each ranged GET of a download, 1 to 1024. Default: 4.
+    #[serde(default = "default_read_chunk_mib")]
+    pub read_chunk_mib: u64,
     /// How many times one S3 request is retried after a transient failure (connection
     /// refused or reset, timeout, 5xx, throttling), 0 to 20. Default: 3. Retries back off
     /// exponentially from 100 ms.
@@ -196,6 +219,8 @@ impl S3Config {
             session_token: None,
             part_size_mib: default_part_size_mib(),
             max_parts_in_flight: default_max_parts_in_flight(),
+            read_parallelism: default_read_parallelism(),
+            read_chunk_mib: default_read_chunk_mib(),
             max_retries: default_max_retries(),
             retry_timeout_secs: default_retry_timeout_secs(),
             list_cache_secs: default_list_cache_secs(),
@@ -240,10 +265,22 @@ impl S3Config {
                 self.part_size_mib
             ));
         }
-        if !(1..=64).contains(&self.max_parts_in_flight) {
+        if !(1..=MAX_PARALLELISM).contains(&self.max_parts_in_flight) {
             return bad(format!(
-                "s3.max_parts_in_flight: {} must be between 1 and 64",
+                "s3.max_parts_in_flight: {} must be between 1 and {MAX_PARALLELISM}",
                 self.max_parts_in_flight
+            ));
+        }
+        if !(1..=MAX_PARALLELISM).contains(&self.read_parallelism) {
+            return bad(format!(
+                "s3.read_parallelism: {} must be between 1 and {MAX_PARALLELISM}",
+                self.read_parallelism
+            ));
+        }
+        if !(1..=MAX_READ_CHUNK_MIB).contains(&self.read_chunk_mib) {
+            return bad(format!(
+                "s3.read_chunk_mib: {} must be between 1 and {MAX_READ_CHUNK_MIB}",
+                self.read_chunk_mib
             ));
         }
         if self.max_retries > MAX_RETRIES_LIMIT {
@@ -312,7 +349,8 @@ mod tests {
         assert_eq!(cfg, S3Config::new("b"));
         assert_eq!(cfg.region, "us-east-1");
         assert_eq!(cfg.part_size_mib, 8);
-        assert_eq!(cfg.max_parts_in_flight, 2);
+        assert_eq!(cfg.max_parts_in_flight, 4);
+        assert_eq!((cfg.read_parallelism, cfg.read_chunk_mib), (8, 4));
         assert_eq!(cfg.max_retries, 3);
         assert_eq!(cfg.retry_timeout_secs, 20);
         assert_eq!(cfg.list_cache_secs, 2);
@@ -391,6 +429,24 @@ mod tests {
         let cfg = parse(r#"{"bucket": "b", "abort_incomplete_uploads_after_secs": 0}"#).unwrap();
         assert_eq!(cfg.abort_incomplete_uploads_after_secs, 0);
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn read_settings_are_validated() {
+        let cfg =
+            parse(r#"{"bucket": "b", "read_parallelism": 1, "read_chunk_mib": 1024}"#).unwrap();
+        cfg.validate().unwrap();
+        for (par, chunk, key) in [
+            (0, 8, "s3.read_parallelism"),
+            (65, 8, "s3.read_parallelism"),
+            (4, 0, "s3.read_chunk_mib"),
+            (4, 1025, "s3.read_chunk_mib"),
+        ] {
+            let mut c = S3Config::new("b");
+            (c.read_parallelism, c.read_chunk_mib) = (par, chunk);
+            let err = c.validate().unwrap_err();
+            assert!(err.message().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - `backend`: [`S3Backend`], the [`StorageBackend`](ftpgate_storage::StorageBackend)
 //!   implementation (stat, list, read, mkdir, rmdir, delete, rename).
 //! - `upload`: single PUT or bounded, growing multipart uploads; abort on drop.
+//! - `ranged`: RETR of large objects as a bounded window of parallel ranged GETs.
 //! - `keys`: virtual paths to S3 keys.
 //! - `credentials`: the caching bridge from aws-config's chain to object_store.
 //! - `errors`: object_store errors to [`ErrorKind`](ftpgate_storage::ErrorKind), by type
@@ -56,9 +57,10 @@
 //! # Uploads and memory
 //! An upload buffers up to one part (`part_size_mib`, default 8 MiB). Completed before
 //! the first part is full, it is one PUT. Otherwise it is a multipart upload with at most
-//! `max_parts_in_flight` (default 2) parts sending concurrently, so one upload holds at
-//! most **(max_parts_in_flight + 1) × part size** of part data: 24 MiB by default (the
-//! gateway adds its 1 MiB receive buffer and HTTP connection buffers: 28 MiB per
+//! `max_parts_in_flight` (default 4) parts sending concurrently (it starts with 2 and
+//! adds one whenever the client outruns S3), so one upload holds at most
+//! **(max_parts_in_flight + 1) × part size** of part data: 40 MiB by default (the
+//! gateway adds its 1 MiB receive buffer and HTTP connection buffers, ~4 MiB per
 //! concurrent upload measured, see BENCHMARKS.md). Part sizes double
 //! every 900 parts (capped at 5 GiB) so an upload of unknown length can reach S3's
 //! 5 TiB limit within 10,000 parts; the bound grows with them (48 MiB after ~7 GiB,
@@ -71,6 +73,13 @@
 //! uploads under its prefix older than `abort_incomplete_uploads_after_secs` (default
 //! 24 h) after its first successful [`S3Backend::check`] and then periodically, except
 //! those of its own uploads in progress.
+//!
+//! # Downloads and memory
+//! A RETR is one GET from its offset; when more than one chunk (`read_chunk_mib`,
+//! default 4 MiB) follows the offset, that response serves the first chunk and
+//! ranged GETs conditional on its ETag fetch the rest, `read_parallelism − 1` (default
+//! 7) ahead of the chunk being sent (`ranged`): one download holds at most
+//! **read_parallelism × read_chunk_mib** (32 MiB by default).
 //!
 //! `CreateNew` (STOU) uses a conditional PUT (`If-None-Match: *`); for a multipart
 //! upload the target is checked just before completion, which leaves a short race in
@@ -114,6 +123,7 @@ mod keys;
 mod listing;
 mod meta;
 mod pending;
+mod ranged;
 mod requests;
 mod sha;
 mod upload;
@@ -121,8 +131,8 @@ mod upload;
 pub use backend::{S3Backend, CONNECT_TIMEOUT, MAX_BACKOFF, MAX_COPY_SIZE, POOL_IDLE_TIMEOUT};
 pub use config::{
     S3Config, Secret, DEFAULT_ABORT_INCOMPLETE_UPLOADS_AFTER_SECS, MAX_LIST_CACHE_SECS,
-    MAX_PART_SIZE_MIB, MAX_REQUEST_TIMEOUT_SECS, MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS,
-    MIN_PART_SIZE_MIB,
+    MAX_PARALLELISM, MAX_PART_SIZE_MIB, MAX_READ_CHUNK_MIB, MAX_REQUEST_TIMEOUT_SECS,
+    MAX_RETRIES_LIMIT, MAX_RETRY_TIMEOUT_SECS, MIN_PART_SIZE_MIB,
 };
 pub use credentials::{CachingAwsChain, NO_EXPIRY_TTL, REFRESH_BEFORE_EXPIRY};
 pub use upload::{MAX_PARTS, MAX_PART_SIZE, PARTS_PER_DOUBLING};
