@@ -758,6 +758,19 @@ impl Upload for InstrumentedUpload {
 
 #[cfg(test)]
 mod tests {
+    /// Every defaulted storage method reaches the instrumented backend.
+    #[tokio::test]
+    async fn the_instrumented_backend_forwards_every_method() {
+        ftpgate_storage::testkit::wrapper_forwards_every_method(|inner| {
+            std::sync::Arc::new(super::InstrumentedBackend::new(
+                inner,
+                "storage",
+                std::sync::Arc::new(super::Metrics::new()),
+            ))
+        })
+        .await;
+    }
+
     use super::*;
 
     #[test]

@@ -545,6 +545,20 @@ impl StorageBackend for AccountedBackend {
 
 #[cfg(test)]
 mod tests {
+    /// Every defaulted storage method reaches the wrapped backend (sendfile,
+    /// resumable uploads and the backend's own hash state depend on it).
+    #[tokio::test]
+    async fn the_wrapper_forwards_every_method() {
+        ftpgate_storage::testkit::wrapper_forwards_every_method(|inner| {
+            std::sync::Arc::new(super::AccountedBackend::new(
+                inner,
+                "storage",
+                std::sync::Arc::new(super::Quotas::default()),
+            ))
+        })
+        .await;
+    }
+
     use super::*;
     use ftpgate_backend_memory::MemoryBackend;
 

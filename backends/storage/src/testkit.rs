@@ -1334,3 +1334,247 @@ macro_rules! __conformance_cases {
         )*
     };
 }
+
+// ---------------------------------------------------------------------------------------
+// Wrappers forward every method
+// ---------------------------------------------------------------------------------------
+
+/// The trait methods with a default body, which a wrapper (metrics, quotas) silently
+/// falls back to when it forgets to forward them: the backend's own behaviour
+/// (sendfile, resumable uploads, its own hash state) is then lost without an error.
+pub const DEFAULTED: &[&str] = &[
+    "check",
+    "open",
+    "open_source",
+    "stored_sha256",
+    "pending_upload",
+    "resume_upload",
+    "may_have_pending",
+    "discard_pending",
+    "pending_usage",
+    "expire_pending",
+    "set_permissions",
+    "upload.set_sha256",
+    "upload.suspend",
+    "upload.hash_sha256",
+    "upload.sha256",
+];
+
+type Calls = Arc<std::sync::Mutex<std::collections::BTreeSet<&'static str>>>;
+
+fn note(calls: &Calls, name: &'static str) {
+    calls.lock().unwrap_or_else(|p| p.into_inner()).insert(name);
+}
+
+/// A backend that overrides every defaulted method and notes each call.
+#[derive(Debug, Default)]
+struct Probe {
+    calls: Calls,
+}
+
+struct ProbeUpload {
+    calls: Calls,
+}
+
+#[async_trait::async_trait]
+impl crate::Upload for ProbeUpload {
+    async fn write(&mut self, _data: Bytes) -> Result<()> {
+        Ok(())
+    }
+    async fn complete(self: Box<Self>) -> Result<Metadata> {
+        Err(crate::StorageError::new(ErrorKind::Other, "probe"))
+    }
+    async fn abort(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+    fn set_sha256(&mut self, _digest: [u8; 32]) {
+        note(&self.calls, "upload.set_sha256");
+    }
+    async fn suspend(self: Box<Self>, _key: &crate::PendingKey) -> Result<Option<u64>> {
+        note(&self.calls, "upload.suspend");
+        Ok(Some(42))
+    }
+    fn hash_sha256(&mut self) -> bool {
+        note(&self.calls, "upload.hash_sha256");
+        true
+    }
+    fn sha256(&mut self) -> Option<[u8; 32]> {
+        note(&self.calls, "upload.sha256");
+        Some([7; 32])
+    }
+}
+
+impl Probe {
+    fn upload(&self) -> Box<dyn crate::Upload> {
+        Box::new(ProbeUpload {
+            calls: self.calls.clone(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageBackend for Probe {
+    fn kind(&self) -> &'static str {
+        "probe"
+    }
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Capabilities::all()
+    }
+    async fn check(&self) -> Result<()> {
+        note(&self.calls, "check");
+        Ok(())
+    }
+    async fn stat(&self, path: &VPath) -> Result<Metadata> {
+        Err(crate::StorageError::new(
+            ErrorKind::NotFound,
+            format!("{path}"),
+        ))
+    }
+    async fn list(&self, _dir: &VPath) -> Result<crate::EntryStream> {
+        Ok(futures::stream::empty().boxed())
+    }
+    async fn read(&self, _path: &VPath, _offset: u64) -> Result<crate::ByteStream> {
+        Ok(futures::stream::empty().boxed())
+    }
+    async fn create(&self, _path: &VPath, _mode: WriteMode) -> Result<Box<dyn crate::Upload>> {
+        Ok(self.upload())
+    }
+    async fn delete(&self, _path: &VPath) -> Result<()> {
+        Ok(())
+    }
+    async fn mkdir(&self, _path: &VPath) -> Result<()> {
+        Ok(())
+    }
+    async fn rmdir(&self, _path: &VPath) -> Result<()> {
+        Ok(())
+    }
+    async fn rename(&self, _from: &VPath, _to: &VPath) -> Result<()> {
+        Ok(())
+    }
+    async fn set_modified(&self, _path: &VPath, _time: SystemTime) -> Result<()> {
+        Ok(())
+    }
+    async fn open(&self, _path: &VPath, _offset: u64) -> Result<(Metadata, crate::ByteStream)> {
+        note(&self.calls, "open");
+        Ok((file_meta(3), futures::stream::empty().boxed()))
+    }
+    async fn open_source(
+        &self,
+        _path: &VPath,
+        _offset: u64,
+    ) -> Result<(Metadata, crate::ReadSource)> {
+        note(&self.calls, "open_source");
+        let empty = futures::stream::empty().boxed();
+        Ok((file_meta(3), crate::ReadSource::Stream(empty)))
+    }
+    async fn stored_sha256(&self, _path: &VPath) -> Result<Option<([u8; 32], u64)>> {
+        note(&self.calls, "stored_sha256");
+        Ok(Some(([7; 32], 3)))
+    }
+    async fn pending_upload(
+        &self,
+        _key: &crate::PendingKey,
+    ) -> Result<Option<crate::PendingUpload>> {
+        note(&self.calls, "pending_upload");
+        Ok(Some(crate::PendingUpload {
+            size: 42,
+            modified: UNIX_EPOCH,
+        }))
+    }
+    async fn resume_upload(
+        &self,
+        _key: &crate::PendingKey,
+        _offset: u64,
+    ) -> Result<crate::Resumed> {
+        note(&self.calls, "resume_upload");
+        Ok(crate::Resumed {
+            upload: self.upload(),
+            prefix: None,
+        })
+    }
+    fn may_have_pending(&self, _key: &crate::PendingKey) -> bool {
+        note(&self.calls, "may_have_pending");
+        false
+    }
+    async fn discard_pending(&self, _key: &crate::PendingKey) -> Result<bool> {
+        note(&self.calls, "discard_pending");
+        Ok(true)
+    }
+    async fn pending_usage(&self, _owner: Option<&str>) -> Result<crate::PendingUsage> {
+        note(&self.calls, "pending_usage");
+        Ok(crate::PendingUsage {
+            count: 1,
+            bytes: 42,
+        })
+    }
+    async fn expire_pending(&self, _before: SystemTime) -> Result<crate::PendingUsage> {
+        note(&self.calls, "expire_pending");
+        Ok(crate::PendingUsage {
+            count: 1,
+            bytes: 42,
+        })
+    }
+    async fn set_permissions(&self, _path: &VPath, _mode: u32) -> Result<()> {
+        note(&self.calls, "set_permissions");
+        Ok(())
+    }
+}
+
+fn file_meta(size: u64) -> Metadata {
+    Metadata {
+        kind: EntryKind::File,
+        size,
+        modified: Some(UNIX_EPOCH),
+        unique: None,
+    }
+}
+
+/// Checks that a wrapping backend forwards every method that has a default body
+/// ([`DEFAULTED`]) to the backend it wraps, and passes the answers through.
+/// `wrap` builds the wrapper around the given backend. Panics naming the methods
+/// that fell back to the default.
+pub async fn wrapper_forwards_every_method(
+    wrap: impl FnOnce(Arc<dyn StorageBackend>) -> Arc<dyn StorageBackend>,
+) {
+    let probe = Arc::new(Probe::default());
+    let calls = probe.calls.clone();
+    let w = wrap(probe);
+    let p = VPath::parse("/f").expect("path");
+    let key = crate::PendingKey {
+        owner: "u".into(),
+        path: p.clone(),
+    };
+    let _ = w.check().await;
+    let _ = w.open(&p, 0).await;
+    let _ = w.open_source(&p, 0).await;
+    assert_eq!(w.stored_sha256(&p).await.ok().flatten(), Some(([7; 32], 3)));
+    let pending = w.pending_upload(&key).await.ok().flatten().map(|u| u.size);
+    assert_eq!(pending, Some(42), "pending_upload answer");
+    assert!(!w.may_have_pending(&key), "may_have_pending answer");
+    assert_eq!(w.discard_pending(&key).await.ok(), Some(true));
+    let usage = crate::PendingUsage {
+        count: 1,
+        bytes: 42,
+    };
+    assert_eq!(w.pending_usage(None).await.ok(), Some(usage));
+    assert_eq!(w.expire_pending(UNIX_EPOCH).await.ok(), Some(usage));
+    let _ = w.set_permissions(&p, 0o644).await;
+    if let Ok(resumed) = w.resume_upload(&key, 42).await {
+        let _ = resumed.upload.abort().await;
+    }
+    let mut up = w.create(&p, WriteMode::Truncate).await.expect("create");
+    assert!(up.hash_sha256(), "hash_sha256 answer");
+    assert_eq!(up.sha256(), Some([7; 32]), "sha256 answer");
+    up.set_sha256([1; 32]);
+    assert_eq!(up.suspend(&key).await.ok().flatten(), Some(42));
+    let seen = calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let missing: Vec<&str> = DEFAULTED
+        .iter()
+        .copied()
+        .filter(|m| !seen.contains(m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the wrapper does not forward: {missing:?} (their defaults ran instead)"
+    );
+}
