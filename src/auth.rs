@@ -273,16 +273,18 @@ impl LoginTurn<'_> {
     /// address whose last failure is recent queues behind clean ones, and a
     /// failure here makes it so.
     pub async fn verify(&self, name: &str, password: &str) -> Option<Arc<User>> {
-        let auth = self.auth;
-        let suspect = {
-            let s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
-            s.get(&self.ip).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
-        };
-        let user = auth.verify_as(name, password, suspect).await;
+        let user = self.auth.verify_as(name, password, self.is_suspect()).await;
         if user.is_none() {
             self.suspect();
         }
         user
+    }
+
+    /// True when this turn's address failed a login recently: its checks queue
+    /// behind clean addresses' ones.
+    fn is_suspect(&self) -> bool {
+        let s = self.auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        s.get(&self.ip).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
     }
 
     /// Marks this turn's address as having failed a login just now.
@@ -365,11 +367,7 @@ impl LoginTurn<'_> {
                 None => Checked::Failed,
             };
         };
-        let suspect = {
-            let s = auth.suspects.lock().unwrap_or_else(|p| p.into_inner());
-            s.get(&self.ip).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
-        };
-        if let Some(_permit) = auth.verifying.acquire(suspect).await {
+        if let Some(_permit) = auth.verifying.acquire(self.is_suspect()).await {
             let password = password.to_owned();
             let _ = tokio::task::spawn_blocking(move || verify_password(&password, &dummy)).await;
         }
