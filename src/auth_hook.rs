@@ -30,13 +30,11 @@
 //! Allowed logins are remembered for `cache_secs` ([`HookCache`]); denials and
 //! failures never are, and the cache is emptied on SIGHUP.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ftpgate_storage::StorageBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Authenticator, User};
@@ -231,8 +229,7 @@ pub struct AuthHook {
     checker: Config,
     /// A valid hash put into answers for validation only (never verified against).
     placeholder_hash: String,
-    storage: Arc<dyn StorageBackend>,
-    backends: HashMap<String, Arc<dyn StorageBackend>>,
+    backends: crate::state::Backends,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -242,8 +239,7 @@ impl AuthHook {
     pub fn new(
         config: &Config,
         c: &AuthHookConfig,
-        storage: Arc<dyn StorageBackend>,
-        backends: HashMap<String, Arc<dyn StorageBackend>>,
+        backends: crate::state::Backends,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, String> {
         c.validate()?;
@@ -280,7 +276,6 @@ impl AuthHook {
             ),
             checker,
             placeholder_hash,
-            storage,
             backends,
             metrics,
         })
@@ -365,16 +360,13 @@ impl AuthHook {
             Ok(u) => u,
             Err(e) => return Verdict::Fail(format!("invalid answer: {e}")),
         };
-        let backend = match &user.backend {
-            Some(b) => match self.backends.get(b) {
-                Some(s) => s.clone(),
-                None => return Verdict::Fail(format!("no [backends.{b}]")),
-            },
-            None => self.storage.clone(),
+        let Some(backend) = self.backends.lookup(user.backend.as_deref()) else {
+            let b = user.backend.as_deref().unwrap_or_default();
+            return Verdict::Fail(format!("no [backends.{b}]"));
         };
         match tokio::time::timeout(
             HOME_TIMEOUT,
-            crate::server::ensure_dir(backend.as_ref(), &user.home),
+            crate::state::ensure_dir(backend.as_ref(), &user.home),
         )
         .await
         {
@@ -460,8 +452,10 @@ mod tests {
             url: "http://127.0.0.1:9/auth".into(),
             ..Default::default()
         };
-        let mem: Arc<dyn StorageBackend> = Arc::new(ftpgate_backend_memory::MemoryBackend::new());
-        AuthHook::new(cfg, &c, mem, HashMap::new(), Arc::default()).unwrap()
+        let mem: Arc<dyn ftpgate_storage::StorageBackend> =
+            Arc::new(ftpgate_backend_memory::MemoryBackend::new());
+        let backends = crate::state::Backends::new(mem, std::collections::HashMap::new());
+        AuthHook::new(cfg, &c, backends, Arc::default()).unwrap()
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::protocol::code;
 use crate::protocol::codec::{LineEvent, LineReader};
 use crate::protocol::core::{Action, ControlCore, Done, Input, Limits, Started};
 use crate::protocol::{Command, Reply};
-use crate::server::Shared;
 use crate::session::Session;
+use crate::state::Shared;
 
 /// A transfer or HASH job running beside the control channel.
 struct Running {
@@ -96,7 +96,7 @@ impl Connection {
     ) -> Option<Self> {
         let (signal, control) = crate::liveness::channel(&stream);
         let (rd, mut wr) = if implicit {
-            let tls = shared.tls.as_ref()?;
+            let tls = shared.data_plane.tls.as_ref()?;
             match Box::pin(tls.accept(stream)).await {
                 Ok((s, conn)) => {
                     session.tls_control = true;
@@ -221,9 +221,9 @@ impl Connection {
                     None => Vec::new(),
                 }
             }
-            _ = shared.hard_stop.cancelled(), if running => self.core.hard_stop(),
+            _ = shared.lifecycle.hard_stop.cancelled(), if running => self.core.hard_stop(),
             _ = until(deadline), if deadline.is_some() => self.core.timer(Instant::now()),
-            _ = crate::server::drained(shared), if !running => self.core.draining(),
+            _ = shared.lifecycle.drained(), if !running => self.core.draining(),
         }
     }
 
@@ -265,7 +265,7 @@ impl Connection {
                 // RFC 959 §4.1.1 QUIT: "If file transfer is in progress, the
                 // connection will remain open for result response and the server
                 // will then close it" — unless the shutdown grace period ends first.
-                let (cancel, stop) = (r.cancel.clone(), self.shared.hard_stop.clone());
+                let (cancel, stop) = (r.cancel.clone(), self.shared.lifecycle.hard_stop.clone());
                 let done = finish(&self.shared, r);
                 tokio::pin!(done);
                 let end = tokio::select! {
@@ -338,7 +338,7 @@ async fn upgrade(
     shared: &Shared,
     session: &mut Session,
 ) -> bool {
-    let Some(tls) = shared.tls.as_ref() else {
+    let Some(tls) = shared.data_plane.tls.as_ref() else {
         return false;
     };
     match control::start_tls(reader, wr, tls).await {
@@ -383,8 +383,9 @@ async fn run_command(
     // Boxed: the handlers' futures (transfers, listings) are large, and inline
     // they would make every idle session's task as big as the largest of them.
     let outcome = Box::pin(handlers::dispatch(cmd, &mut ctx)).await;
-    let backend = shared
-        .backend_label(session.user().map(|u| u.as_ref()))
+    let backend = session
+        .logged_in()
+        .map_or(crate::state::DEFAULT_LABEL, |c| c.backend.label())
         .to_owned();
     match outcome {
         Outcome::Reply(r) => {

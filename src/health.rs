@@ -125,13 +125,13 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 pub async fn probe(
     index: usize,
     backend: Arc<dyn StorageBackend>,
-    shared: Arc<crate::server::Shared>,
+    shared: Arc<crate::state::Shared>,
     every: Duration,
 ) {
     let unready_after = Duration::from_secs(shared.config.server.backend_unready_after_secs);
     loop {
         tokio::select! {
-            _ = shared.hard_stop.cancelled() => return,
+            _ = shared.lifecycle.hard_stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let result = match tokio::time::timeout(every, backend.check()).await {
@@ -140,6 +140,7 @@ pub async fn probe(
             Err(_) => Err(format!("no answer within {} s", every.as_secs())),
         };
         shared
+            .lifecycle
             .health
             .record(index, result, unready_after, &shared.metrics);
         // Keeps `ftpgate_ready` current without a scrape of /readyz.

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Serves the endpoint until the process exits (it outlives the FTP listener so
 /// probes see `/readyz` fail during the shutdown grace period).
@@ -61,12 +61,12 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 fn scrape_gauges(shared: &Shared) {
     let m = &shared.metrics;
     let max = shared.config.passive.max_pending;
-    let free = shared.passive_slots.available_permits();
+    let free = shared.data_plane.passive_slots.available_permits();
     m.passive_pending
         .set(i64::try_from(max.saturating_sub(free)).unwrap_or(i64::MAX));
     m.bans_active
-        .set(i64::try_from(shared.bans.active()).unwrap_or(i64::MAX));
-    if let (Some(tls), Some(file)) = (&shared.tls, &shared.config.tls.cert_file) {
+        .set(i64::try_from(shared.limits.bans.active()).unwrap_or(i64::MAX));
+    if let (Some(tls), Some(file)) = (&shared.data_plane.tls, &shared.config.tls.cert_file) {
         if let Some(t) = tls.not_after() {
             m.tls_certificate(&file.display().to_string(), t);
         }

@@ -75,5 +75,6 @@ pub(crate) mod resume;
 pub(crate) mod sendfile;
 pub mod server;
 pub(crate) mod session;
+pub(crate) mod state;
 pub(crate) mod tls;
 pub(crate) mod webhooks;

@@ -11,6 +11,7 @@ use crate::auth::User;
 use crate::config::TlsMode;
 use crate::listing::Facts;
 use crate::protocol::{Command, TransferType};
+use crate::state::UserContext;
 
 /// Where the login stands.
 #[derive(Debug, Clone, Default)]
@@ -23,8 +24,8 @@ pub enum LoginState {
         /// The name from USER.
         name: String,
     },
-    /// Logged in.
-    LoggedIn(Arc<User>),
+    /// Logged in, with the user's backend and quota resolved once.
+    LoggedIn(UserContext),
 }
 
 /// The state of one control connection.
@@ -197,7 +198,15 @@ impl Session {
     /// The logged-in user, if any.
     pub fn user(&self) -> Option<&Arc<User>> {
         match &self.login {
-            LoginState::LoggedIn(u) => Some(u),
+            LoginState::LoggedIn(c) => Some(&c.user),
+            _ => None,
+        }
+    }
+
+    /// The logged-in user with its backend and quota, if any.
+    pub fn logged_in(&self) -> Option<&UserContext> {
+        match &self.login {
+            LoginState::LoggedIn(c) => Some(c),
             _ => None,
         }
     }

@@ -11,7 +11,7 @@ use crate::protocol::{EpsvArg, Reply};
 
 async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
     *ctx.data = None; // close the previous listener first
-    if let Some(ports) = &ctx.server.shared_ports {
+    if let Some(ports) = &ctx.server.data_plane.shared_ports {
         return match ports.reserve(ctx.session.peer.ip()) {
             Ok(p) => {
                 let addr = SocketAddr::new(ctx.session.local.ip(), p.port);
@@ -27,7 +27,13 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
             }
         };
     }
-    let Ok(slot) = ctx.server.passive_slots.clone().try_acquire_owned() else {
+    let Ok(slot) = ctx
+        .server
+        .data_plane
+        .passive_slots
+        .clone()
+        .try_acquire_owned()
+    else {
         tracing::warn!("passive.max_pending listeners are pending: refusing PASV/EPSV");
         return Err(Reply::new(
             code::CANT_OPEN_DATA,
@@ -35,7 +41,7 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
         ));
     };
     let ip = ctx.session.socket_local.ip();
-    match datachan::bind_passive(ip, ctx.server.passive_ports).await {
+    match datachan::bind_passive(ip, ctx.server.data_plane.passive_ports).await {
         Ok(l) => {
             let addr = l
                 .local_addr()
@@ -62,6 +68,7 @@ pub(super) async fn pasv(ctx: &mut Ctx<'_>) -> Outcome {
     }
     let announce = match ctx
         .server
+        .data_plane
         .advertised_ip(ctx.session.peer.ip())
         .or(Some(datachan::canonical(ctx.session.local.ip())))
     {

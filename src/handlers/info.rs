@@ -15,7 +15,7 @@ pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
     let caps = ctx.storage().capabilities();
     let mut lines = Vec::new();
     // RFC 4217 §6: AUTH TLS, PBSZ and PROT are advertised where TLS is offered.
-    if ctx.session.tls_mode != crate::config::TlsMode::Off && ctx.server.tls.is_some() {
+    if ctx.session.tls_mode != crate::config::TlsMode::Off && ctx.server.data_plane.tls.is_some() {
         lines.push(" AUTH TLS".to_owned());
     }
     lines.extend([
@@ -29,7 +29,7 @@ pub(super) fn feat(ctx: &mut Ctx<'_>) -> Outcome {
     }
     lines.push(format!(" MLST {}", ctx.session.facts.feat_string()));
     lines.push(" PASV".into());
-    if ctx.session.tls_mode != crate::config::TlsMode::Off && ctx.server.tls.is_some() {
+    if ctx.session.tls_mode != crate::config::TlsMode::Off && ctx.server.data_plane.tls.is_some() {
         lines.push(" PBSZ".into());
         lines.push(" PROT".into());
     }

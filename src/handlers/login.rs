@@ -55,7 +55,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
     // of `server.ipv6_prefix_len` bits is one client).
     let client = crate::bans::client_key(ip, ctx.server.config.server.ipv6_prefix_len);
     let turn = ctx.server.auth.turn(client).await;
-    if ctx.server.bans.banned(ip).is_some() {
+    if ctx.server.limits.bans.banned(ip).is_some() {
         drop(turn);
         ctx.server.metrics.logins.get_or_create(&LOGIN_BANNED).inc();
         ctx.session.login_failures += 1;
@@ -89,7 +89,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
     // Counted before the turn ends, so the next check from this address sees a ban.
     let ban = match verified {
         Some(_) => None,
-        None => ctx.server.bans.failure(ip),
+        None => ctx.server.limits.bans.failure(ip),
     };
     drop(turn);
     if network_refused {
@@ -98,7 +98,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
     }
     match verified {
         Some(user) => {
-            let Some((slot, throttles)) = ctx.server.user_limits.login(&user) else {
+            let Some((slot, throttles)) = ctx.server.limits.user_limits.login(&user) else {
                 ctx.server.metrics.user_limit_refused("sessions");
                 ctx.server.metrics.logins.get_or_create(&LOGIN_FAILED).inc();
                 ctx.session.login = LoginState::AwaitUser;
@@ -114,7 +114,7 @@ pub(super) async fn pass(ctx: &mut Ctx<'_>, pw: Password) -> Outcome {
             ctx.server.metrics.logins.get_or_create(&LOGIN_OK).inc();
             tracing::Span::current().record("user", user.name.as_str());
             tracing::info!(user = %user.name, "login ok");
-            ctx.session.login = LoginState::LoggedIn(user);
+            ctx.session.login = LoginState::LoggedIn(ctx.server.login(user));
             ctx.session.cwd = ftpgate_storage::VPath::root();
             Reply::new(code::LOGGED_IN, "Login successful").into()
         }

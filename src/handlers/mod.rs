@@ -25,8 +25,8 @@ use crate::datachan::DataEndpoint;
 use crate::errors;
 use crate::protocol::code;
 use crate::protocol::{Command, Reply};
-use crate::server::Shared;
 use crate::session::Session;
+use crate::state::Shared;
 
 pub use info::help_reply;
 
@@ -44,21 +44,20 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The backend of the logged-in user (`users.backend`), else the default one.
+    /// The backend of the logged-in user (resolved at login), else the default one.
     pub fn storage(&self) -> Arc<dyn StorageBackend> {
-        self.server
-            .backend_for(self.session.user().map(|u| u.as_ref()))
-            .clone()
+        match self.session.logged_in() {
+            Some(c) => c.backend.storage.clone(),
+            None => self.server.backends.default_backend().clone(),
+        }
     }
 
     /// The configuration section of that backend (`[backends.NAME]` or `[storage]`).
     pub fn storage_config(&self) -> &StorageConfig {
-        let config = &self.server.config;
-        self.session
-            .user()
-            .and_then(|u| u.backend.as_ref())
-            .and_then(|name| config.backends.get(name))
-            .unwrap_or(&config.storage)
+        match self.session.logged_in() {
+            Some(c) => self.server.backend_config(&c.backend),
+            None => &self.server.config.storage,
+        }
     }
 }
 

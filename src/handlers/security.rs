@@ -9,7 +9,7 @@ use crate::protocol::Reply;
 /// AUTH TLS (also `TLS-C`, and `SSL` as old clients send): 234, then the
 /// connection upgrades (RFC 4217 §4). Only before login and only once.
 pub(super) fn auth(ctx: &mut Ctx<'_>, mechanism: &str) -> Outcome {
-    if ctx.session.tls_mode == TlsMode::Off || ctx.server.tls.is_none() {
+    if ctx.session.tls_mode == TlsMode::Off || ctx.server.data_plane.tls.is_none() {
         return Reply::new(
             code::NOT_IMPLEMENTED,
             "TLS is not configured on this server",

@@ -152,7 +152,9 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
         .ok_or_else(|| Reply::new(code::CANT_OPEN_DATA, "Use PORT, PASV or EPSV first"))?;
     Ok(DataLink {
         endpoint,
-        policy: ctx.server.data_policy(ctx.session),
+        policy: ctx
+            .server
+            .data_policy(ctx.session.peer.ip(), ctx.session.socket_local.ip()),
         stall: Duration::from_secs(ctx.server.config.server.idle_timeout_secs),
         tls: if ctx.session.prot_private {
             // PROT P needs AUTH TLS, which sets the context; never fall back to
@@ -727,11 +729,9 @@ async fn reserve_quota(
 /// for a user without quota; 451 when the walk fails. Loaded before any upload
 /// object exists, so the backend wrapper accounts for it (a resumed one too).
 async fn quota_area(ctx: &Ctx<'_>) -> Result<Option<std::sync::Arc<crate::quota::Area>>, Reply> {
-    let Some(user) = ctx.session.user().filter(|u| u.quota().is_some()) else {
+    let Some(area) = ctx.session.logged_in().and_then(|c| c.quota.clone()) else {
         return Ok(None);
     };
-    let label = ctx.server.backend_label(Some(user));
-    let area = ctx.server.quotas.area(label, &user.home);
     match area.load(&*ctx.storage()).await {
         Ok(_) => Ok(Some(area)),
         Err(e) => {
