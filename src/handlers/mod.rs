@@ -11,6 +11,8 @@ mod login;
 mod navigate;
 mod security;
 mod site;
+#[cfg(test)]
+mod tests;
 mod transfer;
 
 use std::sync::Arc;
