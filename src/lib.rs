@@ -13,7 +13,12 @@
 //! - [`liveness`]: whether the client of an ending upload is still there (a
 //!   killed client's upload is never committed).
 //! - [`handlers`]: one module per verb family (login, navigation, files, data
-//!   set-up, transfers, information).
+//!   set-up, transfers, information); `handlers::tests` runs them in-process
+//!   over the memory backend.
+//! - [`state`]: what every session shares, built from the configuration without
+//!   binding sockets (`state::Shared::build`): backends (the one user → backend
+//!   mapping, resolved once per login into a `state::UserContext`), data plane,
+//!   limits, lifecycle, session counts.
 //! - [`datachan`]: PASV/EPSV listeners and PORT/EPRT connections, RFC 2577 checks.
 //! - [`listing`]: LIST/NLST/MLSD/MLST formatters.
 //! - [`sendfile`]: zero-copy binary RETR of local files over plain data connections.
@@ -26,7 +31,8 @@
 //!   plain/TLS streams and the `AUTH TLS` upgrade.
 //! - [`config`]: figment layering and validation.
 //! - [`proxy`]: PROXY protocol v1/v2 headers from a load balancer.
-//! - [`server`]: listeners, session limits, graceful shutdown, users reload.
+//! - [`server`]: listeners, session limits, graceful shutdown, users reload; it
+//!   depends on [`state`], which never depends on it.
 //! - [`limits`]: per-user session caps and bandwidth buckets; [`quota`]: per-user
 //!   storage quotas, counted by a wrapper around each backend.
 //! - [`health`]: background backend checks behind `/readyz` and `ftpgate_backend_up`.

@@ -1,10 +1,10 @@
-//! The server: builds the backend, binds the control listener, enforces the
-//! session limits (global and per client IP, 421 beyond them — RFC 959 §4.2 "421
-//! Service not available, closing control connection") and shuts down gracefully:
-//! on the shutdown signal `/readyz` turns 503 at once, the listeners keep accepting
-//! for `server.shutdown_delay_secs` (so the load balancer moves new sessions away
-//! first), then close; quiet sessions get 421 and running transfers may finish
-//! within `server.shutdown_grace_secs`.
+//! The server: builds the shared state ([`crate::state::Shared::build`]), binds
+//! the listeners around it, enforces the session limits (global and per client
+//! IP, 421 beyond them — RFC 959 §4.2 "421 Service not available, closing control
+//! connection") and shuts down gracefully: on the shutdown signal `/readyz` turns
+//! 503 at once, the listeners keep accepting for `server.shutdown_delay_secs` (so
+//! the load balancer moves new sessions away first), then close; quiet sessions
+//! get 421 and running transfers may finish within `server.shutdown_grace_secs`.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
