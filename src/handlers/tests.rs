@@ -531,3 +531,52 @@ async fn storage_errors_map_to_their_codes() {
         assert_eq!(rig.run("MKD d").await.0, want, "{kind:?}");
     }
 }
+
+#[tokio::test]
+async fn opts_mlst_selects_the_facts_mlst_reports() {
+    let mut rig = Rig::user("alice").await;
+    put(&*rig.storage(), "/alice/f", b"123").await;
+    assert_eq!(
+        rig.run("OPTS MLST size;").await,
+        (code::COMMAND_OK, "MLST OPTS size;".into())
+    );
+    let r = rig.cmd("MLST f").await;
+    assert_eq!(r.lines[1], " size=3; /f");
+}
+
+#[tokio::test]
+async fn stat_with_a_path_lists_on_the_control_channel() {
+    let mut rig = Rig::user("alice").await;
+    let store = rig.storage();
+    store.mkdir(&p("/alice/d")).await.unwrap();
+    put(&*store, "/alice/d/one.txt", &[1u8; 42]).await;
+    store.mkdir(&p("/alice/d/sub")).await.unwrap();
+    let r = rig.cmd("STAT d").await;
+    assert_eq!(r.code, code::FILE_STATUS);
+    assert_eq!(r.lines.first().map(String::as_str), Some("Status of /d:"));
+    let body = &r.lines[1..r.lines.len() - 1];
+    assert_eq!(body.len(), 2, "{r:?}");
+    let file = body.iter().find(|l| l.ends_with(" one.txt")).unwrap();
+    assert!(
+        file.starts_with("-rw-r--r--") && file.contains(" 42 "),
+        "{file}"
+    );
+    let dir = body.iter().find(|l| l.ends_with(" sub")).unwrap();
+    assert!(dir.starts_with("drwxr-xr-x"), "{dir}");
+    assert_eq!(rig.run("STAT nope").await.0, code::FILE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn rein_forgets_the_login_and_its_backend() {
+    let mut rig = Rig::user("bob").await;
+    assert_eq!(rig.run("MKD x").await.0, code::PATH_CREATED);
+    assert_eq!(rig.run("CWD x").await.0, code::FILE_ACTION_OK);
+    assert_eq!(rig.run("REIN").await.0, code::SERVICE_READY);
+    assert!(rig.session.logged_in().is_none());
+    assert!(rig.session.cwd.is_root());
+    assert_eq!(rig.run("MKD y").await.0, code::NOT_LOGGED_IN);
+    rig.login("alice").await;
+    assert_eq!(rig.session.logged_in().unwrap().backend.label(), "storage");
+    assert_eq!(rig.run("MKD y").await.0, code::PATH_CREATED);
+    assert!(exists(&*rig.storage(), "/alice/y").await);
+}
