@@ -89,7 +89,9 @@ pub struct Advertise {
 
 impl Advertise {
     /// Resolves every address and host name of `[passive]`.
-    pub async fn resolve(cfg: &crate::config::PassiveConfig) -> Result<Self, String> {
+    pub async fn resolve(
+        cfg: &crate::config::PassiveConfig,
+    ) -> Result<Self, crate::config::ConfigError> {
         let default = match &cfg.advertise {
             Some(a) => Some(crate::config::resolve_advertise(a).await?),
             None => None,
