@@ -49,8 +49,10 @@ pub struct Config {
     /// `[transfer]`: data representation.
     pub transfer: TransferConfig,
     /// `[storage]`: the default backend.
+    #[serde(skip_serializing, deserialize_with = "storage_section")]
     pub storage: StorageConfig,
     /// `[backends.NAME]`: further backends, chosen per user with `users.backend`.
+    #[serde(skip_serializing, deserialize_with = "backend_sections")]
     pub backends: std::collections::BTreeMap<String, StorageConfig>,
     /// `[[users]]`: accounts.
     pub users: Vec<UserConfig>,
@@ -358,132 +360,71 @@ pub enum StorageKind {
     Azure,
 }
 
-/// A secret config value: `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Redacted(pub String);
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
+impl StorageKind {
+    /// The name written in `kind = "…"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Memory => "memory",
+            Self::S3 => "s3",
+            Self::Gcs => "gcs",
+            Self::Azure => "azure",
+        }
     }
 }
 
-/// `[storage]` keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `[storage]` or `[backends.NAME]`: one backend of a `kind`, with that backend
+/// crate's own config type, plus the keys every kind shares.
+///
+/// Read by [`StorageConfig::from_value`]: `kind` first, then the matching type from
+/// the rest of the section, so errors name the exact key (`storage.part_size_mib`);
+/// a key of another kind is refused with its name.
+#[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// `local` or `memory`. Default `local`.
-    pub kind: StorageKind,
-    /// Root directory of the local backend; created if missing. Default `./data`.
-    pub root: PathBuf,
-    /// s3: the bucket (required for `kind = "s3"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bucket: Option<String>,
-    /// s3: key prefix under which the FTP tree lives.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// s3: region. Default `us-east-1`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// s3: endpoint URL of an S3-compatible service (MinIO, Ceph, R2 …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// s3: path-style requests (`endpoint/bucket/key`). Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub force_path_style: Option<bool>,
-    /// s3: allow an `http://` endpoint. Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allow_http: Option<bool>,
-    /// s3: static access key (explicit override of the AWS credential chain).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-    /// s3: static secret key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_access_key: Option<Redacted>,
-    /// s3: file holding the static secret key (a mounted Secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_access_key_file: Option<PathBuf>,
-    /// s3: static session token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_token: Option<Redacted>,
-    /// s3: first multipart part size in MiB (grows for huge uploads). Default 8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub part_size_mib: Option<u64>,
-    /// s3: at most this many parts uploading at once per upload (starts at 2, grows
-    /// while the client outruns S3). Default 4 (gcs/azure: 2); memory per upload is
-    /// at most (this + 1) × part size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_parts_in_flight: Option<usize>,
-    /// s3: chunks of one download (RETR) in memory at once: the one being sent plus
-    /// this − 1 ranged GETs in parallel; 1 = one streaming GET. Default 8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_parallelism: Option<usize>,
-    /// s3: size in MiB of each ranged GET of a download (1–1024). Default 4.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_chunk_mib: Option<u64>,
-    /// s3: retries of a failed request (transient errors only). Default 3.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<usize>,
-    /// s3: give up retrying one request after this many seconds, so an FTP client
-    /// gets 451 before it gives up itself. Default 20.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_timeout_secs: Option<u64>,
-    /// s3: seconds a complete listing of a small directory (≤ 1,000 entries) is
-    /// reused, updated by this process's own writes; 0 = off. Default 2.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub list_cache_secs: Option<u64>,
-    /// s3: seconds S3 may take to send response headers after the request was sent.
-    /// Default 30.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_timeout_secs: Option<u64>,
-    /// s3: seconds a request or response body may make no progress while waited
-    /// for (slow but moving transfers are never cut). Default 30.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stall_timeout_secs: Option<u64>,
-    /// s3: incomplete multipart uploads under the prefix older than this are aborted
-    /// at start and periodically; 0 = off. Default 86400.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub abort_incomplete_uploads_after_secs: Option<u64>,
+    /// The backend and its own keys, chosen by `kind`. Default: local disk.
+    pub backend: BackendConfig,
     /// Compute the SHA-256 of every upload while it streams (logged with the transfer
     /// event; on S3 stored as `x-amz-meta-sha256` so `HASH` needs no download). Any
     /// backend. Default true.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_sha256: Option<bool>,
     /// Seconds an interrupted upload is kept as a pending upload its user can resume
     /// with `REST n` + `STOR` or `APPE` (local disk and S3); 0 = off (discarded). Default
     /// 86400 (24 h), at most 30 days.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_window_secs: Option<u64>,
     /// Most pending uploads one user keeps (further interrupted uploads are
     /// discarded). Default 16.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_max_per_user: Option<u64>,
     /// Most bytes one user's pending uploads hold. Default 100 GiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_max_bytes_per_user: Option<u64>,
-    /// gcs: a service account key file (JSON), overriding Google's credential chain.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_account_file: Option<PathBuf>,
-    /// gcs: unsigned requests (emulators, public buckets). Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub anonymous: Option<bool>,
-    /// azure: the storage account (required unless `use_emulator`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    /// azure: the container (required for `kind = "azure"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// azure: the account's shared key, overriding Azure's credential chain.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key: Option<Redacted>,
-    /// azure: file holding the shared key (a mounted Secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key_file: Option<PathBuf>,
-    /// azure: talk to Azurite (its well-known account and key unless set,
-    /// `endpoint` default `http://127.0.0.1:10000`). Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub use_emulator: Option<bool>,
+}
+
+/// The backend of a storage section, by `kind`.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// `kind = "local"`.
+    Local(LocalConfig),
+    /// `kind = "memory"`: no keys of its own.
+    Memory,
+    /// `kind = "s3"`: the S3 backend's own keys ([`ftpgate_backend_s3::S3Config`]).
+    S3(Box<ftpgate_backend_s3::S3Config>),
+    /// `kind = "gcs"` ([`ftpgate_backend_cloud::GcsConfig`]).
+    Gcs(Box<ftpgate_backend_cloud::GcsConfig>),
+    /// `kind = "azure"` ([`ftpgate_backend_cloud::AzureConfig`]).
+    Azure(Box<ftpgate_backend_cloud::AzureConfig>),
+}
+
+/// The keys of `kind = "local"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Root directory of the local backend; created if missing. Default `./data`.
+    /// (Other kinds ignore `root`, so `--root` never breaks a bucket's config.)
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from("./data")
 }
 
 /// Longest `resume_window_secs`: 30 days.
@@ -491,45 +432,59 @@ pub const MAX_RESUME_WINDOW_SECS: u64 = 30 * 24 * 3600;
 
 impl Default for StorageConfig {
     fn default() -> Self {
+        Self::of(BackendConfig::Local(LocalConfig {
+            root: default_root(),
+        }))
+    }
+}
+
+/// The keys every kind shares; `root` is read by `local` and ignored by the others.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    #[serde(default)]
+    kind: StorageKind,
+    #[serde(default = "default_root")]
+    root: PathBuf,
+    upload_sha256: Option<bool>,
+    resume_window_secs: Option<u64>,
+    resume_max_per_user: Option<u64>,
+    resume_max_bytes_per_user: Option<u64>,
+}
+
+/// Keys read from a file instead (a mounted Secret): (`kind`, file key, key).
+const SECRET_FILES: [(StorageKind, &str, &str); 2] = [
+    (
+        StorageKind::S3,
+        "secret_access_key_file",
+        "secret_access_key",
+    ),
+    (StorageKind::Azure, "access_key_file", "access_key"),
+];
+
+impl StorageConfig {
+    /// A section for `backend` with the shared keys at their defaults.
+    pub fn of(backend: BackendConfig) -> Self {
         Self {
-            kind: StorageKind::Local,
-            root: PathBuf::from("./data"),
-            bucket: None,
-            prefix: None,
-            region: None,
-            endpoint: None,
-            force_path_style: None,
-            allow_http: None,
-            access_key_id: None,
-            secret_access_key: None,
-            secret_access_key_file: None,
-            session_token: None,
-            part_size_mib: None,
-            max_parts_in_flight: None,
-            read_parallelism: None,
-            read_chunk_mib: None,
-            max_retries: None,
-            retry_timeout_secs: None,
-            list_cache_secs: None,
-            response_timeout_secs: None,
-            stall_timeout_secs: None,
-            abort_incomplete_uploads_after_secs: None,
+            backend,
             upload_sha256: None,
             resume_window_secs: None,
             resume_max_per_user: None,
             resume_max_bytes_per_user: None,
-            service_account_file: None,
-            anonymous: None,
-            account: None,
-            container: None,
-            access_key: None,
-            access_key_file: None,
-            use_emulator: None,
         }
     }
-}
 
-impl StorageConfig {
+    /// The `kind` of this section.
+    pub fn kind(&self) -> StorageKind {
+        match self.backend {
+            BackendConfig::Local(_) => StorageKind::Local,
+            BackendConfig::Memory => StorageKind::Memory,
+            BackendConfig::S3(_) => StorageKind::S3,
+            BackendConfig::Gcs(_) => StorageKind::Gcs,
+            BackendConfig::Azure(_) => StorageKind::Azure,
+        }
+    }
+
     /// How long interrupted uploads stay resumable (`resume_window_secs`); `None`
     /// when resuming is off.
     pub fn resume_window(&self) -> Option<std::time::Duration> {
@@ -547,265 +502,204 @@ impl StorageConfig {
         )
     }
 
-    /// The S3 settings of a `kind = "s3"` section; `key` (`storage`,
-    /// `backends.NAME`) prefixes the names in error messages.
-    pub fn s3_config(&self, key: &str) -> Result<ftpgate_backend_s3::S3Config, ConfigError> {
-        let bucket = self
-            .bucket
-            .clone()
-            .ok_or_else(|| format!("{key}.bucket is required for kind = \"s3\""))?;
-        let mut c = ftpgate_backend_s3::S3Config::new(bucket);
-        c.prefix = self.prefix.clone();
-        if let Some(r) = &self.region {
-            c.region = r.clone();
-        }
-        c.endpoint = self.endpoint.clone();
-        c.force_path_style = self.force_path_style.unwrap_or(false);
-        c.allow_http = self.allow_http.unwrap_or(false);
-        c.access_key_id = self.access_key_id.clone();
-        let secret = match (&self.secret_access_key, &self.secret_access_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid(format!(
-                    "{key}.secret_access_key and {key}.secret_access_key_file are exclusive"
-                )))
-            }
-            (Some(s), None) => Some(s.0.clone()),
-            (None, Some(f)) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("{key}.secret_access_key_file {}: {e}", f.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, None) => None,
+    /// Reads a section (`key`: `storage`, `backends.NAME`) from its figment value:
+    /// `kind` and the shared keys, then the kind's own config type from the other
+    /// keys. `*_file` secrets are read here.
+    pub fn from_value(value: &figment::value::Value, key: &str) -> Result<Self, ConfigError> {
+        use figment::value::Value;
+        let Some(dict) = value.as_dict() else {
+            return Err(ConfigError::Invalid(format!("{key} must be a table")));
         };
-        c.secret_access_key = secret.map(ftpgate_backend_s3::Secret::new);
-        c.session_token = self
-            .session_token
-            .as_ref()
-            .map(|t| ftpgate_backend_s3::Secret::new(t.0.clone()));
-        if let Some(n) = self.part_size_mib {
-            c.part_size_mib = n;
-        }
-        if let Some(n) = self.max_parts_in_flight {
-            c.max_parts_in_flight = n;
-        }
-        if let Some(n) = self.read_parallelism {
-            c.read_parallelism = n;
-        }
-        if let Some(n) = self.read_chunk_mib {
-            c.read_chunk_mib = n;
-        }
-        if let Some(n) = self.max_retries {
-            c.max_retries = n;
-        }
-        if let Some(n) = self.retry_timeout_secs {
-            c.retry_timeout_secs = n;
-        }
-        if let Some(n) = self.list_cache_secs {
-            c.list_cache_secs = n;
-        }
-        if let Some(n) = self.response_timeout_secs {
-            c.response_timeout_secs = n;
-        }
-        if let Some(n) = self.stall_timeout_secs {
-            c.stall_timeout_secs = n;
-        }
-        if let Some(n) = self.abort_incomplete_uploads_after_secs {
-            c.abort_incomplete_uploads_after_secs = n;
-        }
-        c.resume_window_secs = self.resume_window().map_or(0, |w| w.as_secs());
-        c.validate()
-            .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
-        Ok(c)
-    }
-
-    /// The request and upload bounds of a `gcs` or `azure` section.
-    fn cloud_tuning(&self) -> ftpgate_backend_cloud::Tuning {
-        let mut t = ftpgate_backend_cloud::Tuning::default();
-        if let Some(n) = self.part_size_mib {
-            t.part_size_mib = n;
-        }
-        if let Some(n) = self.max_parts_in_flight {
-            t.max_parts_in_flight = n;
-        }
-        if let Some(n) = self.max_retries {
-            t.max_retries = n;
-        }
-        if let Some(n) = self.retry_timeout_secs {
-            t.retry_timeout_secs = n;
-        }
-        if let Some(n) = self.response_timeout_secs {
-            t.response_timeout_secs = n;
-        }
-        if let Some(n) = self.stall_timeout_secs {
-            t.stall_timeout_secs = n;
-        }
-        t
-    }
-
-    /// The keys of other kinds set in a section of `kind`: the first one's name.
-    fn foreign_cloud_key(&self) -> Option<&'static str> {
-        let gcs_only = [
-            ("service_account_file", self.service_account_file.is_some()),
-            ("anonymous", self.anonymous.is_some()),
-        ];
-        let azure_only = [
-            ("account", self.account.is_some()),
-            ("container", self.container.is_some()),
-            ("access_key", self.access_key.is_some()),
-            ("access_key_file", self.access_key_file.is_some()),
-            ("use_emulator", self.use_emulator.is_some()),
-        ];
-        // Keys of the S3 backend that GCS and Azure do not use.
-        let s3_only = [
-            ("region", self.region.is_some()),
-            ("force_path_style", self.force_path_style.is_some()),
-            ("access_key_id", self.access_key_id.is_some()),
-            ("secret_access_key", self.secret_access_key.is_some()),
-            (
-                "secret_access_key_file",
-                self.secret_access_key_file.is_some(),
-            ),
-            ("session_token", self.session_token.is_some()),
-            ("list_cache_secs", self.list_cache_secs.is_some()),
-            (
-                "abort_incomplete_uploads_after_secs",
-                self.abort_incomplete_uploads_after_secs.is_some(),
-            ),
-            ("read_parallelism", self.read_parallelism.is_some()),
-            ("read_chunk_mib", self.read_chunk_mib.is_some()),
-        ];
-        let first = |keys: &[(&'static str, bool)]| keys.iter().find(|(_, set)| *set).map(|k| k.0);
-        match self.kind {
-            StorageKind::Gcs => first(&azure_only)
-                .or_else(|| first(&s3_only))
-                .or(self.container.as_ref().map(|_| "container")),
-            StorageKind::Azure => first(&gcs_only)
-                .or_else(|| first(&s3_only))
-                .or(self.bucket.as_ref().map(|_| "bucket")),
-            StorageKind::Local | StorageKind::Memory | StorageKind::S3 => {
-                first(&gcs_only).or_else(|| first(&azure_only))
-            }
-        }
-    }
-
-    /// The GCS settings of a `kind = "gcs"` section; `key` (`storage`,
-    /// `backends.NAME`) prefixes the names in error messages.
-    pub fn gcs_config(&self, key: &str) -> Result<ftpgate_backend_cloud::GcsConfig, ConfigError> {
-        let bucket = self
-            .bucket
+        let (common, mut own): (figment::value::Dict, figment::value::Dict) = dict
             .clone()
-            .ok_or_else(|| format!("{key}.bucket is required for kind = \"gcs\""))?;
-        let mut c = ftpgate_backend_cloud::GcsConfig::new(bucket);
-        c.prefix = self.prefix.clone();
-        c.endpoint = self.endpoint.clone();
-        c.allow_http = self.allow_http.unwrap_or(false);
-        c.service_account_file = self.service_account_file.clone();
-        c.anonymous = self.anonymous.unwrap_or(false);
-        c.tuning = self.cloud_tuning();
-        c.validate()
-            .map_err(|e| e.message().replace("gcs.", &format!("{key}.")))?;
-        Ok(c)
-    }
-
-    /// The Azure settings of a `kind = "azure"` section; `key` prefixes the names in
-    /// error messages.
-    pub fn azure_config(
-        &self,
-        key: &str,
-    ) -> Result<ftpgate_backend_cloud::AzureConfig, ConfigError> {
-        let container = self
-            .container
-            .clone()
-            .ok_or_else(|| format!("{key}.container is required for kind = \"azure\""))?;
-        let mut c = ftpgate_backend_cloud::AzureConfig::new(container);
-        c.account = self.account.clone();
-        c.prefix = self.prefix.clone();
-        c.endpoint = self.endpoint.clone();
-        c.allow_http = self.allow_http.unwrap_or(false);
-        c.use_emulator = self.use_emulator.unwrap_or(false);
-        c.access_key = match (&self.access_key, &self.access_key_file) {
-            (Some(_), Some(_)) => {
+            .into_iter()
+            .partition(|(k, _)| fields_of::<CommonKeys>().contains(&k.as_str()));
+        let common: CommonKeys = read(&Value::from(common), key)?;
+        let kind = common.kind;
+        for (k_kind, file_key, secret_key) in SECRET_FILES {
+            let Some(f) = own.remove(file_key).filter(|_| k_kind == kind) else {
+                continue;
+            };
+            if own.contains_key(secret_key) {
                 return Err(ConfigError::Invalid(format!(
-                    "{key}.access_key and {key}.access_key_file are exclusive"
-                )))
+                    "{key}.{secret_key} and {key}.{file_key} are exclusive"
+                )));
             }
-            (Some(k), None) => Some(ftpgate_backend_s3::Secret::new(k.0.clone())),
-            (None, Some(f)) => Some(ftpgate_backend_s3::Secret::new(
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("{key}.access_key_file {}: {e}", f.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            )),
-            (None, None) => None,
+            let f: PathBuf = read(&f, &format!("{key}.{file_key}"))?;
+            let secret = std::fs::read_to_string(&f)
+                .map_err(|e| format!("{key}.{file_key} {}: {e}", f.display()))?;
+            let secret = secret.trim_end_matches(['\r', '\n']).to_owned();
+            own.insert(secret_key.to_owned(), Value::from(secret));
+        }
+        if let Some(k) = own.keys().find(|k| !kind_keys(kind).contains(&k.as_str())) {
+            return Err(foreign_key(key, k, kind));
+        }
+        let own = Value::from(own);
+        let backend = match kind {
+            StorageKind::Local => BackendConfig::Local(LocalConfig { root: common.root }),
+            StorageKind::Memory => BackendConfig::Memory,
+            StorageKind::S3 => {
+                let mut c: ftpgate_backend_s3::S3Config = read_kind(&own, key, kind)?;
+                c.resume_window_secs = match common.resume_window_secs {
+                    Some(n) => n,
+                    None => c.resume_window_secs,
+                };
+                BackendConfig::S3(Box::new(c))
+            }
+            StorageKind::Gcs => BackendConfig::Gcs(Box::new(read_kind(&own, key, kind)?)),
+            StorageKind::Azure => BackendConfig::Azure(Box::new(read_kind(&own, key, kind)?)),
         };
-        c.tuning = self.cloud_tuning();
-        c.validate()
-            .map_err(|e| e.message().replace("azure.", &format!("{key}.")))?;
-        Ok(c)
+        Ok(Self {
+            backend,
+            upload_sha256: common.upload_sha256,
+            resume_window_secs: common.resume_window_secs,
+            resume_max_per_user: common.resume_max_per_user,
+            resume_max_bytes_per_user: common.resume_max_bytes_per_user,
+        })
     }
 
-    /// Checks that the keys set belong to the chosen kind.
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if let Some(name) = self.foreign_cloud_key() {
-            let kind = serde_json::to_value(self.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            return Err(ConfigError::Invalid(format!(
-                "{key}.{name} does not apply to kind = \"{kind}\""
-            )));
-        }
+    /// Checks the values of the section `key`; the backend's own checks name
+    /// `key.FIELD` instead of the backend's `s3.`/`gcs.`/`azure.` prefix.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.resume_window_secs.unwrap_or(0) > MAX_RESUME_WINDOW_SECS {
             return Err(ConfigError::Invalid(format!(
                 "{key}.resume_window_secs must be at most {MAX_RESUME_WINDOW_SECS} (30 days)"
             )));
         }
-        match self.kind {
-            StorageKind::S3 => self.s3_config(key).map(|_| ()),
-            StorageKind::Gcs => self.gcs_config(key).map(|_| ()),
-            StorageKind::Azure => self.azure_config(key).map(|_| ()),
-            StorageKind::Local | StorageKind::Memory => {
-                let s3_only = [
-                    ("bucket", self.bucket.is_some()),
-                    ("prefix", self.prefix.is_some()),
-                    ("region", self.region.is_some()),
-                    ("endpoint", self.endpoint.is_some()),
-                    ("force_path_style", self.force_path_style.is_some()),
-                    ("allow_http", self.allow_http.is_some()),
-                    ("access_key_id", self.access_key_id.is_some()),
-                    ("secret_access_key", self.secret_access_key.is_some()),
-                    (
-                        "secret_access_key_file",
-                        self.secret_access_key_file.is_some(),
-                    ),
-                    ("session_token", self.session_token.is_some()),
-                    ("part_size_mib", self.part_size_mib.is_some()),
-                    ("max_parts_in_flight", self.max_parts_in_flight.is_some()),
-                    ("read_parallelism", self.read_parallelism.is_some()),
-                    ("read_chunk_mib", self.read_chunk_mib.is_some()),
-                    ("max_retries", self.max_retries.is_some()),
-                    ("retry_timeout_secs", self.retry_timeout_secs.is_some()),
-                    ("list_cache_secs", self.list_cache_secs.is_some()),
-                    (
-                        "response_timeout_secs",
-                        self.response_timeout_secs.is_some(),
-                    ),
-                    ("stall_timeout_secs", self.stall_timeout_secs.is_some()),
-                    (
-                        "abort_incomplete_uploads_after_secs",
-                        self.abort_incomplete_uploads_after_secs.is_some(),
-                    ),
-                ];
-                match s3_only.iter().find(|(_, set)| *set) {
-                    Some((name, _)) => Err(ConfigError::Invalid(format!(
-                        "{key}.{name} only applies to kind = \"s3\""
-                    ))),
-                    None => Ok(()),
-                }
-            }
+        let (prefix, checked) = match &self.backend {
+            BackendConfig::Local(_) | BackendConfig::Memory => return Ok(()),
+            BackendConfig::S3(c) => ("s3.", c.validate()),
+            BackendConfig::Gcs(c) => ("gcs.", c.validate()),
+            BackendConfig::Azure(c) => ("azure.", c.validate()),
+        };
+        checked.map_err(|e| ConfigError::Invalid(e.message().replace(prefix, &format!("{key}."))))
+    }
+}
+
+/// Deserialises one value of a section; errors name `key.PATH`.
+fn read<T: serde::de::DeserializeOwned>(
+    v: &figment::value::Value,
+    key: &str,
+) -> Result<T, ConfigError> {
+    T::deserialize(v).map_err(|e| figment_error(e, key))
+}
+
+/// [`read`] for a kind's own type: a missing required key says so.
+fn read_kind<T: serde::de::DeserializeOwned>(
+    v: &figment::value::Value,
+    key: &str,
+    kind: StorageKind,
+) -> Result<T, ConfigError> {
+    T::deserialize(v).map_err(|e| match &e.kind {
+        figment::error::Kind::MissingField(f) => ConfigError::Invalid(format!(
+            "{key}.{f} is required for kind = \"{}\"",
+            kind.name()
+        )),
+        _ => figment_error(e, key),
+    })
+}
+
+/// One line per error of `e`, each naming `key.PATH`.
+fn figment_error(e: figment::Error, key: &str) -> ConfigError {
+    let lines: Vec<String> = e
+        .into_iter()
+        .map(|err| {
+            let path = std::iter::once(key.to_owned())
+                .chain(err.path.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(".");
+            format!("{path}: {}", err.kind)
+        })
+        .collect();
+    ConfigError::Invalid(lines.join("\n"))
+}
+
+/// The keys a section of `kind` may hold besides the shared ones.
+fn kind_keys(kind: StorageKind) -> Vec<&'static str> {
+    let mut keys = match kind {
+        StorageKind::Local | StorageKind::Memory => Vec::new(),
+        StorageKind::S3 => fields_of::<ftpgate_backend_s3::S3Config>().to_vec(),
+        StorageKind::Gcs => fields_of::<ftpgate_backend_cloud::GcsConfig>().to_vec(),
+        StorageKind::Azure => fields_of::<ftpgate_backend_cloud::AzureConfig>().to_vec(),
+    };
+    keys.extend(SECRET_FILES.iter().filter(|s| s.0 == kind).map(|s| s.1));
+    keys
+}
+
+/// The error for key `k` that kind `kind` does not take: "only applies to kind =
+/// "s3"" for an S3 key in a local/memory section, "does not apply to kind = …" for
+/// a key of another kind, else an unknown key.
+fn foreign_key(key: &str, k: &str, kind: StorageKind) -> ConfigError {
+    let others = [StorageKind::S3, StorageKind::Gcs, StorageKind::Azure];
+    let local = matches!(kind, StorageKind::Local | StorageKind::Memory);
+    if local && kind_keys(StorageKind::S3).contains(&k) {
+        return ConfigError::Invalid(format!("{key}.{k} only applies to kind = \"s3\""));
+    }
+    if others.iter().any(|o| kind_keys(*o).contains(&k)) {
+        return ConfigError::Invalid(format!(
+            "{key}.{k} does not apply to kind = \"{}\"",
+            kind.name()
+        ));
+    }
+    let mut known = fields_of::<CommonKeys>().to_vec();
+    known.extend(kind_keys(kind));
+    let mut seen = std::collections::HashSet::new();
+    known.retain(|k| seen.insert(*k));
+    ConfigError::Invalid(format!(
+        "{key}.{k}: unknown key for kind = \"{}\" (known: {})",
+        kind.name(),
+        known.join(", ")
+    ))
+}
+
+/// The field names a struct's derived `Deserialize` accepts (serde hands them to
+/// `deserialize_struct`), so the kind checks use each backend type's own list.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("probe"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
         }
     }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// `Config.storage`: read with [`StorageConfig::from_value`] as `storage`.
+fn storage_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StorageConfig, D::Error> {
+    let v = <figment::value::Value as Deserialize>::deserialize(d)?;
+    StorageConfig::from_value(&v, "storage").map_err(serde::de::Error::custom)
+}
+
+/// `Config.backends`: each read with [`StorageConfig::from_value`] as `backends.NAME`.
+fn backend_sections<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, StorageConfig>, D::Error> {
+    let raw = std::collections::BTreeMap::<String, figment::value::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(name, v)| {
+            StorageConfig::from_value(&v, &format!("backends.{name}"))
+                .map(|c| (name, c))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 /// One `[[users]]` entry.
@@ -1027,9 +921,20 @@ impl Config {
         let cfg: Config = fig.extract().map_err(|e| {
             let mut msg = String::new();
             for err in e {
-                msg.push_str(&format!("\n  - {err}"));
-                if !err.path.is_empty() {
-                    msg.push_str(&format!(" (key `{}`)", err.path.join(".")));
+                let path = err.path.join(".");
+                match &err.kind {
+                    // A storage section's own message already names the key.
+                    figment::error::Kind::Message(m)
+                        if !path.is_empty() && m.starts_with(&path) =>
+                    {
+                        msg.push_str(&format!("\n  - {}", m.replace('\n', "\n  - ")));
+                    }
+                    _ => {
+                        msg.push_str(&format!("\n  - {err}"));
+                        if !path.is_empty() {
+                            msg.push_str(&format!(" (key `{path}`)"));
+                        }
+                    }
                 }
             }
             ConfigError::Parse(msg)
@@ -1428,7 +1333,7 @@ mod tests {
     fn defaults_are_loopback_and_local() {
         let c = Config::default();
         assert_eq!(c.server.listen, "127.0.0.1:2121");
-        assert_eq!(c.storage.kind, StorageKind::Local);
+        assert_eq!(c.storage.kind(), StorageKind::Local);
         assert!(c.validate().is_ok());
     }
 
@@ -1449,7 +1354,7 @@ mod tests {
             let c = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap();
             assert_eq!(c.server.listen, "127.0.0.1:3000");
             assert_eq!(c.server.max_sessions, 9);
-            assert_eq!(c.storage.kind, StorageKind::Memory);
+            assert_eq!(c.storage.kind(), StorageKind::Memory);
             let cli = CliOverrides {
                 listen: Some("127.0.0.1:4000".into()),
                 ..Default::default()
@@ -1713,38 +1618,36 @@ mod tests {
 mod cloud_kind_tests {
     use super::*;
 
-    fn section(kind: StorageKind) -> StorageConfig {
-        StorageConfig {
-            kind,
-            ..Default::default()
-        }
+    /// Reads and validates one section written in TOML as `key`.
+    fn section(key: &str, text: &str) -> Result<StorageConfig, String> {
+        let v: figment::value::Value = toml::from_str(text).unwrap();
+        let s = StorageConfig::from_value(&v, key).map_err(|e| e.to_string())?;
+        s.validate(key).map_err(|e| e.to_string())?;
+        Ok(s)
     }
 
     #[test]
     fn gcs_section_is_mapped_and_checked() {
-        let mut s = section(StorageKind::Gcs);
-        let e = s.validate("storage").unwrap_err().to_string();
+        let gcs = "kind = \"gcs\"\n";
+        let e = section("storage", gcs).unwrap_err();
         assert!(e.contains("storage.bucket is required"), "{e}");
-        s.bucket = Some("b".into());
-        s.prefix = Some("ftp".into());
-        s.endpoint = Some("http://127.0.0.1:4443".into());
-        let e = s.validate("backends.g").unwrap_err().to_string();
+        let gcs = format!(
+            "{gcs}bucket = \"b\"\nprefix = \"ftp\"\nendpoint = \"http://127.0.0.1:4443\"\n"
+        );
+        let e = section("backends.g", &gcs).unwrap_err();
         assert!(
             e.contains("backends.g.endpoint") && e.contains("allow_http"),
             "{e}"
         );
-        s.allow_http = Some(true);
-        s.anonymous = Some(true);
-        s.part_size_mib = Some(16);
-        let c = s.gcs_config("storage").unwrap();
+        let gcs = format!("{gcs}allow_http = true\nanonymous = true\npart_size_mib = 16\n");
+        let BackendConfig::Gcs(c) = section("storage", &gcs).unwrap().backend else {
+            panic!("not gcs")
+        };
         assert_eq!((c.bucket.as_str(), c.anonymous), ("b", true));
         assert_eq!(c.tuning.part_size_mib, 16);
-        s.container = Some("c".into());
-        let e = s.validate("storage").unwrap_err().to_string();
+        let e = section("storage", &format!("{gcs}container = \"c\"\n")).unwrap_err();
         assert!(e.contains("storage.container does not apply"), "{e}");
-        s.container = None;
-        s.region = Some("eu".into());
-        let e = s.validate("storage").unwrap_err().to_string();
+        let e = section("storage", &format!("{gcs}region = \"eu\"\n")).unwrap_err();
         assert!(
             e.contains("storage.region does not apply to kind = \"gcs\""),
             "{e}"
@@ -1753,28 +1656,31 @@ mod cloud_kind_tests {
 
     #[test]
     fn azure_section_is_mapped_and_checked() {
-        let mut s = section(StorageKind::Azure);
-        let e = s.validate("storage").unwrap_err().to_string();
+        let az = "kind = \"azure\"\n";
+        let e = section("storage", az).unwrap_err();
         assert!(e.contains("storage.container is required"), "{e}");
-        s.container = Some("c".into());
-        let e = s.validate("storage").unwrap_err().to_string();
+        let az = format!("{az}container = \"c\"\n");
+        let e = section("storage", &az).unwrap_err();
         assert!(e.contains("storage.account"), "{e}");
-        s.use_emulator = Some(true);
-        let c = s.azure_config("storage").unwrap();
+        let az = format!("{az}use_emulator = true\n");
+        let BackendConfig::Azure(c) = section("storage", &az).unwrap().backend else {
+            panic!("not azure")
+        };
         assert_eq!(c.account_name(), Some("devstoreaccount1"));
-        s.access_key = Some(Redacted("k".into()));
-        s.access_key_file = Some("/nonexistent".into());
-        let e = s.validate("storage").unwrap_err().to_string();
+        let e = section(
+            "storage",
+            &format!("{az}access_key = \"k\"\naccess_key_file = \"/nonexistent\"\n"),
+        )
+        .unwrap_err();
         assert!(e.contains("exclusive"), "{e}");
-        s.access_key_file = None;
-        s.bucket = Some("b".into());
-        let e = s.validate("storage").unwrap_err().to_string();
+        let e = section("storage", &format!("{az}bucket = \"b\"\n")).unwrap_err();
         assert!(e.contains("storage.bucket does not apply"), "{e}");
         // Keys of the cloud kinds are refused elsewhere.
-        let mut l = section(StorageKind::S3);
-        l.bucket = Some("b".into());
-        l.use_emulator = Some(true);
-        let e = l.validate("storage").unwrap_err().to_string();
+        let e = section(
+            "storage",
+            "kind = \"s3\"\nbucket = \"b\"\nuse_emulator = true\n",
+        )
+        .unwrap_err();
         assert!(
             e.contains("storage.use_emulator does not apply to kind = \"s3\""),
             "{e}"
@@ -1783,10 +1689,141 @@ mod cloud_kind_tests {
 
     #[test]
     fn kinds_parse_from_toml() {
-        let c: StorageConfig =
-            toml::from_str("kind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n").unwrap();
-        assert_eq!(c.kind, StorageKind::Azure);
-        let c: StorageConfig = toml::from_str("kind = \"gcs\"\nbucket = \"b\"\n").unwrap();
-        assert_eq!(c.kind, StorageKind::Gcs);
+        let c = section(
+            "storage",
+            "kind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.kind(), StorageKind::Azure);
+        let c = section("storage", "kind = \"gcs\"\nbucket = \"b\"\n").unwrap();
+        assert_eq!(c.kind(), StorageKind::Gcs);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod typed_section_tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail: &mut Jail, text: &str) -> Result<Config, String> {
+        jail.create_file("t.toml", text).unwrap();
+        Config::load(Some(Path::new("t.toml")), &CliOverrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_backend_of_each_kind_parses() {
+        Jail::expect_with(|jail| {
+            let c = load(
+                jail,
+                "[backends.disk]\nroot = \"/srv\"\nresume_window_secs = 60\n\
+                 [backends.ram]\nkind = \"memory\"\nupload_sha256 = false\n\
+                 [backends.bucket]\nkind = \"s3\"\nbucket = \"b\"\nregion = \"eu-west-1\"\n\
+                 part_size_mib = 16\nresume_window_secs = 0\n\
+                 [backends.gcs]\nkind = \"gcs\"\nbucket = \"g\"\nmax_retries = 5\n\
+                 [backends.az]\nkind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n",
+            )
+            .unwrap();
+            let b = &c.backends;
+            let BackendConfig::Local(l) = &b["disk"].backend else {
+                panic!("disk: {:?}", b["disk"])
+            };
+            assert_eq!(l.root, Path::new("/srv"));
+            assert_eq!(
+                b["disk"].resume_window(),
+                Some(std::time::Duration::from_secs(60))
+            );
+            assert_eq!(b["ram"].kind(), StorageKind::Memory);
+            assert_eq!(b["ram"].upload_sha256, Some(false));
+            let BackendConfig::S3(s3) = &b["bucket"].backend else {
+                panic!("bucket: {:?}", b["bucket"])
+            };
+            assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("b", "eu-west-1"));
+            assert_eq!((s3.part_size_mib, s3.max_parts_in_flight), (16, 4));
+            assert_eq!(
+                s3.resume_window_secs, 0,
+                "the shared key reaches the S3 config"
+            );
+            let BackendConfig::Gcs(g) = &b["gcs"].backend else {
+                panic!("gcs: {:?}", b["gcs"])
+            };
+            assert_eq!((g.tuning.max_retries, g.tuning.max_parts_in_flight), (5, 2));
+            assert_eq!(b["az"].kind(), StorageKind::Azure);
+            assert_eq!(c.storage.kind(), StorageKind::Local);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_kind_and_unknown_keys_are_named() {
+        Jail::expect_with(|jail| {
+            for (text, want) in [
+                (
+                    "[storage]\nkind = \"memory\"\npart_size_mib = 8\n",
+                    "storage.part_size_mib only applies to kind = \"s3\"",
+                ),
+                (
+                    "[backends.archive]\nkind = \"gcs\"\nbucket = \"b\"\naccess_key_id = \"k\"\n",
+                    "backends.archive.access_key_id does not apply to kind = \"gcs\"",
+                ),
+                (
+                    "[backends.archive]\nkind = \"s3\"\n",
+                    "backends.archive.bucket is required for kind = \"s3\"",
+                ),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\nregoin = \"x\"\n",
+                    "storage.regoin: unknown key",
+                ),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\npart_size_mib = \"big\"\n",
+                    "storage.part_size_mib: invalid type",
+                ),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\npart_size_mib = 1\n",
+                    "storage.part_size_mib: 1 is outside",
+                ),
+                ("[storage]\nkind = \"tape\"\n", "storage.kind"),
+                (
+                    "[backends.x]\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key_file = \"/nonexistent\"\n",
+                    "backends.x.secret_access_key_file /nonexistent",
+                ),
+            ] {
+                let e = load(jail, text).unwrap_err();
+                assert!(e.contains(want), "{text}: {e}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_a_nested_s3_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("secret", "s3cr3t\n")?;
+            jail.set_env("FTPGATE_BACKENDS__ARCHIVE__PART_SIZE_MIB", "32");
+            jail.set_env("FTPGATE_BACKENDS__ARCHIVE__ACCESS_KEY_ID", "AKIA");
+            jail.set_env(
+                "FTPGATE_BACKENDS__ARCHIVE__SECRET_ACCESS_KEY_FILE",
+                "secret",
+            );
+            jail.set_env("FTPGATE_STORAGE__KIND", "s3");
+            jail.set_env("FTPGATE_STORAGE__BUCKET", "main");
+            let toml = "[backends.archive]\nkind = \"s3\"\nbucket = \"b\"\npart_size_mib = 8\n";
+            let c = load(jail, toml).unwrap();
+            let BackendConfig::S3(s3) = &c.backends["archive"].backend else {
+                panic!("{:?}", c.backends)
+            };
+            assert_eq!(s3.part_size_mib, 32);
+            let secret = s3.secret_access_key.as_ref().map(|s| s.expose());
+            assert_eq!(secret, Some("s3cr3t"));
+            assert!(!format!("{s3:?}").contains("s3cr3t"));
+            let BackendConfig::S3(main) = &c.storage.backend else {
+                panic!("{:?}", c.storage)
+            };
+            assert_eq!(main.bucket, "main");
+            jail.set_env("FTPGATE_BACKENDS__ARCHIVE__PART_SIZE_MIB", "2");
+            let e = load(jail, toml).unwrap_err();
+            assert!(e.contains("backends.archive.part_size_mib"), "{e}");
+            Ok(())
+        });
     }
 }

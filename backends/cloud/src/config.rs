@@ -8,6 +8,7 @@ use ftpgate_backend_s3::{
     MIN_PART_SIZE_MIB,
 };
 use ftpgate_storage::{ErrorKind, StorageError};
+use serde::Deserialize;
 
 /// Request and upload bounds, the same keys and defaults as the S3 backend's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +122,8 @@ fn validate_endpoint(
 /// (`GOOGLE_SERVICE_ACCOUNT*` variables, `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's
 /// application-default credentials file, then the metadata server: GKE Workload
 /// Identity, Compute Engine).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "GcsKeys")]
 pub struct GcsConfig {
     /// The bucket (required).
     pub bucket: String,
@@ -174,6 +176,131 @@ impl GcsConfig {
     }
 }
 
+fn default_part_size_mib() -> u64 {
+    Tuning::default().part_size_mib
+}
+fn default_max_parts_in_flight() -> usize {
+    Tuning::default().max_parts_in_flight
+}
+fn default_max_retries() -> usize {
+    Tuning::default().max_retries
+}
+fn default_retry_timeout_secs() -> u64 {
+    Tuning::default().retry_timeout_secs
+}
+fn default_response_timeout_secs() -> u64 {
+    Tuning::default().response_timeout_secs
+}
+fn default_stall_timeout_secs() -> u64 {
+    Tuning::default().stall_timeout_secs
+}
+
+/// The keys of [`Tuning`] as an operator writes them: flat beside the service's
+/// own keys (serde's `flatten` would lose `deny_unknown_fields` and error paths).
+macro_rules! keys_struct {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($(#[$fm])* $field: $ty,)*
+            #[serde(default = "default_part_size_mib")]
+            part_size_mib: u64,
+            #[serde(default = "default_max_parts_in_flight")]
+            max_parts_in_flight: usize,
+            #[serde(default = "default_max_retries")]
+            max_retries: usize,
+            #[serde(default = "default_retry_timeout_secs")]
+            retry_timeout_secs: u64,
+            #[serde(default = "default_response_timeout_secs")]
+            response_timeout_secs: u64,
+            #[serde(default = "default_stall_timeout_secs")]
+            stall_timeout_secs: u64,
+        }
+
+        impl $name {
+            fn tuning(&self) -> Tuning {
+                Tuning {
+                    part_size_mib: self.part_size_mib,
+                    max_parts_in_flight: self.max_parts_in_flight,
+                    max_retries: self.max_retries,
+                    retry_timeout_secs: self.retry_timeout_secs,
+                    response_timeout_secs: self.response_timeout_secs,
+                    stall_timeout_secs: self.stall_timeout_secs,
+                }
+            }
+        }
+    };
+}
+
+keys_struct! {
+    /// What deserialises into a [`GcsConfig`]: its keys with the tuning keys beside them.
+    GcsKeys {
+        bucket: String,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        allow_http: bool,
+        #[serde(default)]
+        service_account_file: Option<PathBuf>,
+        #[serde(default)]
+        anonymous: bool,
+    }
+}
+
+impl From<GcsKeys> for GcsConfig {
+    fn from(k: GcsKeys) -> Self {
+        let tuning = k.tuning();
+        Self {
+            bucket: k.bucket,
+            prefix: k.prefix,
+            endpoint: k.endpoint,
+            allow_http: k.allow_http,
+            service_account_file: k.service_account_file,
+            anonymous: k.anonymous,
+            tuning,
+        }
+    }
+}
+
+keys_struct! {
+    /// What deserialises into an [`AzureConfig`]: its keys with the tuning keys beside
+    /// them.
+    AzureKeys {
+        #[serde(default)]
+        account: Option<String>,
+        container: String,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        use_emulator: bool,
+        #[serde(default)]
+        allow_http: bool,
+        #[serde(default)]
+        access_key: Option<Secret>,
+    }
+}
+
+impl From<AzureKeys> for AzureConfig {
+    fn from(k: AzureKeys) -> Self {
+        let tuning = k.tuning();
+        Self {
+            account: k.account,
+            container: k.container,
+            prefix: k.prefix,
+            endpoint: k.endpoint,
+            use_emulator: k.use_emulator,
+            allow_http: k.allow_http,
+            access_key: k.access_key,
+            tuning,
+        }
+    }
+}
+
 /// Azurite's well-known development account.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development account key (public, documented by Microsoft).
@@ -188,7 +315,8 @@ pub const EMULATOR_ENDPOINT: &str = "http://127.0.0.1:10000";
 /// `use_emulator` (Azurite's well-known key); else Azure's standard chain as
 /// object_store reads it (`AZURE_*` variables: client secret, SAS, workload identity
 /// on AKS through `AZURE_FEDERATED_TOKEN_FILE`, then managed identity).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "AzureKeys")]
 pub struct AzureConfig {
     /// The storage account (required unless `use_emulator`).
     pub account: Option<String>,
@@ -256,6 +384,25 @@ impl AzureConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_deserialise_flat_with_defaults() {
+        let g: GcsConfig =
+            serde_json::from_str(r#"{"bucket": "b", "anonymous": true, "part_size_mib": 16}"#)
+                .unwrap();
+        let mut want = GcsConfig::new("b");
+        want.anonymous = true;
+        want.tuning.part_size_mib = 16;
+        assert_eq!(g, want);
+        let a: AzureConfig =
+            serde_json::from_str(r#"{"container": "c", "use_emulator": true}"#).unwrap();
+        assert_eq!((a.container.as_str(), a.use_emulator), ("c", true));
+        assert_eq!(a.tuning, Tuning::default());
+        let e = serde_json::from_str::<GcsConfig>(r#"{"bucket": "b", "region": "x"}"#);
+        assert!(e.unwrap_err().to_string().contains("region"));
+        let e = serde_json::from_str::<AzureConfig>(r#"{"account": "a"}"#);
+        assert!(e.unwrap_err().to_string().contains("container"));
+    }
 
     #[test]
     fn defaults_validate_and_errors_name_keys() {
