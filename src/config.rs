@@ -98,8 +98,11 @@ pub struct TlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
     /// Implicit-FTPS listener (TLS from the first byte, port 990 style). Unset: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub implicit_listen: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "typed::opt_socket_addr"
+    )]
+    pub implicit_listen: Option<SocketAddr>,
     /// Data connections under `PROT P` must resume a TLS session of this server
     /// (the vsftpd rule against data-connection theft). Default: true when
     /// `server.tls = "required"`, else false.
@@ -128,8 +131,11 @@ impl Default for TlsConfig {
 pub struct HttpConfig {
     /// Address of the plain-HTTP endpoint serving `/healthz`, `/readyz` and
     /// `/metrics` (Prometheus text format). Unset: no endpoint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "typed::opt_socket_addr"
+    )]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[server]` keys.
@@ -137,7 +143,8 @@ pub struct HttpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Control-channel listen address. Default `127.0.0.1:2121`.
-    pub listen: String,
+    #[serde(deserialize_with = "typed::socket_addr")]
+    pub listen: SocketAddr,
     /// Text of the 220 greeting. Default `ftpgate ready`.
     pub greeting: String,
     /// Maximum concurrent sessions; more get 421. Default 1000.
@@ -179,7 +186,8 @@ pub struct ServerConfig {
     /// Networks (CIDR) allowed to send PROXY headers; other peers are refused.
     /// Required with `proxy_protocol` (an empty list refuses to start: write
     /// `["0.0.0.0/0", "::/0"]` to trust every peer explicitly).
-    pub proxy_trusted: Vec<String>,
+    #[serde(deserialize_with = "typed::nets")]
+    pub proxy_trusted: Vec<ipnet::IpNet>,
     /// FTPS on `listen`: `off`, `optional` or `required` (RFC 4217 `AUTH TLS`).
     pub tls: TlsMode,
     /// Failed logins from one client IP within `ban_window_secs` that ban it.
@@ -227,7 +235,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:2121".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 2121)),
             greeting: "ftpgate ready".into(),
             max_sessions: 1000,
             max_sessions_per_ip: 50,
@@ -264,7 +272,7 @@ impl Default for ServerConfig {
 pub struct PassiveConfig {
     /// Port range `"50000-50100"` (inclusive) for passive listeners, chosen at
     /// random. Unset: an ephemeral port from the OS.
-    pub ports: Option<String>,
+    pub ports: Option<PortRange>,
     /// Address announced in the PASV reply: an IPv4 address or a host name
     /// (resolved at start and every `advertise_refresh_secs`). Unset: the address
     /// the client connected to.
@@ -282,8 +290,11 @@ pub struct PassiveConfig {
     /// connection arrives (the load balancer forwards each passive port here),
     /// matched to its session by the original destination port in the PROXY
     /// header. PASV then hands out ports of `ports` without binding them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_listen: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "typed::opt_socket_addr"
+    )]
+    pub proxy_listen: Option<SocketAddr>,
     /// Passive listeners (or shared-port reservations) pending at once across
     /// all sessions; beyond it PASV/EPSV get 425. Default 500.
     pub max_pending: usize,
@@ -294,7 +305,8 @@ pub struct PassiveConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdvertiseRule {
     /// Client network, e.g. `10.0.0.0/8`.
-    pub cidr: String,
+    #[serde(deserialize_with = "typed::net")]
+    pub cidr: ipnet::IpNet,
     /// IPv4 address or host name announced to clients in `cidr`.
     pub address: String,
 }
@@ -855,8 +867,9 @@ pub struct CliOverrides {
     pub log_format: Option<LogFormat>,
 }
 
-/// An inclusive passive port range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An inclusive passive port range, written `"50000-50100"` (or one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct PortRange {
     /// First port.
     pub start: u16,
@@ -883,6 +896,64 @@ impl PortRange {
             )));
         }
         Ok(Self { start, end })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, ConfigError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> Self {
+        format!("{}-{}", r.start, r.end)
+    }
+}
+
+/// Serde readers of values written as strings (addresses, networks), each parsed
+/// once at load; an error quotes the value and figment adds the key.
+mod typed {
+    use std::net::SocketAddr;
+    use std::str::FromStr;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    fn parse<'de, D: Deserializer<'de>, T: FromStr>(s: &str, what: &str) -> Result<T, D::Error> {
+        s.parse()
+            .map_err(|_| D::Error::custom(format!("`{s}` is not {what}")))
+    }
+
+    const ADDR: &str = "an address like 0.0.0.0:2121";
+
+    /// A socket address (`127.0.0.1:2121`, `[::1]:21`).
+    pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        parse::<D, _>(&String::deserialize(d)?, ADDR)
+    }
+
+    /// An optional socket address.
+    pub(super) fn opt_socket_addr<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| parse::<D, _>(&s, ADDR))
+            .transpose()
+    }
+
+    /// A network (CIDR); a bare address is a single-host network.
+    pub(super) fn net<'de, D: Deserializer<'de>>(d: D) -> Result<ipnet::IpNet, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_net(&s).map_err(D::Error::custom)
+    }
+
+    /// A list of networks, as [`net`].
+    pub(super) fn nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| super::parse_net(s).map_err(D::Error::custom))
+            .collect()
     }
 }
 
@@ -945,7 +1016,7 @@ impl Config {
 
     /// Checks values figment cannot: addresses, ranges, hashes, homes.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let listen = self.listen_addr()?;
+        let listen = self.server.listen;
         if self.users.is_empty()
             && self.users_file.is_none()
             && self.auth_hook.is_none()
@@ -959,20 +1030,6 @@ impl Config {
         self.storage.validate("storage")?;
         for (name, b) in &self.backends {
             b.validate(&format!("backends.{name}"))?;
-        }
-        if let Some(p) = &self.passive.ports {
-            PortRange::parse(p).map_err(|e| format!("passive.ports: {e}"))?;
-        }
-        for (i, r) in self.passive.advertise_for.iter().enumerate() {
-            r.cidr.parse::<ipnet::IpNet>().map_err(|_| {
-                format!(
-                    "passive.advertise_for[{i}].cidr `{}` is not a network like 10.0.0.0/8",
-                    r.cidr
-                )
-            })?;
-        }
-        for c in &self.server.proxy_trusted {
-            parse_net(c).map_err(|e| format!("server.proxy_trusted: {e}"))?;
         }
         if self.server.proxy_protocol && self.server.proxy_trusted.is_empty() {
             // Any peer could otherwise claim any client address: on the control
@@ -997,10 +1054,7 @@ impl Config {
                 self.server.ipv6_prefix_len
             )));
         }
-        if let Some(l) = &self.passive.proxy_listen {
-            l.parse::<SocketAddr>().map_err(|_| {
-                format!("passive.proxy_listen `{l}` is not an address like 0.0.0.0:2120")
-            })?;
+        if self.passive.proxy_listen.is_some() {
             if !self.server.proxy_protocol {
                 return Err("passive.proxy_listen needs server.proxy_protocol = true".into());
             }
@@ -1019,15 +1073,6 @@ impl Config {
             return Err(
                 "server.tls / tls.implicit_listen need tls.cert_file and tls.key_file".into(),
             );
-        }
-        if let Some(l) = &self.tls.implicit_listen {
-            l.parse::<SocketAddr>().map_err(|_| {
-                format!("tls.implicit_listen `{l}` is not an address like 0.0.0.0:990")
-            })?;
-        }
-        if let Some(l) = &self.http.listen {
-            l.parse::<SocketAddr>()
-                .map_err(|_| format!("http.listen `{l}` is not an address like 0.0.0.0:9100"))?;
         }
         if self.server.login_cache_secs > 86_400 {
             return Err("server.login_cache_secs must be at most 86400 (one day)".into());
@@ -1107,24 +1152,6 @@ impl Config {
             _ => format!("users[{i}]"),
         }
     }
-
-    /// The parsed `server.listen`.
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.listen.parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "server.listen `{}` is not an address like 127.0.0.1:2121",
-                self.server.listen
-            ))
-        })
-    }
-
-    /// The parsed `passive.ports`, if set.
-    pub fn passive_ports(&self) -> Option<PortRange> {
-        self.passive
-            .ports
-            .as_deref()
-            .and_then(|p| PortRange::parse(p).ok())
-    }
 }
 
 /// The Kubernetes Service `ports:` items for `config` (`ftpgate service-ports`):
@@ -1132,18 +1159,11 @@ impl Config {
 /// of `passive.ports`, targeting that port, or `passive.proxy_listen`'s port when
 /// data connections share one port behind a PROXY-protocol balancer.
 pub fn service_ports_yaml(config: &Config, control_port: u16) -> Result<String, ConfigError> {
-    let listen = config.listen_addr()?;
-    let range = config.passive_ports().ok_or(
+    let listen = config.server.listen;
+    let range = config.passive.ports.ok_or(
         "passive.ports is not set: a Kubernetes Service cannot route ephemeral passive ports",
     )?;
-    let shared_target = match &config.passive.proxy_listen {
-        Some(a) => Some(
-            a.parse::<SocketAddr>()
-                .map_err(|_| format!("passive.proxy_listen `{a}` is not an address"))?
-                .port(),
-        ),
-        None => None,
-    };
+    let shared_target = config.passive.proxy_listen.map(|a| a.port());
     let item = |name: String, port: u16, target: u16| {
         format!("- name: {name}\n  port: {port}\n  targetPort: {target}\n  protocol: TCP\n")
     };
@@ -1332,7 +1352,7 @@ mod tests {
     #[test]
     fn defaults_are_loopback_and_local() {
         let c = Config::default();
-        assert_eq!(c.server.listen, "127.0.0.1:2121");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:2121");
         assert_eq!(c.storage.kind(), StorageKind::Local);
         assert!(c.validate().is_ok());
     }
@@ -1352,7 +1372,7 @@ mod tests {
             )?;
             jail.set_env("FTPGATE_SERVER__MAX_SESSIONS", "9");
             let c = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap();
-            assert_eq!(c.server.listen, "127.0.0.1:3000");
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:3000");
             assert_eq!(c.server.max_sessions, 9);
             assert_eq!(c.storage.kind(), StorageKind::Memory);
             let cli = CliOverrides {
@@ -1360,7 +1380,7 @@ mod tests {
                 ..Default::default()
             };
             let c = Config::load(Some(Path::new("f.toml")), &cli).unwrap();
-            assert_eq!(c.server.listen, "127.0.0.1:4000");
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:4000");
             Ok(())
         });
     }
@@ -1823,6 +1843,76 @@ mod typed_section_tests {
             jail.set_env("FTPGATE_BACKENDS__ARCHIVE__PART_SIZE_MIB", "2");
             let e = load(jail, toml).unwrap_err();
             assert!(e.contains("backends.archive.part_size_mib"), "{e}");
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod typed_value_tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn addresses_networks_and_ranges_are_read_once_and_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "ok.toml",
+                "[server]\nlisten = \"[::1]:2121\"\nproxy_protocol = true\n\
+                 proxy_trusted = [\"10.0.0.0/8\", \"192.0.2.1\"]\n\
+                 [http]\nlisten = \"127.0.0.1:9100\"\n\
+                 [passive]\nports = \"30000-30009\"\nproxy_listen = \"127.0.0.1:2120\"\n\
+                 [[passive.advertise_for]]\ncidr = \"10.1.0.0/16\"\naddress = \"lb.example\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("ok.toml")), &CliOverrides::default()).unwrap();
+            assert_eq!(c.server.listen, "[::1]:2121".parse::<SocketAddr>().unwrap());
+            assert_eq!(c.server.proxy_trusted[1].to_string(), "192.0.2.1/32");
+            assert_eq!(c.http.listen.map(|a| a.port()), Some(9100));
+            assert_eq!(
+                c.passive.ports,
+                Some(PortRange {
+                    start: 30000,
+                    end: 30009
+                })
+            );
+            assert_eq!(c.passive.advertise_for[0].cidr.prefix_len(), 16);
+            for (text, key, value) in [
+                (
+                    "[server]\nlisten = \"localhost\"\n",
+                    "server.listen",
+                    "`localhost`",
+                ),
+                ("[http]\nlisten = \"9100\"\n", "http.listen", "`9100`"),
+                (
+                    "[tls]\nimplicit_listen = \"x:990\"\n",
+                    "tls.implicit_listen",
+                    "`x:990`",
+                ),
+                (
+                    "[passive]\nproxy_listen = \"a\"\n",
+                    "passive.proxy_listen",
+                    "`a`",
+                ),
+                ("[passive]\nports = \"9-1\"\n", "passive.ports", "`9-1`"),
+                ("[passive]\nports = \"a-b\"\n", "passive.ports", "`a-b`"),
+                (
+                    "[server]\nproxy_trusted = [\"10.0.0.0/33\"]\n",
+                    "server.proxy_trusted",
+                    "`10.0.0.0/33`",
+                ),
+                (
+                    "[[passive.advertise_for]]\ncidr = \"ten\"\naddress = \"1.2.3.4\"\n",
+                    "passive.advertise_for.0.cidr",
+                    "`ten` is not a network",
+                ),
+            ] {
+                jail.create_file("bad.toml", text)?;
+                let e = Config::load(Some(Path::new("bad.toml")), &CliOverrides::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(key) && e.contains(value), "{text}: {e}");
+            }
             Ok(())
         });
     }

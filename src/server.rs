@@ -98,8 +98,7 @@ impl Advertise {
         };
         let mut rules = Vec::new();
         for r in &cfg.advertise_for {
-            let net = crate::config::parse_net(&r.cidr)?;
-            rules.push((net, crate::config::resolve_advertise(&r.address).await?));
+            rules.push((r.cidr, crate::config::resolve_advertise(&r.address).await?));
         }
         Ok(Self { default, rules })
     }
@@ -302,7 +301,7 @@ impl Server {
         let advertise = Advertise::resolve(&config.passive)
             .await
             .map_err(anyhow::Error::msg)?;
-        let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
+        let listen = config.server.listen;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on server.listen = {listen}"))?;
@@ -341,18 +340,12 @@ impl Server {
             ),
             None => None,
         };
-        let passive_ports = config.passive_ports();
+        let passive_ports = config.passive.ports;
         let shared_ports = match (&data, passive_ports) {
             (Some(_), Some(range)) => Some(SharedPorts::new(range)),
             _ => None,
         };
-        let proxy_trusted = config
-            .server
-            .proxy_trusted
-            .iter()
-            .map(|c| crate::config::parse_net(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(anyhow::Error::msg)?;
+        let proxy_trusted = config.server.proxy_trusted.clone();
         // Every backend passed its check above: all up. Order: storage, then the
         // named backends sorted (the order `run` starts their probes in).
         let health = crate::health::Health::new(
@@ -831,11 +824,11 @@ mod tests {
             advertise: Some("203.0.113.7".into()),
             advertise_for: vec![
                 AdvertiseRule {
-                    cidr: "10.1.0.0/16".into(),
+                    cidr: "10.1.0.0/16".parse().unwrap(),
                     address: "10.1.2.3".into(),
                 },
                 AdvertiseRule {
-                    cidr: "10.0.0.0/8".into(),
+                    cidr: "10.0.0.0/8".parse().unwrap(),
                     address: "localhost".into(),
                 },
             ],
