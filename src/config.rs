@@ -529,7 +529,10 @@ impl StorageConfig {
         let common: CommonKeys = read(&Value::from(common), key)?;
         let kind = common.kind;
         for (k_kind, file_key, secret_key) in SECRET_FILES {
-            let Some(f) = own.remove(file_key).filter(|_| k_kind == kind) else {
+            if k_kind != kind {
+                continue;
+            }
+            let Some(f) = own.remove(file_key) else {
                 continue;
             };
             if own.contains_key(secret_key) {
@@ -1803,6 +1806,10 @@ mod typed_section_tests {
                     "storage.part_size_mib: 1 is outside",
                 ),
                 ("[storage]\nkind = \"tape\"\n", "storage.kind"),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_file = \"/k\"\n",
+                    "storage.access_key_file does not apply to kind = \"s3\"",
+                ),
                 (
                     "[backends.x]\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key_file = \"/nonexistent\"\n",
                     "backends.x.secret_access_key_file /nonexistent",
