@@ -176,57 +176,53 @@ impl GcsConfig {
     }
 }
 
-fn default_part_size_mib() -> u64 {
-    Tuning::default().part_size_mib
-}
-fn default_max_parts_in_flight() -> usize {
-    Tuning::default().max_parts_in_flight
-}
-fn default_max_retries() -> usize {
-    Tuning::default().max_retries
-}
-fn default_retry_timeout_secs() -> u64 {
-    Tuning::default().retry_timeout_secs
-}
-fn default_response_timeout_secs() -> u64 {
-    Tuning::default().response_timeout_secs
-}
-fn default_stall_timeout_secs() -> u64 {
-    Tuning::default().stall_timeout_secs
-}
-
-/// The keys of [`Tuning`] as an operator writes them: flat beside the service's
-/// own keys (serde's `flatten` would lose `deny_unknown_fields` and error paths).
+/// A config's keys as an operator writes them, the keys of [`Tuning`] flat beside the
+/// service's own (serde's `flatten` would lose `deny_unknown_fields` and error
+/// paths), and the conversion into the config.
 macro_rules! keys_struct {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ty,)* }) => {
+    ($(#[$m:meta])* $name:ident => $target:ident { $($(#[$fm:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$m])*
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct $name {
             $($(#[$fm])* $field: $ty,)*
-            #[serde(default = "default_part_size_mib")]
-            part_size_mib: u64,
-            #[serde(default = "default_max_parts_in_flight")]
-            max_parts_in_flight: usize,
-            #[serde(default = "default_max_retries")]
-            max_retries: usize,
-            #[serde(default = "default_retry_timeout_secs")]
-            retry_timeout_secs: u64,
-            #[serde(default = "default_response_timeout_secs")]
-            response_timeout_secs: u64,
-            #[serde(default = "default_stall_timeout_secs")]
-            stall_timeout_secs: u64,
+            #[serde(default)]
+            part_size_mib: Option<u64>,
+            #[serde(default)]
+            max_parts_in_flight: Option<usize>,
+            #[serde(default)]
+            max_retries: Option<usize>,
+            #[serde(default)]
+            retry_timeout_secs: Option<u64>,
+            #[serde(default)]
+            response_timeout_secs: Option<u64>,
+            #[serde(default)]
+            stall_timeout_secs: Option<u64>,
         }
 
         impl $name {
+            /// The tuning keys given, the others at [`Tuning::default`].
             fn tuning(&self) -> Tuning {
+                let d = Tuning::default();
                 Tuning {
-                    part_size_mib: self.part_size_mib,
-                    max_parts_in_flight: self.max_parts_in_flight,
-                    max_retries: self.max_retries,
-                    retry_timeout_secs: self.retry_timeout_secs,
-                    response_timeout_secs: self.response_timeout_secs,
-                    stall_timeout_secs: self.stall_timeout_secs,
+                    part_size_mib: self.part_size_mib.unwrap_or(d.part_size_mib),
+                    max_parts_in_flight: self.max_parts_in_flight.unwrap_or(d.max_parts_in_flight),
+                    max_retries: self.max_retries.unwrap_or(d.max_retries),
+                    retry_timeout_secs: self.retry_timeout_secs.unwrap_or(d.retry_timeout_secs),
+                    response_timeout_secs: self
+                        .response_timeout_secs
+                        .unwrap_or(d.response_timeout_secs),
+                    stall_timeout_secs: self.stall_timeout_secs.unwrap_or(d.stall_timeout_secs),
+                }
+            }
+        }
+
+        impl From<$name> for $target {
+            fn from(k: $name) -> Self {
+                let tuning = k.tuning();
+                Self {
+                    $($field: k.$field,)*
+                    tuning,
                 }
             }
         }
@@ -235,7 +231,7 @@ macro_rules! keys_struct {
 
 keys_struct! {
     /// What deserialises into a [`GcsConfig`]: its keys with the tuning keys beside them.
-    GcsKeys {
+    GcsKeys => GcsConfig {
         bucket: String,
         #[serde(default)]
         prefix: Option<String>,
@@ -250,25 +246,10 @@ keys_struct! {
     }
 }
 
-impl From<GcsKeys> for GcsConfig {
-    fn from(k: GcsKeys) -> Self {
-        let tuning = k.tuning();
-        Self {
-            bucket: k.bucket,
-            prefix: k.prefix,
-            endpoint: k.endpoint,
-            allow_http: k.allow_http,
-            service_account_file: k.service_account_file,
-            anonymous: k.anonymous,
-            tuning,
-        }
-    }
-}
-
 keys_struct! {
     /// What deserialises into an [`AzureConfig`]: its keys with the tuning keys beside
     /// them.
-    AzureKeys {
+    AzureKeys => AzureConfig {
         #[serde(default)]
         account: Option<String>,
         container: String,
@@ -282,22 +263,6 @@ keys_struct! {
         allow_http: bool,
         #[serde(default)]
         access_key: Option<Secret>,
-    }
-}
-
-impl From<AzureKeys> for AzureConfig {
-    fn from(k: AzureKeys) -> Self {
-        let tuning = k.tuning();
-        Self {
-            account: k.account,
-            container: k.container,
-            prefix: k.prefix,
-            endpoint: k.endpoint,
-            use_emulator: k.use_emulator,
-            allow_http: k.allow_http,
-            access_key: k.access_key,
-            tuning,
-        }
     }
 }
 
