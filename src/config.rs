@@ -276,7 +276,7 @@ pub struct PassiveConfig {
     /// Address announced in the PASV reply: an IPv4 address or a host name
     /// (resolved at start and every `advertise_refresh_secs`). Unset: the address
     /// the client connected to.
-    pub advertise: Option<String>,
+    pub advertise: Option<Host>,
     /// Per-client-network overrides of `advertise`, first match wins:
     /// `[[passive.advertise_for]]` with `cidr` and `address`.
     pub advertise_for: Vec<AdvertiseRule>,
@@ -308,7 +308,7 @@ pub struct AdvertiseRule {
     #[serde(deserialize_with = "typed::net")]
     pub cidr: ipnet::IpNet,
     /// IPv4 address or host name announced to clients in `cidr`.
-    pub address: String,
+    pub address: Host,
 }
 
 impl Default for PassiveConfig {
@@ -1332,11 +1332,47 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, ConfigError> {
         .map_err(|_| ConfigError::Invalid(format!("`{s}` is not a network like 10.0.0.0/8")))
 }
 
-/// Resolves `passive.advertise` (an IPv4 literal or a host name) once.
-pub async fn resolve_advertise(s: &str) -> Result<IpAddr, ConfigError> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(ip);
+/// An address literal or a host name to resolve (`passive.advertise`), told apart
+/// once when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Host {
+    /// An IP address literal, used as is.
+    Ip(IpAddr),
+    /// A DNS name, resolved at start and every `advertise_refresh_secs`.
+    Name(String),
+}
+
+impl From<String> for Host {
+    fn from(s: String) -> Self {
+        match s.parse() {
+            Ok(ip) => Self::Ip(ip),
+            Err(_) => Self::Name(s),
+        }
     }
+}
+
+impl From<&str> for Host {
+    fn from(s: &str) -> Self {
+        Self::from(s.to_owned())
+    }
+}
+
+impl From<Host> for String {
+    fn from(h: Host) -> Self {
+        match h {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Name(n) => n,
+        }
+    }
+}
+
+/// Resolves `passive.advertise` (an IPv4 literal or a host name) once.
+pub async fn resolve_advertise(host: &Host) -> Result<IpAddr, ConfigError> {
+    let s = match host {
+        Host::Ip(ip) => return Ok(*ip),
+        Host::Name(s) => s.as_str(),
+    };
     let addrs = tokio::net::lookup_host((s, 0))
         .await
         .map_err(|e| format!("passive.advertise `{s}`: {e}"))?;
@@ -1884,6 +1920,14 @@ mod typed_value_tests {
                 })
             );
             assert_eq!(c.passive.advertise_for[0].cidr.prefix_len(), 16);
+            assert_eq!(
+                c.passive.advertise_for[0].address,
+                Host::Name("lb.example".into())
+            );
+            assert_eq!(
+                Host::from("10.0.0.1"),
+                Host::Ip("10.0.0.1".parse().unwrap())
+            );
             for (text, key, value) in [
                 (
                     "[server]\nlisten = \"localhost\"\n",

@@ -617,7 +617,7 @@ async fn refresh_advertise(shared: Arc<Shared>) {
         .advertise
         .iter()
         .chain(cfg.advertise_for.iter().map(|r| &r.address))
-        .any(|a| a.parse::<IpAddr>().is_err());
+        .any(|a| matches!(a, crate::config::Host::Name(_)));
     if !names || cfg.advertise_refresh_secs == 0 {
         return;
     }
