@@ -437,7 +437,7 @@ impl AuthHook {
         let entry: UserConfig = serde_json::from_value(v).map_err(|e| e.to_string())?;
         self.checker
             .check_users(std::slice::from_ref(&entry))
-            .map_err(|e| e.replace("users[0]", "user"))?;
+            .map_err(|e| e.to_string().replace("users[0]", "user"))?;
         Ok(entry)
     }
 }

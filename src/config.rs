@@ -11,6 +11,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Permission;
 
+/// What is wrong with a configuration: every message names the key (`server.listen`,
+/// `storage.part_size_mib`, `users[2].home`), so an operator can find the line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Values figment could not read (wrong type, unknown key), one line each.
+    #[error("invalid configuration{0}")]
+    Parse(String),
+    /// A value that reads but is not allowed; the message names the key.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        Self::Invalid(message)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        Self::Invalid(message.to_owned())
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -24,8 +49,10 @@ pub struct Config {
     /// `[transfer]`: data representation.
     pub transfer: TransferConfig,
     /// `[storage]`: the default backend.
+    #[serde(skip_serializing, deserialize_with = "storage_section")]
     pub storage: StorageConfig,
     /// `[backends.NAME]`: further backends, chosen per user with `users.backend`.
+    #[serde(skip_serializing, deserialize_with = "backend_sections")]
     pub backends: std::collections::BTreeMap<String, StorageConfig>,
     /// `[[users]]`: accounts.
     pub users: Vec<UserConfig>,
@@ -71,8 +98,11 @@ pub struct TlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
     /// Implicit-FTPS listener (TLS from the first byte, port 990 style). Unset: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub implicit_listen: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "typed::opt_socket_addr"
+    )]
+    pub implicit_listen: Option<SocketAddr>,
     /// Data connections under `PROT P` must resume a TLS session of this server
     /// (the vsftpd rule against data-connection theft). Default: true when
     /// `server.tls = "required"`, else false.
@@ -101,8 +131,11 @@ impl Default for TlsConfig {
 pub struct HttpConfig {
     /// Address of the plain-HTTP endpoint serving `/healthz`, `/readyz` and
     /// `/metrics` (Prometheus text format). Unset: no endpoint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "typed::opt_socket_addr"
+    )]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[server]` keys.
@@ -110,7 +143,8 @@ pub struct HttpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Control-channel listen address. Default `127.0.0.1:2121`.
-    pub listen: String,
+    #[serde(deserialize_with = "typed::socket_addr")]
+    pub listen: SocketAddr,
     /// Text of the 220 greeting. Default `ftpgate ready`.
     pub greeting: String,
     /// Maximum concurrent sessions; more get 421. Default 1000.
@@ -152,7 +186,8 @@ pub struct ServerConfig {
     /// Networks (CIDR) allowed to send PROXY headers; other peers are refused.
     /// Required with `proxy_protocol` (an empty list refuses to start: write
     /// `["0.0.0.0/0", "::/0"]` to trust every peer explicitly).
-    pub proxy_trusted: Vec<String>,
+    #[serde(deserialize_with = "typed::nets")]
+    pub proxy_trusted: Vec<ipnet::IpNet>,
     /// FTPS on `listen`: `off`, `optional` or `required` (RFC 4217 `AUTH TLS`).
     pub tls: TlsMode,
     /// Failed logins from one client IP within `ban_window_secs` that ban it.
@@ -200,7 +235,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:2121".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 2121)),
             greeting: "ftpgate ready".into(),
             max_sessions: 1000,
             max_sessions_per_ip: 50,
@@ -237,11 +272,11 @@ impl Default for ServerConfig {
 pub struct PassiveConfig {
     /// Port range `"50000-50100"` (inclusive) for passive listeners, chosen at
     /// random. Unset: an ephemeral port from the OS.
-    pub ports: Option<String>,
+    pub ports: Option<PortRange>,
     /// Address announced in the PASV reply: an IPv4 address or a host name
     /// (resolved at start and every `advertise_refresh_secs`). Unset: the address
     /// the client connected to.
-    pub advertise: Option<String>,
+    pub advertise: Option<Host>,
     /// Per-client-network overrides of `advertise`, first match wins:
     /// `[[passive.advertise_for]]` with `cidr` and `address`.
     pub advertise_for: Vec<AdvertiseRule>,
@@ -255,8 +290,11 @@ pub struct PassiveConfig {
     /// connection arrives (the load balancer forwards each passive port here),
     /// matched to its session by the original destination port in the PROXY
     /// header. PASV then hands out ports of `ports` without binding them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_listen: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "typed::opt_socket_addr"
+    )]
+    pub proxy_listen: Option<SocketAddr>,
     /// Passive listeners (or shared-port reservations) pending at once across
     /// all sessions; beyond it PASV/EPSV get 425. Default 500.
     pub max_pending: usize,
@@ -267,9 +305,10 @@ pub struct PassiveConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdvertiseRule {
     /// Client network, e.g. `10.0.0.0/8`.
-    pub cidr: String,
+    #[serde(deserialize_with = "typed::net")]
+    pub cidr: ipnet::IpNet,
     /// IPv4 address or host name announced to clients in `cidr`.
-    pub address: String,
+    pub address: Host,
 }
 
 impl Default for PassiveConfig {
@@ -333,132 +372,71 @@ pub enum StorageKind {
     Azure,
 }
 
-/// A secret config value: `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Redacted(pub String);
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
+impl StorageKind {
+    /// The name written in `kind = "…"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Memory => "memory",
+            Self::S3 => "s3",
+            Self::Gcs => "gcs",
+            Self::Azure => "azure",
+        }
     }
 }
 
-/// `[storage]` keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `[storage]` or `[backends.NAME]`: one backend of a `kind`, with that backend
+/// crate's own config type, plus the keys every kind shares.
+///
+/// Read by [`StorageConfig::from_value`]: `kind` first, then the matching type from
+/// the rest of the section, so errors name the exact key (`storage.part_size_mib`);
+/// a key of another kind is refused with its name.
+#[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// `local` or `memory`. Default `local`.
-    pub kind: StorageKind,
-    /// Root directory of the local backend; created if missing. Default `./data`.
-    pub root: PathBuf,
-    /// s3: the bucket (required for `kind = "s3"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bucket: Option<String>,
-    /// s3: key prefix under which the FTP tree lives.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// s3: region. Default `us-east-1`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// s3: endpoint URL of an S3-compatible service (MinIO, Ceph, R2 …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// s3: path-style requests (`endpoint/bucket/key`). Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub force_path_style: Option<bool>,
-    /// s3: allow an `http://` endpoint. Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allow_http: Option<bool>,
-    /// s3: static access key (explicit override of the AWS credential chain).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-    /// s3: static secret key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_access_key: Option<Redacted>,
-    /// s3: file holding the static secret key (a mounted Secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_access_key_file: Option<PathBuf>,
-    /// s3: static session token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_token: Option<Redacted>,
-    /// s3: first multipart part size in MiB (grows for huge uploads). Default 8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub part_size_mib: Option<u64>,
-    /// s3: at most this many parts uploading at once per upload (starts at 2, grows
-    /// while the client outruns S3). Default 4 (gcs/azure: 2); memory per upload is
-    /// at most (this + 1) × part size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_parts_in_flight: Option<usize>,
-    /// s3: chunks of one download (RETR) in memory at once: the one being sent plus
-    /// this − 1 ranged GETs in parallel; 1 = one streaming GET. Default 8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_parallelism: Option<usize>,
-    /// s3: size in MiB of each ranged GET of a download (1–1024). Default 4.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_chunk_mib: Option<u64>,
-    /// s3: retries of a failed request (transient errors only). Default 3.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<usize>,
-    /// s3: give up retrying one request after this many seconds, so an FTP client
-    /// gets 451 before it gives up itself. Default 20.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_timeout_secs: Option<u64>,
-    /// s3: seconds a complete listing of a small directory (≤ 1,000 entries) is
-    /// reused, updated by this process's own writes; 0 = off. Default 2.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub list_cache_secs: Option<u64>,
-    /// s3: seconds S3 may take to send response headers after the request was sent.
-    /// Default 30.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_timeout_secs: Option<u64>,
-    /// s3: seconds a request or response body may make no progress while waited
-    /// for (slow but moving transfers are never cut). Default 30.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stall_timeout_secs: Option<u64>,
-    /// s3: incomplete multipart uploads under the prefix older than this are aborted
-    /// at start and periodically; 0 = off. Default 86400.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub abort_incomplete_uploads_after_secs: Option<u64>,
+    /// The backend and its own keys, chosen by `kind`. Default: local disk.
+    pub backend: BackendConfig,
     /// Compute the SHA-256 of every upload while it streams (logged with the transfer
     /// event; on S3 stored as `x-amz-meta-sha256` so `HASH` needs no download). Any
     /// backend. Default true.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_sha256: Option<bool>,
     /// Seconds an interrupted upload is kept as a pending upload its user can resume
     /// with `REST n` + `STOR` or `APPE` (local disk and S3); 0 = off (discarded). Default
     /// 86400 (24 h), at most 30 days.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_window_secs: Option<u64>,
     /// Most pending uploads one user keeps (further interrupted uploads are
     /// discarded). Default 16.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_max_per_user: Option<u64>,
     /// Most bytes one user's pending uploads hold. Default 100 GiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_max_bytes_per_user: Option<u64>,
-    /// gcs: a service account key file (JSON), overriding Google's credential chain.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_account_file: Option<PathBuf>,
-    /// gcs: unsigned requests (emulators, public buckets). Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub anonymous: Option<bool>,
-    /// azure: the storage account (required unless `use_emulator`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    /// azure: the container (required for `kind = "azure"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// azure: the account's shared key, overriding Azure's credential chain.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key: Option<Redacted>,
-    /// azure: file holding the shared key (a mounted Secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key_file: Option<PathBuf>,
-    /// azure: talk to Azurite (its well-known account and key unless set,
-    /// `endpoint` default `http://127.0.0.1:10000`). Default false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub use_emulator: Option<bool>,
+}
+
+/// The backend of a storage section, by `kind`.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// `kind = "local"`.
+    Local(LocalConfig),
+    /// `kind = "memory"`: no keys of its own.
+    Memory,
+    /// `kind = "s3"`: the S3 backend's own keys ([`ftpgate_backend_s3::S3Config`]).
+    S3(Box<ftpgate_backend_s3::S3Config>),
+    /// `kind = "gcs"` ([`ftpgate_backend_cloud::GcsConfig`]).
+    Gcs(Box<ftpgate_backend_cloud::GcsConfig>),
+    /// `kind = "azure"` ([`ftpgate_backend_cloud::AzureConfig`]).
+    Azure(Box<ftpgate_backend_cloud::AzureConfig>),
+}
+
+/// The keys of `kind = "local"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Root directory of the local backend; created if missing. Default `./data`.
+    /// (Other kinds ignore `root`, so `--root` never breaks a bucket's config.)
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from("./data")
 }
 
 /// Longest `resume_window_secs`: 30 days.
@@ -466,45 +444,59 @@ pub const MAX_RESUME_WINDOW_SECS: u64 = 30 * 24 * 3600;
 
 impl Default for StorageConfig {
     fn default() -> Self {
+        Self::of(BackendConfig::Local(LocalConfig {
+            root: default_root(),
+        }))
+    }
+}
+
+/// The keys every kind shares; `root` is read by `local` and ignored by the others.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    #[serde(default)]
+    kind: StorageKind,
+    #[serde(default = "default_root")]
+    root: PathBuf,
+    upload_sha256: Option<bool>,
+    resume_window_secs: Option<u64>,
+    resume_max_per_user: Option<u64>,
+    resume_max_bytes_per_user: Option<u64>,
+}
+
+/// Keys read from a file instead (a mounted Secret): (`kind`, file key, key).
+const SECRET_FILES: [(StorageKind, &str, &str); 2] = [
+    (
+        StorageKind::S3,
+        "secret_access_key_file",
+        "secret_access_key",
+    ),
+    (StorageKind::Azure, "access_key_file", "access_key"),
+];
+
+impl StorageConfig {
+    /// A section for `backend` with the shared keys at their defaults.
+    pub fn of(backend: BackendConfig) -> Self {
         Self {
-            kind: StorageKind::Local,
-            root: PathBuf::from("./data"),
-            bucket: None,
-            prefix: None,
-            region: None,
-            endpoint: None,
-            force_path_style: None,
-            allow_http: None,
-            access_key_id: None,
-            secret_access_key: None,
-            secret_access_key_file: None,
-            session_token: None,
-            part_size_mib: None,
-            max_parts_in_flight: None,
-            read_parallelism: None,
-            read_chunk_mib: None,
-            max_retries: None,
-            retry_timeout_secs: None,
-            list_cache_secs: None,
-            response_timeout_secs: None,
-            stall_timeout_secs: None,
-            abort_incomplete_uploads_after_secs: None,
+            backend,
             upload_sha256: None,
             resume_window_secs: None,
             resume_max_per_user: None,
             resume_max_bytes_per_user: None,
-            service_account_file: None,
-            anonymous: None,
-            account: None,
-            container: None,
-            access_key: None,
-            access_key_file: None,
-            use_emulator: None,
         }
     }
-}
 
-impl StorageConfig {
+    /// The `kind` of this section.
+    pub fn kind(&self) -> StorageKind {
+        match self.backend {
+            BackendConfig::Local(_) => StorageKind::Local,
+            BackendConfig::Memory => StorageKind::Memory,
+            BackendConfig::S3(_) => StorageKind::S3,
+            BackendConfig::Gcs(_) => StorageKind::Gcs,
+            BackendConfig::Azure(_) => StorageKind::Azure,
+        }
+    }
+
     /// How long interrupted uploads stay resumable (`resume_window_secs`); `None`
     /// when resuming is off.
     pub fn resume_window(&self) -> Option<std::time::Duration> {
@@ -522,258 +514,207 @@ impl StorageConfig {
         )
     }
 
-    /// The S3 settings of a `kind = "s3"` section; `key` (`storage`,
-    /// `backends.NAME`) prefixes the names in error messages.
-    pub fn s3_config(&self, key: &str) -> Result<ftpgate_backend_s3::S3Config, String> {
-        let bucket = self
-            .bucket
-            .clone()
-            .ok_or_else(|| format!("{key}.bucket is required for kind = \"s3\""))?;
-        let mut c = ftpgate_backend_s3::S3Config::new(bucket);
-        c.prefix = self.prefix.clone();
-        if let Some(r) = &self.region {
-            c.region = r.clone();
-        }
-        c.endpoint = self.endpoint.clone();
-        c.force_path_style = self.force_path_style.unwrap_or(false);
-        c.allow_http = self.allow_http.unwrap_or(false);
-        c.access_key_id = self.access_key_id.clone();
-        let secret = match (&self.secret_access_key, &self.secret_access_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "{key}.secret_access_key and {key}.secret_access_key_file are exclusive"
-                ))
-            }
-            (Some(s), None) => Some(s.0.clone()),
-            (None, Some(f)) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("{key}.secret_access_key_file {}: {e}", f.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, None) => None,
+    /// Reads a section (`key`: `storage`, `backends.NAME`) from its figment value:
+    /// `kind` and the shared keys, then the kind's own config type from the other
+    /// keys. `*_file` secrets are read here.
+    pub fn from_value(value: &figment::value::Value, key: &str) -> Result<Self, ConfigError> {
+        use figment::value::Value;
+        let Some(dict) = value.as_dict() else {
+            return Err(ConfigError::Invalid(format!("{key} must be a table")));
         };
-        c.secret_access_key = secret.map(ftpgate_backend_s3::Secret::new);
-        c.session_token = self
-            .session_token
-            .as_ref()
-            .map(|t| ftpgate_backend_s3::Secret::new(t.0.clone()));
-        if let Some(n) = self.part_size_mib {
-            c.part_size_mib = n;
-        }
-        if let Some(n) = self.max_parts_in_flight {
-            c.max_parts_in_flight = n;
-        }
-        if let Some(n) = self.read_parallelism {
-            c.read_parallelism = n;
-        }
-        if let Some(n) = self.read_chunk_mib {
-            c.read_chunk_mib = n;
-        }
-        if let Some(n) = self.max_retries {
-            c.max_retries = n;
-        }
-        if let Some(n) = self.retry_timeout_secs {
-            c.retry_timeout_secs = n;
-        }
-        if let Some(n) = self.list_cache_secs {
-            c.list_cache_secs = n;
-        }
-        if let Some(n) = self.response_timeout_secs {
-            c.response_timeout_secs = n;
-        }
-        if let Some(n) = self.stall_timeout_secs {
-            c.stall_timeout_secs = n;
-        }
-        if let Some(n) = self.abort_incomplete_uploads_after_secs {
-            c.abort_incomplete_uploads_after_secs = n;
-        }
-        c.resume_window_secs = self.resume_window().map_or(0, |w| w.as_secs());
-        c.validate()
-            .map_err(|e| e.message().replace("s3.", &format!("{key}.")))?;
-        Ok(c)
-    }
-
-    /// The request and upload bounds of a `gcs` or `azure` section.
-    fn cloud_tuning(&self) -> ftpgate_backend_cloud::Tuning {
-        let mut t = ftpgate_backend_cloud::Tuning::default();
-        if let Some(n) = self.part_size_mib {
-            t.part_size_mib = n;
-        }
-        if let Some(n) = self.max_parts_in_flight {
-            t.max_parts_in_flight = n;
-        }
-        if let Some(n) = self.max_retries {
-            t.max_retries = n;
-        }
-        if let Some(n) = self.retry_timeout_secs {
-            t.retry_timeout_secs = n;
-        }
-        if let Some(n) = self.response_timeout_secs {
-            t.response_timeout_secs = n;
-        }
-        if let Some(n) = self.stall_timeout_secs {
-            t.stall_timeout_secs = n;
-        }
-        t
-    }
-
-    /// The keys of other kinds set in a section of `kind`: the first one's name.
-    fn foreign_cloud_key(&self) -> Option<&'static str> {
-        let gcs_only = [
-            ("service_account_file", self.service_account_file.is_some()),
-            ("anonymous", self.anonymous.is_some()),
-        ];
-        let azure_only = [
-            ("account", self.account.is_some()),
-            ("container", self.container.is_some()),
-            ("access_key", self.access_key.is_some()),
-            ("access_key_file", self.access_key_file.is_some()),
-            ("use_emulator", self.use_emulator.is_some()),
-        ];
-        // Keys of the S3 backend that GCS and Azure do not use.
-        let s3_only = [
-            ("region", self.region.is_some()),
-            ("force_path_style", self.force_path_style.is_some()),
-            ("access_key_id", self.access_key_id.is_some()),
-            ("secret_access_key", self.secret_access_key.is_some()),
-            (
-                "secret_access_key_file",
-                self.secret_access_key_file.is_some(),
-            ),
-            ("session_token", self.session_token.is_some()),
-            ("list_cache_secs", self.list_cache_secs.is_some()),
-            (
-                "abort_incomplete_uploads_after_secs",
-                self.abort_incomplete_uploads_after_secs.is_some(),
-            ),
-            ("read_parallelism", self.read_parallelism.is_some()),
-            ("read_chunk_mib", self.read_chunk_mib.is_some()),
-        ];
-        let first = |keys: &[(&'static str, bool)]| keys.iter().find(|(_, set)| *set).map(|k| k.0);
-        match self.kind {
-            StorageKind::Gcs => first(&azure_only)
-                .or_else(|| first(&s3_only))
-                .or(self.container.as_ref().map(|_| "container")),
-            StorageKind::Azure => first(&gcs_only)
-                .or_else(|| first(&s3_only))
-                .or(self.bucket.as_ref().map(|_| "bucket")),
-            StorageKind::Local | StorageKind::Memory | StorageKind::S3 => {
-                first(&gcs_only).or_else(|| first(&azure_only))
-            }
-        }
-    }
-
-    /// The GCS settings of a `kind = "gcs"` section; `key` (`storage`,
-    /// `backends.NAME`) prefixes the names in error messages.
-    pub fn gcs_config(&self, key: &str) -> Result<ftpgate_backend_cloud::GcsConfig, String> {
-        let bucket = self
-            .bucket
+        let (common, mut own): (figment::value::Dict, figment::value::Dict) = dict
             .clone()
-            .ok_or_else(|| format!("{key}.bucket is required for kind = \"gcs\""))?;
-        let mut c = ftpgate_backend_cloud::GcsConfig::new(bucket);
-        c.prefix = self.prefix.clone();
-        c.endpoint = self.endpoint.clone();
-        c.allow_http = self.allow_http.unwrap_or(false);
-        c.service_account_file = self.service_account_file.clone();
-        c.anonymous = self.anonymous.unwrap_or(false);
-        c.tuning = self.cloud_tuning();
-        c.validate()
-            .map_err(|e| e.message().replace("gcs.", &format!("{key}.")))?;
-        Ok(c)
-    }
-
-    /// The Azure settings of a `kind = "azure"` section; `key` prefixes the names in
-    /// error messages.
-    pub fn azure_config(&self, key: &str) -> Result<ftpgate_backend_cloud::AzureConfig, String> {
-        let container = self
-            .container
-            .clone()
-            .ok_or_else(|| format!("{key}.container is required for kind = \"azure\""))?;
-        let mut c = ftpgate_backend_cloud::AzureConfig::new(container);
-        c.account = self.account.clone();
-        c.prefix = self.prefix.clone();
-        c.endpoint = self.endpoint.clone();
-        c.allow_http = self.allow_http.unwrap_or(false);
-        c.use_emulator = self.use_emulator.unwrap_or(false);
-        c.access_key = match (&self.access_key, &self.access_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "{key}.access_key and {key}.access_key_file are exclusive"
-                ))
+            .into_iter()
+            .partition(|(k, _)| fields_of::<CommonKeys>().contains(&k.as_str()));
+        let common: CommonKeys = read(&Value::from(common), key)?;
+        let kind = common.kind;
+        for (k_kind, file_key, secret_key) in SECRET_FILES {
+            if k_kind != kind {
+                continue;
             }
-            (Some(k), None) => Some(ftpgate_backend_s3::Secret::new(k.0.clone())),
-            (None, Some(f)) => Some(ftpgate_backend_s3::Secret::new(
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("{key}.access_key_file {}: {e}", f.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            )),
-            (None, None) => None,
+            let Some(f) = own.remove(file_key) else {
+                continue;
+            };
+            if own.contains_key(secret_key) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}.{secret_key} and {key}.{file_key} are exclusive"
+                )));
+            }
+            let f: PathBuf = read(&f, &format!("{key}.{file_key}"))?;
+            let secret = std::fs::read_to_string(&f)
+                .map_err(|e| format!("{key}.{file_key} {}: {e}", f.display()))?;
+            let secret = secret.trim_end_matches(['\r', '\n']).to_owned();
+            own.insert(secret_key.to_owned(), Value::from(secret));
+        }
+        if let Some(k) = own.keys().find(|k| !kind_keys(kind).contains(&k.as_str())) {
+            return Err(foreign_key(key, k, kind));
+        }
+        let own = Value::from(own);
+        let backend = match kind {
+            StorageKind::Local => BackendConfig::Local(LocalConfig { root: common.root }),
+            StorageKind::Memory => BackendConfig::Memory,
+            StorageKind::S3 => {
+                let mut c: ftpgate_backend_s3::S3Config = read_kind(&own, key, kind)?;
+                c.resume_window_secs = match common.resume_window_secs {
+                    Some(n) => n,
+                    None => c.resume_window_secs,
+                };
+                BackendConfig::S3(Box::new(c))
+            }
+            StorageKind::Gcs => BackendConfig::Gcs(Box::new(read_kind(&own, key, kind)?)),
+            StorageKind::Azure => BackendConfig::Azure(Box::new(read_kind(&own, key, kind)?)),
         };
-        c.tuning = self.cloud_tuning();
-        c.validate()
-            .map_err(|e| e.message().replace("azure.", &format!("{key}.")))?;
-        Ok(c)
+        Ok(Self {
+            backend,
+            upload_sha256: common.upload_sha256,
+            resume_window_secs: common.resume_window_secs,
+            resume_max_per_user: common.resume_max_per_user,
+            resume_max_bytes_per_user: common.resume_max_bytes_per_user,
+        })
     }
 
-    /// Checks that the keys set belong to the chosen kind.
-    fn validate(&self, key: &str) -> Result<(), String> {
-        if let Some(name) = self.foreign_cloud_key() {
-            let kind = serde_json::to_value(self.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            return Err(format!("{key}.{name} does not apply to kind = \"{kind}\""));
-        }
+    /// Checks the values of the section `key`; the backend's own checks name
+    /// `key.FIELD` instead of the backend's `s3.`/`gcs.`/`azure.` prefix.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.resume_window_secs.unwrap_or(0) > MAX_RESUME_WINDOW_SECS {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "{key}.resume_window_secs must be at most {MAX_RESUME_WINDOW_SECS} (30 days)"
-            ));
+            )));
         }
-        match self.kind {
-            StorageKind::S3 => self.s3_config(key).map(|_| ()),
-            StorageKind::Gcs => self.gcs_config(key).map(|_| ()),
-            StorageKind::Azure => self.azure_config(key).map(|_| ()),
-            StorageKind::Local | StorageKind::Memory => {
-                let s3_only = [
-                    ("bucket", self.bucket.is_some()),
-                    ("prefix", self.prefix.is_some()),
-                    ("region", self.region.is_some()),
-                    ("endpoint", self.endpoint.is_some()),
-                    ("force_path_style", self.force_path_style.is_some()),
-                    ("allow_http", self.allow_http.is_some()),
-                    ("access_key_id", self.access_key_id.is_some()),
-                    ("secret_access_key", self.secret_access_key.is_some()),
-                    (
-                        "secret_access_key_file",
-                        self.secret_access_key_file.is_some(),
-                    ),
-                    ("session_token", self.session_token.is_some()),
-                    ("part_size_mib", self.part_size_mib.is_some()),
-                    ("max_parts_in_flight", self.max_parts_in_flight.is_some()),
-                    ("read_parallelism", self.read_parallelism.is_some()),
-                    ("read_chunk_mib", self.read_chunk_mib.is_some()),
-                    ("max_retries", self.max_retries.is_some()),
-                    ("retry_timeout_secs", self.retry_timeout_secs.is_some()),
-                    ("list_cache_secs", self.list_cache_secs.is_some()),
-                    (
-                        "response_timeout_secs",
-                        self.response_timeout_secs.is_some(),
-                    ),
-                    ("stall_timeout_secs", self.stall_timeout_secs.is_some()),
-                    (
-                        "abort_incomplete_uploads_after_secs",
-                        self.abort_incomplete_uploads_after_secs.is_some(),
-                    ),
-                ];
-                match s3_only.iter().find(|(_, set)| *set) {
-                    Some((name, _)) => Err(format!("{key}.{name} only applies to kind = \"s3\"")),
-                    None => Ok(()),
-                }
-            }
+        let (prefix, checked) = match &self.backend {
+            BackendConfig::Local(_) | BackendConfig::Memory => return Ok(()),
+            BackendConfig::S3(c) => ("s3.", c.validate()),
+            BackendConfig::Gcs(c) => ("gcs.", c.validate()),
+            BackendConfig::Azure(c) => ("azure.", c.validate()),
+        };
+        checked.map_err(|e| ConfigError::Invalid(e.message().replace(prefix, &format!("{key}."))))
+    }
+}
+
+/// Deserialises one value of a section; errors name `key.PATH`.
+fn read<T: serde::de::DeserializeOwned>(
+    v: &figment::value::Value,
+    key: &str,
+) -> Result<T, ConfigError> {
+    T::deserialize(v).map_err(|e| figment_error(e, key))
+}
+
+/// [`read`] for a kind's own type: a missing required key says so.
+fn read_kind<T: serde::de::DeserializeOwned>(
+    v: &figment::value::Value,
+    key: &str,
+    kind: StorageKind,
+) -> Result<T, ConfigError> {
+    T::deserialize(v).map_err(|e| match &e.kind {
+        figment::error::Kind::MissingField(f) => ConfigError::Invalid(format!(
+            "{key}.{f} is required for kind = \"{}\"",
+            kind.name()
+        )),
+        _ => figment_error(e, key),
+    })
+}
+
+/// One line per error of `e`, each naming `key.PATH`.
+fn figment_error(e: figment::Error, key: &str) -> ConfigError {
+    let lines: Vec<String> = e
+        .into_iter()
+        .map(|err| {
+            let path = std::iter::once(key.to_owned())
+                .chain(err.path.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(".");
+            format!("{path}: {}", err.kind)
+        })
+        .collect();
+    ConfigError::Invalid(lines.join("\n"))
+}
+
+/// The keys a section of `kind` may hold besides the shared ones.
+fn kind_keys(kind: StorageKind) -> Vec<&'static str> {
+    let mut keys = match kind {
+        StorageKind::Local | StorageKind::Memory => Vec::new(),
+        StorageKind::S3 => fields_of::<ftpgate_backend_s3::S3Config>().to_vec(),
+        StorageKind::Gcs => fields_of::<ftpgate_backend_cloud::GcsConfig>().to_vec(),
+        StorageKind::Azure => fields_of::<ftpgate_backend_cloud::AzureConfig>().to_vec(),
+    };
+    keys.extend(SECRET_FILES.iter().filter(|s| s.0 == kind).map(|s| s.1));
+    keys
+}
+
+/// The error for key `k` that kind `kind` does not take: "only applies to kind =
+/// "s3"" for an S3 key in a local/memory section, "does not apply to kind = …" for
+/// a key of another kind, else an unknown key.
+fn foreign_key(key: &str, k: &str, kind: StorageKind) -> ConfigError {
+    let others = [StorageKind::S3, StorageKind::Gcs, StorageKind::Azure];
+    let local = matches!(kind, StorageKind::Local | StorageKind::Memory);
+    if local && kind_keys(StorageKind::S3).contains(&k) {
+        return ConfigError::Invalid(format!("{key}.{k} only applies to kind = \"s3\""));
+    }
+    if others.iter().any(|o| kind_keys(*o).contains(&k)) {
+        return ConfigError::Invalid(format!(
+            "{key}.{k} does not apply to kind = \"{}\"",
+            kind.name()
+        ));
+    }
+    let mut known = fields_of::<CommonKeys>().to_vec();
+    known.extend(kind_keys(kind));
+    let mut seen = std::collections::HashSet::new();
+    known.retain(|k| seen.insert(*k));
+    ConfigError::Invalid(format!(
+        "{key}.{k}: unknown key for kind = \"{}\" (known: {})",
+        kind.name(),
+        known.join(", ")
+    ))
+}
+
+/// The field names a struct's derived `Deserialize` accepts (serde hands them to
+/// `deserialize_struct`), so the kind checks use each backend type's own list.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("probe"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
         }
     }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// `Config.storage`: read with [`StorageConfig::from_value`] as `storage`.
+fn storage_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StorageConfig, D::Error> {
+    let v = <figment::value::Value as Deserialize>::deserialize(d)?;
+    StorageConfig::from_value(&v, "storage").map_err(serde::de::Error::custom)
+}
+
+/// `Config.backends`: each read with [`StorageConfig::from_value`] as `backends.NAME`.
+fn backend_sections<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, StorageConfig>, D::Error> {
+    let raw = std::collections::BTreeMap::<String, figment::value::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(name, v)| {
+            StorageConfig::from_value(&v, &format!("backends.{name}"))
+                .map(|c| (name, c))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 /// One `[[users]]` entry.
@@ -929,8 +870,9 @@ pub struct CliOverrides {
     pub log_format: Option<LogFormat>,
 }
 
-/// An inclusive passive port range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An inclusive passive port range, written `"50000-50100"` (or one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct PortRange {
     /// First port.
     pub start: u16,
@@ -940,7 +882,7 @@ pub struct PortRange {
 
 impl PortRange {
     /// Parses `"50000-50100"` or a single `"50000"`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let (a, b) = match s.split_once('-') {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (s.trim(), s.trim()),
@@ -952,19 +894,82 @@ impl PortRange {
             .parse()
             .map_err(|_| format!("`{s}` is not a port range like 50000-50100"))?;
         if start == 0 || start > end {
-            return Err(format!("`{s}`: need 1 <= start <= end"));
+            return Err(ConfigError::Invalid(format!(
+                "`{s}`: need 1 <= start <= end"
+            )));
         }
         Ok(Self { start, end })
     }
 }
 
+impl TryFrom<String> for PortRange {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, ConfigError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> Self {
+        format!("{}-{}", r.start, r.end)
+    }
+}
+
+/// Serde readers of values written as strings (addresses, networks), each parsed
+/// once at load; an error quotes the value and figment adds the key.
+mod typed {
+    use std::net::SocketAddr;
+    use std::str::FromStr;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    fn parse<'de, D: Deserializer<'de>, T: FromStr>(s: &str, what: &str) -> Result<T, D::Error> {
+        s.parse()
+            .map_err(|_| D::Error::custom(format!("`{s}` is not {what}")))
+    }
+
+    const ADDR: &str = "an address like 0.0.0.0:2121";
+
+    /// A socket address (`127.0.0.1:2121`, `[::1]:21`).
+    pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        parse::<D, _>(&String::deserialize(d)?, ADDR)
+    }
+
+    /// An optional socket address.
+    pub(super) fn opt_socket_addr<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| parse::<D, _>(&s, ADDR))
+            .transpose()
+    }
+
+    /// A network (CIDR); a bare address is a single-host network.
+    pub(super) fn net<'de, D: Deserializer<'de>>(d: D) -> Result<ipnet::IpNet, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_net(&s).map_err(D::Error::custom)
+    }
+
+    /// A list of networks, as [`net`].
+    pub(super) fn nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| super::parse_net(s).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
 impl Config {
     /// Merges defaults, the optional TOML file, `FTPGATE_*` env and CLI flags.
-    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, String> {
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(format!("config file {} does not exist", f.display()));
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    f.display()
+                )));
             }
             fig = fig.merge(Toml::file(f));
         }
@@ -988,49 +993,46 @@ impl Config {
         }
         fig = fig.merge(overrides);
         let cfg: Config = fig.extract().map_err(|e| {
-            let mut msg = String::from("invalid configuration");
+            let mut msg = String::new();
             for err in e {
-                msg.push_str(&format!("\n  - {err}"));
-                if !err.path.is_empty() {
-                    msg.push_str(&format!(" (key `{}`)", err.path.join(".")));
+                let path = err.path.join(".");
+                match &err.kind {
+                    // A storage section's own message already names the key.
+                    figment::error::Kind::Message(m)
+                        if !path.is_empty() && m.starts_with(&path) =>
+                    {
+                        msg.push_str(&format!("\n  - {}", m.replace('\n', "\n  - ")));
+                    }
+                    _ => {
+                        msg.push_str(&format!("\n  - {err}"));
+                        if !path.is_empty() {
+                            msg.push_str(&format!(" (key `{path}`)"));
+                        }
+                    }
                 }
             }
-            msg
+            ConfigError::Parse(msg)
         })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Checks values figment cannot: addresses, ranges, hashes, homes.
-    pub fn validate(&self) -> Result<(), String> {
-        let listen = self.listen_addr()?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listen = self.server.listen;
         if self.users.is_empty()
             && self.users_file.is_none()
             && self.auth_hook.is_none()
             && !listen.ip().is_loopback()
         {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "server.listen = {listen} is not a loopback address and no [[users]] are configured: \
                  add a user (password_hash from `ftpgate hash-password`) before listening on the network"
-            ));
+            )));
         }
         self.storage.validate("storage")?;
         for (name, b) in &self.backends {
             b.validate(&format!("backends.{name}"))?;
-        }
-        if let Some(p) = &self.passive.ports {
-            PortRange::parse(p).map_err(|e| format!("passive.ports: {e}"))?;
-        }
-        for (i, r) in self.passive.advertise_for.iter().enumerate() {
-            r.cidr.parse::<ipnet::IpNet>().map_err(|_| {
-                format!(
-                    "passive.advertise_for[{i}].cidr `{}` is not a network like 10.0.0.0/8",
-                    r.cidr
-                )
-            })?;
-        }
-        for c in &self.server.proxy_trusted {
-            parse_net(c).map_err(|e| format!("server.proxy_trusted: {e}"))?;
         }
         if self.server.proxy_protocol && self.server.proxy_trusted.is_empty() {
             // Any peer could otherwise claim any client address: on the control
@@ -1044,21 +1046,18 @@ impl Config {
             );
         }
         if self.server.upload_close_wait_us > 5_000_000 {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "server.upload_close_wait_us = {} is above 5000000 (5 s): every upload waits this long",
                 self.server.upload_close_wait_us
-            ));
+            )));
         }
         if !(1..=128).contains(&self.server.ipv6_prefix_len) {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "server.ipv6_prefix_len = {} must be between 1 and 128",
                 self.server.ipv6_prefix_len
-            ));
+            )));
         }
-        if let Some(l) = &self.passive.proxy_listen {
-            l.parse::<SocketAddr>().map_err(|_| {
-                format!("passive.proxy_listen `{l}` is not an address like 0.0.0.0:2120")
-            })?;
+        if self.passive.proxy_listen.is_some() {
             if !self.server.proxy_protocol {
                 return Err("passive.proxy_listen needs server.proxy_protocol = true".into());
             }
@@ -1077,15 +1076,6 @@ impl Config {
             return Err(
                 "server.tls / tls.implicit_listen need tls.cert_file and tls.key_file".into(),
             );
-        }
-        if let Some(l) = &self.tls.implicit_listen {
-            l.parse::<SocketAddr>().map_err(|_| {
-                format!("tls.implicit_listen `{l}` is not an address like 0.0.0.0:990")
-            })?;
-        }
-        if let Some(l) = &self.http.listen {
-            l.parse::<SocketAddr>()
-                .map_err(|_| format!("http.listen `{l}` is not an address like 0.0.0.0:9100"))?;
         }
         if self.server.login_cache_secs > 86_400 {
             return Err("server.login_cache_secs must be at most 86400 (one day)".into());
@@ -1111,7 +1101,7 @@ impl Config {
     }
 
     /// Inline `[[users]]` followed by those of `users_file` (read now).
-    pub fn all_users(&self) -> Result<Vec<UserConfig>, String> {
+    pub fn all_users(&self) -> Result<Vec<UserConfig>, ConfigError> {
         let mut all = self.users.clone();
         if let Some(f) = &self.users_file {
             all.extend(load_users_file(f)?);
@@ -1120,32 +1110,37 @@ impl Config {
     }
 
     /// Checks a user list: unique names, PHC hashes, homes, backends.
-    pub fn check_users(&self, users: &[UserConfig]) -> Result<(), String> {
+    pub fn check_users(&self, users: &[UserConfig]) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for (i, u) in users.iter().enumerate() {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
-                return Err(format!("users[{i}].name must be non-empty without spaces"));
+                return Err(ConfigError::Invalid(format!(
+                    "users[{i}].name must be non-empty without spaces"
+                )));
             }
             if !seen.insert(u.name.as_str()) {
-                return Err(format!("users[{i}].name `{}` appears twice", u.name));
+                return Err(ConfigError::Invalid(format!(
+                    "users[{i}].name `{}` appears twice",
+                    u.name
+                )));
             }
             crate::auth::check_phc(&u.password_hash)
                 .map_err(|e| format!("users[{i}].password_hash ({}): {e}", u.name))?;
             ftpgate_storage::VPath::parse(&u.home).map_err(|e| format!("users[{i}].home: {e}"))?;
             if home_leaves_root(&u.home) {
-                return Err(format!(
+                return Err(ConfigError::Invalid(format!(
                     "{}.home `{}` is outside the backend root (`..` above `/`); \
                      homes are paths inside the storage root or prefix",
                     self.user_key(i),
                     u.home
-                ));
+                )));
             }
             check_user_limits(u).map_err(|e| format!("{}.{e}", self.user_key(i)))?;
             if let Some(b) = &u.backend {
                 if !self.backends.contains_key(b) {
-                    return Err(format!(
+                    return Err(ConfigError::Invalid(format!(
                         "users[{i}].backend = \"{b}\" but there is no [backends.{b}]"
-                    ));
+                    )));
                 }
             }
         }
@@ -1160,43 +1155,18 @@ impl Config {
             _ => format!("users[{i}]"),
         }
     }
-
-    /// The parsed `server.listen`.
-    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.server.listen.parse().map_err(|_| {
-            format!(
-                "server.listen `{}` is not an address like 127.0.0.1:2121",
-                self.server.listen
-            )
-        })
-    }
-
-    /// The parsed `passive.ports`, if set.
-    pub fn passive_ports(&self) -> Option<PortRange> {
-        self.passive
-            .ports
-            .as_deref()
-            .and_then(|p| PortRange::parse(p).ok())
-    }
 }
 
 /// The Kubernetes Service `ports:` items for `config` (`ftpgate service-ports`):
 /// `ftp` (`control_port` → the `server.listen` port), then `pasv-N` for each port
 /// of `passive.ports`, targeting that port, or `passive.proxy_listen`'s port when
 /// data connections share one port behind a PROXY-protocol balancer.
-pub fn service_ports_yaml(config: &Config, control_port: u16) -> Result<String, String> {
-    let listen = config.listen_addr()?;
-    let range = config.passive_ports().ok_or(
+pub fn service_ports_yaml(config: &Config, control_port: u16) -> Result<String, ConfigError> {
+    let listen = config.server.listen;
+    let range = config.passive.ports.ok_or(
         "passive.ports is not set: a Kubernetes Service cannot route ephemeral passive ports",
     )?;
-    let shared_target = match &config.passive.proxy_listen {
-        Some(a) => Some(
-            a.parse::<SocketAddr>()
-                .map_err(|_| format!("passive.proxy_listen `{a}` is not an address"))?
-                .port(),
-        ),
-        None => None,
-    };
+    let shared_target = config.passive.proxy_listen.map(|a| a.port());
     let item = |name: String, port: u16, target: u16| {
         format!("- name: {name}\n  port: {port}\n  targetPort: {target}\n  protocol: TCP\n")
     };
@@ -1319,7 +1289,7 @@ pub fn service_link_vars() -> Vec<String> {
 
 /// The `[[users]]` of a users file: TOML, or JSON when the name ends in `.json`
 /// (`{"users": [...]}`).
-pub fn load_users_file(path: &Path) -> Result<Vec<UserConfig>, String> {
+pub fn load_users_file(path: &Path) -> Result<Vec<UserConfig>, ConfigError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct UsersFile {
@@ -1337,16 +1307,16 @@ pub fn load_users_file(path: &Path) -> Result<Vec<UserConfig>, String> {
 }
 
 /// Checks a user's limits; the error starts with the key (`quota_bytes: …`).
-fn check_user_limits(u: &UserConfig) -> Result<(), String> {
+fn check_user_limits(u: &UserConfig) -> Result<(), ConfigError> {
     for (key, v) in [
         ("upload_bytes_per_sec", u.upload_bytes_per_sec),
         ("download_bytes_per_sec", u.download_bytes_per_sec),
         ("max_sessions", u.max_sessions.map(|n| n as u64)),
     ] {
         if v == Some(0) {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "{key} = 0 refuses everything; leave it unset for no limit"
-            ));
+            )));
         }
     }
     for (j, n) in u.allowed_networks.iter().enumerate() {
@@ -1356,24 +1326,60 @@ fn check_user_limits(u: &UserConfig) -> Result<(), String> {
 }
 
 /// Parses a CIDR network; a bare address is a single-host network.
-pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, ConfigError> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("`{s}` is not a network like 10.0.0.0/8"))
+        .map_err(|_| ConfigError::Invalid(format!("`{s}` is not a network like 10.0.0.0/8")))
+}
+
+/// An address literal or a host name to resolve (`passive.advertise`), told apart
+/// once when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Host {
+    /// An IP address literal, used as is.
+    Ip(IpAddr),
+    /// A DNS name, resolved at start and every `advertise_refresh_secs`.
+    Name(String),
+}
+
+impl From<String> for Host {
+    fn from(s: String) -> Self {
+        match s.parse() {
+            Ok(ip) => Self::Ip(ip),
+            Err(_) => Self::Name(s),
+        }
+    }
+}
+
+impl From<&str> for Host {
+    fn from(s: &str) -> Self {
+        Self::from(s.to_owned())
+    }
+}
+
+impl From<Host> for String {
+    fn from(h: Host) -> Self {
+        match h {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Name(n) => n,
+        }
+    }
 }
 
 /// Resolves `passive.advertise` (an IPv4 literal or a host name) once.
-pub async fn resolve_advertise(s: &str) -> Result<IpAddr, String> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(ip);
-    }
+pub async fn resolve_advertise(host: &Host) -> Result<IpAddr, ConfigError> {
+    let s = match host {
+        Host::Ip(ip) => return Ok(*ip),
+        Host::Name(s) => s.as_str(),
+    };
     let addrs = tokio::net::lookup_host((s, 0))
         .await
         .map_err(|e| format!("passive.advertise `{s}`: {e}"))?;
     addrs
         .map(|a| a.ip())
         .find(IpAddr::is_ipv4)
-        .ok_or_else(|| format!("passive.advertise `{s}` has no IPv4 address"))
+        .ok_or_else(|| ConfigError::Invalid(format!("passive.advertise `{s}` has no IPv4 address")))
 }
 
 #[cfg(test)]
@@ -1385,8 +1391,8 @@ mod tests {
     #[test]
     fn defaults_are_loopback_and_local() {
         let c = Config::default();
-        assert_eq!(c.server.listen, "127.0.0.1:2121");
-        assert_eq!(c.storage.kind, StorageKind::Local);
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:2121");
+        assert_eq!(c.storage.kind(), StorageKind::Local);
         assert!(c.validate().is_ok());
     }
 
@@ -1405,15 +1411,15 @@ mod tests {
             )?;
             jail.set_env("FTPGATE_SERVER__MAX_SESSIONS", "9");
             let c = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap();
-            assert_eq!(c.server.listen, "127.0.0.1:3000");
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:3000");
             assert_eq!(c.server.max_sessions, 9);
-            assert_eq!(c.storage.kind, StorageKind::Memory);
+            assert_eq!(c.storage.kind(), StorageKind::Memory);
             let cli = CliOverrides {
                 listen: Some("127.0.0.1:4000".into()),
                 ..Default::default()
             };
             let c = Config::load(Some(Path::new("f.toml")), &cli).unwrap();
-            assert_eq!(c.server.listen, "127.0.0.1:4000");
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:4000");
             Ok(())
         });
     }
@@ -1422,25 +1428,37 @@ mod tests {
     fn errors_name_the_key() {
         Jail::expect_with(|jail| {
             jail.create_file("f.toml", "[server]\nmax_sessions = \"lots\"\n")?;
-            let e = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap_err();
+            let e = Config::load(Some(Path::new("f.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("server.max_sessions"), "{e}");
             jail.create_file("g.toml", "[server]\nlisten = \"0.0.0.0:21\"\n")?;
-            let e = Config::load(Some(Path::new("g.toml")), &CliOverrides::default()).unwrap_err();
+            let e = Config::load(Some(Path::new("g.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not a loopback"), "{e}");
             jail.create_file("h.toml", "[passive]\nports = \"9-1\"\n")?;
-            let e = Config::load(Some(Path::new("h.toml")), &CliOverrides::default()).unwrap_err();
+            let e = Config::load(Some(Path::new("h.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("passive.ports"), "{e}");
             jail.create_file("i.toml", "[storage]\nkind = \"floppy\"\n")?;
-            let e = Config::load(Some(Path::new("i.toml")), &CliOverrides::default()).unwrap_err();
+            let e = Config::load(Some(Path::new("i.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("storage.kind"), "{e}");
             jail.create_file(
                 "j.toml",
                 "[[users]]\nname = \"a\"\npassword_hash = \"plain\"\n",
             )?;
-            let e = Config::load(Some(Path::new("j.toml")), &CliOverrides::default()).unwrap_err();
+            let e = Config::load(Some(Path::new("j.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("users[0].password_hash"), "{e}");
             jail.create_file("k.toml", "[server]\nlsten = \"x\"\n")?;
-            let e = Config::load(Some(Path::new("k.toml")), &CliOverrides::default()).unwrap_err();
+            let e = Config::load(Some(Path::new("k.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("lsten"), "{e}");
             Ok(())
         });
@@ -1526,7 +1544,7 @@ mod tests {
         };
         assert_eq!(cfg.all_users().unwrap().len(), 1);
         std::fs::write(&t, "[[users]]\nname = \"x\"\nbogus = 1\n").unwrap();
-        let e = load_users_file(&t).unwrap_err();
+        let e = load_users_file(&t).unwrap_err().to_string();
         assert!(e.contains("users_file"), "{e}");
         assert!(load_users_file(&dir.path().join("missing.toml")).is_err());
     }
@@ -1601,13 +1619,17 @@ mod tests {
             assert!(!links.contains(&"FTPGATE_SERVER__SHUTDOWN_DELAY_SECS".to_owned()));
             // Anything else under the prefix is still an error that names it.
             jail.set_env("FTPGATE_GRACE", "30");
-            let e = Config::load(Some(Path::new("f.toml")), &CliOverrides::default()).unwrap_err();
+            let e = Config::load(Some(Path::new("f.toml")), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("grace"), "{e}");
             Ok(())
         });
         Jail::expect_with(|jail| {
             jail.set_env("FTPGATE_PORT", "2121");
-            let e = Config::load(None, &CliOverrides::default()).unwrap_err();
+            let e = Config::load(None, &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("port"), "{e}");
             Ok(())
         });
@@ -1618,7 +1640,7 @@ mod tests {
         let mut c = Config::default();
         assert_eq!(c.server.shutdown_delay_secs, 5);
         c.server.backend_unready_after_secs = 2;
-        let e = c.validate().unwrap_err();
+        let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("server.backend_unready_after_secs"), "{e}");
         c.server.backend_unready_after_secs = 0;
         assert!(c.validate().is_ok());
@@ -1626,21 +1648,22 @@ mod tests {
         assert!(c
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("server.shutdown_delay_secs"));
     }
 
     #[test]
     fn port_range() {
         assert_eq!(
-            PortRange::parse("50000-50100"),
-            Ok(PortRange {
+            PortRange::parse("50000-50100").ok(),
+            Some(PortRange {
                 start: 50000,
                 end: 50100
             })
         );
         assert_eq!(
-            PortRange::parse("2000"),
-            Ok(PortRange {
+            PortRange::parse("2000").ok(),
+            Some(PortRange {
                 start: 2000,
                 end: 2000
             })
@@ -1654,38 +1677,36 @@ mod tests {
 mod cloud_kind_tests {
     use super::*;
 
-    fn section(kind: StorageKind) -> StorageConfig {
-        StorageConfig {
-            kind,
-            ..Default::default()
-        }
+    /// Reads and validates one section written in TOML as `key`.
+    fn section(key: &str, text: &str) -> Result<StorageConfig, String> {
+        let v: figment::value::Value = toml::from_str(text).unwrap();
+        let s = StorageConfig::from_value(&v, key).map_err(|e| e.to_string())?;
+        s.validate(key).map_err(|e| e.to_string())?;
+        Ok(s)
     }
 
     #[test]
     fn gcs_section_is_mapped_and_checked() {
-        let mut s = section(StorageKind::Gcs);
-        let e = s.validate("storage").unwrap_err();
+        let gcs = "kind = \"gcs\"\n";
+        let e = section("storage", gcs).unwrap_err();
         assert!(e.contains("storage.bucket is required"), "{e}");
-        s.bucket = Some("b".into());
-        s.prefix = Some("ftp".into());
-        s.endpoint = Some("http://127.0.0.1:4443".into());
-        let e = s.validate("backends.g").unwrap_err();
+        let gcs = format!(
+            "{gcs}bucket = \"b\"\nprefix = \"ftp\"\nendpoint = \"http://127.0.0.1:4443\"\n"
+        );
+        let e = section("backends.g", &gcs).unwrap_err();
         assert!(
             e.contains("backends.g.endpoint") && e.contains("allow_http"),
             "{e}"
         );
-        s.allow_http = Some(true);
-        s.anonymous = Some(true);
-        s.part_size_mib = Some(16);
-        let c = s.gcs_config("storage").unwrap();
+        let gcs = format!("{gcs}allow_http = true\nanonymous = true\npart_size_mib = 16\n");
+        let BackendConfig::Gcs(c) = section("storage", &gcs).unwrap().backend else {
+            panic!("not gcs")
+        };
         assert_eq!((c.bucket.as_str(), c.anonymous), ("b", true));
         assert_eq!(c.tuning.part_size_mib, 16);
-        s.container = Some("c".into());
-        let e = s.validate("storage").unwrap_err();
+        let e = section("storage", &format!("{gcs}container = \"c\"\n")).unwrap_err();
         assert!(e.contains("storage.container does not apply"), "{e}");
-        s.container = None;
-        s.region = Some("eu".into());
-        let e = s.validate("storage").unwrap_err();
+        let e = section("storage", &format!("{gcs}region = \"eu\"\n")).unwrap_err();
         assert!(
             e.contains("storage.region does not apply to kind = \"gcs\""),
             "{e}"
@@ -1694,28 +1715,31 @@ mod cloud_kind_tests {
 
     #[test]
     fn azure_section_is_mapped_and_checked() {
-        let mut s = section(StorageKind::Azure);
-        let e = s.validate("storage").unwrap_err();
+        let az = "kind = \"azure\"\n";
+        let e = section("storage", az).unwrap_err();
         assert!(e.contains("storage.container is required"), "{e}");
-        s.container = Some("c".into());
-        let e = s.validate("storage").unwrap_err();
+        let az = format!("{az}container = \"c\"\n");
+        let e = section("storage", &az).unwrap_err();
         assert!(e.contains("storage.account"), "{e}");
-        s.use_emulator = Some(true);
-        let c = s.azure_config("storage").unwrap();
+        let az = format!("{az}use_emulator = true\n");
+        let BackendConfig::Azure(c) = section("storage", &az).unwrap().backend else {
+            panic!("not azure")
+        };
         assert_eq!(c.account_name(), Some("devstoreaccount1"));
-        s.access_key = Some(Redacted("k".into()));
-        s.access_key_file = Some("/nonexistent".into());
-        let e = s.validate("storage").unwrap_err();
+        let e = section(
+            "storage",
+            &format!("{az}access_key = \"k\"\naccess_key_file = \"/nonexistent\"\n"),
+        )
+        .unwrap_err();
         assert!(e.contains("exclusive"), "{e}");
-        s.access_key_file = None;
-        s.bucket = Some("b".into());
-        let e = s.validate("storage").unwrap_err();
+        let e = section("storage", &format!("{az}bucket = \"b\"\n")).unwrap_err();
         assert!(e.contains("storage.bucket does not apply"), "{e}");
         // Keys of the cloud kinds are refused elsewhere.
-        let mut l = section(StorageKind::S3);
-        l.bucket = Some("b".into());
-        l.use_emulator = Some(true);
-        let e = l.validate("storage").unwrap_err();
+        let e = section(
+            "storage",
+            "kind = \"s3\"\nbucket = \"b\"\nuse_emulator = true\n",
+        )
+        .unwrap_err();
         assert!(
             e.contains("storage.use_emulator does not apply to kind = \"s3\""),
             "{e}"
@@ -1724,10 +1748,223 @@ mod cloud_kind_tests {
 
     #[test]
     fn kinds_parse_from_toml() {
-        let c: StorageConfig =
-            toml::from_str("kind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n").unwrap();
-        assert_eq!(c.kind, StorageKind::Azure);
-        let c: StorageConfig = toml::from_str("kind = \"gcs\"\nbucket = \"b\"\n").unwrap();
-        assert_eq!(c.kind, StorageKind::Gcs);
+        let c = section(
+            "storage",
+            "kind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.kind(), StorageKind::Azure);
+        let c = section("storage", "kind = \"gcs\"\nbucket = \"b\"\n").unwrap();
+        assert_eq!(c.kind(), StorageKind::Gcs);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod typed_section_tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail: &mut Jail, text: &str) -> Result<Config, String> {
+        jail.create_file("t.toml", text).unwrap();
+        Config::load(Some(Path::new("t.toml")), &CliOverrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_backend_of_each_kind_parses() {
+        Jail::expect_with(|jail| {
+            let c = load(
+                jail,
+                "[backends.disk]\nroot = \"/srv\"\nresume_window_secs = 60\n\
+                 [backends.ram]\nkind = \"memory\"\nupload_sha256 = false\n\
+                 [backends.bucket]\nkind = \"s3\"\nbucket = \"b\"\nregion = \"eu-west-1\"\n\
+                 part_size_mib = 16\nresume_window_secs = 0\n\
+                 [backends.gcs]\nkind = \"gcs\"\nbucket = \"g\"\nmax_retries = 5\n\
+                 [backends.az]\nkind = \"azure\"\ncontainer = \"c\"\nuse_emulator = true\n",
+            )
+            .unwrap();
+            let b = &c.backends;
+            let BackendConfig::Local(l) = &b["disk"].backend else {
+                panic!("disk: {:?}", b["disk"])
+            };
+            assert_eq!(l.root, Path::new("/srv"));
+            assert_eq!(
+                b["disk"].resume_window(),
+                Some(std::time::Duration::from_secs(60))
+            );
+            assert_eq!(b["ram"].kind(), StorageKind::Memory);
+            assert_eq!(b["ram"].upload_sha256, Some(false));
+            let BackendConfig::S3(s3) = &b["bucket"].backend else {
+                panic!("bucket: {:?}", b["bucket"])
+            };
+            assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("b", "eu-west-1"));
+            assert_eq!((s3.part_size_mib, s3.max_parts_in_flight), (16, 4));
+            assert_eq!(
+                s3.resume_window_secs, 0,
+                "the shared key reaches the S3 config"
+            );
+            let BackendConfig::Gcs(g) = &b["gcs"].backend else {
+                panic!("gcs: {:?}", b["gcs"])
+            };
+            assert_eq!((g.tuning.max_retries, g.tuning.max_parts_in_flight), (5, 2));
+            assert_eq!(b["az"].kind(), StorageKind::Azure);
+            assert_eq!(c.storage.kind(), StorageKind::Local);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_kind_and_unknown_keys_are_named() {
+        Jail::expect_with(|jail| {
+            for (text, want) in [
+                (
+                    "[storage]\nkind = \"memory\"\npart_size_mib = 8\n",
+                    "storage.part_size_mib only applies to kind = \"s3\"",
+                ),
+                (
+                    "[backends.archive]\nkind = \"gcs\"\nbucket = \"b\"\naccess_key_id = \"k\"\n",
+                    "backends.archive.access_key_id does not apply to kind = \"gcs\"",
+                ),
+                (
+                    "[backends.archive]\nkind = \"s3\"\n",
+                    "backends.archive.bucket is required for kind = \"s3\"",
+                ),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\nregoin = \"x\"\n",
+                    "storage.regoin: unknown key",
+                ),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\npart_size_mib = \"big\"\n",
+                    "storage.part_size_mib: invalid type",
+                ),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\npart_size_mib = 1\n",
+                    "storage.part_size_mib: 1 is outside",
+                ),
+                ("[storage]\nkind = \"tape\"\n", "storage.kind"),
+                (
+                    "[storage]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_file = \"/k\"\n",
+                    "storage.access_key_file does not apply to kind = \"s3\"",
+                ),
+                (
+                    "[backends.x]\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key_file = \"/nonexistent\"\n",
+                    "backends.x.secret_access_key_file /nonexistent",
+                ),
+            ] {
+                let e = load(jail, text).unwrap_err();
+                assert!(e.contains(want), "{text}: {e}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_a_nested_s3_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("secret", "s3cr3t\n")?;
+            jail.set_env("FTPGATE_BACKENDS__ARCHIVE__PART_SIZE_MIB", "32");
+            jail.set_env("FTPGATE_BACKENDS__ARCHIVE__ACCESS_KEY_ID", "AKIA");
+            jail.set_env(
+                "FTPGATE_BACKENDS__ARCHIVE__SECRET_ACCESS_KEY_FILE",
+                "secret",
+            );
+            jail.set_env("FTPGATE_STORAGE__KIND", "s3");
+            jail.set_env("FTPGATE_STORAGE__BUCKET", "main");
+            let toml = "[backends.archive]\nkind = \"s3\"\nbucket = \"b\"\npart_size_mib = 8\n";
+            let c = load(jail, toml).unwrap();
+            let BackendConfig::S3(s3) = &c.backends["archive"].backend else {
+                panic!("{:?}", c.backends)
+            };
+            assert_eq!(s3.part_size_mib, 32);
+            let secret = s3.secret_access_key.as_ref().map(|s| s.expose());
+            assert_eq!(secret, Some("s3cr3t"));
+            assert!(!format!("{s3:?}").contains("s3cr3t"));
+            let BackendConfig::S3(main) = &c.storage.backend else {
+                panic!("{:?}", c.storage)
+            };
+            assert_eq!(main.bucket, "main");
+            jail.set_env("FTPGATE_BACKENDS__ARCHIVE__PART_SIZE_MIB", "2");
+            let e = load(jail, toml).unwrap_err();
+            assert!(e.contains("backends.archive.part_size_mib"), "{e}");
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod typed_value_tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn addresses_networks_and_ranges_are_read_once_and_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "ok.toml",
+                "[server]\nlisten = \"[::1]:2121\"\nproxy_protocol = true\n\
+                 proxy_trusted = [\"10.0.0.0/8\", \"192.0.2.1\"]\n\
+                 [http]\nlisten = \"127.0.0.1:9100\"\n\
+                 [passive]\nports = \"30000-30009\"\nproxy_listen = \"127.0.0.1:2120\"\n\
+                 [[passive.advertise_for]]\ncidr = \"10.1.0.0/16\"\naddress = \"lb.example\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("ok.toml")), &CliOverrides::default()).unwrap();
+            assert_eq!(c.server.listen, "[::1]:2121".parse::<SocketAddr>().unwrap());
+            assert_eq!(c.server.proxy_trusted[1].to_string(), "192.0.2.1/32");
+            assert_eq!(c.http.listen.map(|a| a.port()), Some(9100));
+            assert_eq!(
+                c.passive.ports,
+                Some(PortRange {
+                    start: 30000,
+                    end: 30009
+                })
+            );
+            assert_eq!(c.passive.advertise_for[0].cidr.prefix_len(), 16);
+            assert_eq!(
+                c.passive.advertise_for[0].address,
+                Host::Name("lb.example".into())
+            );
+            assert_eq!(
+                Host::from("10.0.0.1"),
+                Host::Ip("10.0.0.1".parse().unwrap())
+            );
+            for (text, key, value) in [
+                (
+                    "[server]\nlisten = \"localhost\"\n",
+                    "server.listen",
+                    "`localhost`",
+                ),
+                ("[http]\nlisten = \"9100\"\n", "http.listen", "`9100`"),
+                (
+                    "[tls]\nimplicit_listen = \"x:990\"\n",
+                    "tls.implicit_listen",
+                    "`x:990`",
+                ),
+                (
+                    "[passive]\nproxy_listen = \"a\"\n",
+                    "passive.proxy_listen",
+                    "`a`",
+                ),
+                ("[passive]\nports = \"9-1\"\n", "passive.ports", "`9-1`"),
+                ("[passive]\nports = \"a-b\"\n", "passive.ports", "`a-b`"),
+                (
+                    "[server]\nproxy_trusted = [\"10.0.0.0/33\"]\n",
+                    "server.proxy_trusted",
+                    "`10.0.0.0/33`",
+                ),
+                (
+                    "[[passive.advertise_for]]\ncidr = \"ten\"\naddress = \"1.2.3.4\"\n",
+                    "passive.advertise_for.0.cidr",
+                    "`ten` is not a network",
+                ),
+            ] {
+                jail.create_file("bad.toml", text)?;
+                let e = Config::load(Some(Path::new("bad.toml")), &CliOverrides::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(key) && e.contains(value), "{text}: {e}");
+            }
+            Ok(())
+        });
     }
 }

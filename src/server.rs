@@ -72,7 +72,7 @@ impl Server {
         }
         let shared = Arc::new(Shared::build(config).await?);
         let config = &shared.config;
-        let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
+        let listen = config.server.listen;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on server.listen = {listen}"))?;
@@ -317,7 +317,7 @@ async fn refresh_advertise(shared: Arc<Shared>) {
         .advertise
         .iter()
         .chain(cfg.advertise_for.iter().map(|r| &r.address))
-        .any(|a| a.parse::<IpAddr>().is_err());
+        .any(|a| matches!(a, crate::config::Host::Name(_)));
     if !names || cfg.advertise_refresh_secs == 0 {
         return;
     }

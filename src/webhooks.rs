@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, StorageConfig, StorageKind};
+use crate::config::{BackendConfig, Config, StorageConfig};
 use crate::metrics::Metrics;
 use crate::protocol::code;
 use crate::session::Session;
@@ -270,48 +270,34 @@ struct Place {
 
 impl Place {
     fn of(s: &StorageConfig) -> Self {
-        match s.kind {
-            StorageKind::Local => Self {
+        let bucket = |kind, scheme, bucket: &str, prefix: &Option<String>| {
+            let prefix = prefix.as_deref().unwrap_or("").trim_matches('/');
+            Self {
+                kind,
+                base: if prefix.is_empty() {
+                    format!("{scheme}://{bucket}")
+                } else {
+                    format!("{scheme}://{bucket}/{prefix}")
+                },
+            }
+        };
+        match &s.backend {
+            BackendConfig::Local(l) => Self {
                 kind: "local",
-                base: s
+                base: l
                     .root
                     .display()
                     .to_string()
                     .trim_end_matches('/')
                     .to_owned(),
             },
-            StorageKind::Memory => Self {
+            BackendConfig::Memory => Self {
                 kind: "memory",
                 base: "memory:".into(),
             },
-            StorageKind::S3 => {
-                let bucket = s.bucket.clone().unwrap_or_default();
-                let prefix = s.prefix.as_deref().unwrap_or("").trim_matches('/');
-                Self {
-                    kind: "s3",
-                    base: if prefix.is_empty() {
-                        format!("s3://{bucket}")
-                    } else {
-                        format!("s3://{bucket}/{prefix}")
-                    },
-                }
-            }
-            StorageKind::Gcs | StorageKind::Azure => {
-                let (kind, scheme, bucket) = match s.kind {
-                    StorageKind::Gcs => ("gcs", "gs", s.bucket.clone()),
-                    _ => ("azure", "az", s.container.clone()),
-                };
-                let bucket = bucket.unwrap_or_default();
-                let prefix = s.prefix.as_deref().unwrap_or("").trim_matches('/');
-                Self {
-                    kind,
-                    base: if prefix.is_empty() {
-                        format!("{scheme}://{bucket}")
-                    } else {
-                        format!("{scheme}://{bucket}/{prefix}")
-                    },
-                }
-            }
+            BackendConfig::S3(c) => bucket("s3", "s3", &c.bucket, &c.prefix),
+            BackendConfig::Gcs(c) => bucket("gcs", "gs", &c.bucket, &c.prefix),
+            BackendConfig::Azure(c) => bucket("azure", "az", &c.container, &c.prefix),
         }
     }
 }
@@ -676,7 +662,9 @@ mod tests {
     #[test]
     fn payload_of_an_upload() {
         let mut cfg = Config::default();
-        cfg.storage.root = "/srv/ftp/".into();
+        cfg.storage.backend = BackendConfig::Local(crate::config::LocalConfig {
+            root: "/srv/ftp/".into(),
+        });
         let ev = Events {
             places: [("storage".to_owned(), Place::of(&cfg.storage))].into(),
             ..Default::default()
@@ -701,15 +689,15 @@ mod tests {
         assert_eq!(e.id.len(), 32);
         assert!(v.get("sha256").is_none());
         assert!(chrono::DateTime::parse_from_rfc3339(&e.time).is_ok());
-        let mut s3 = cfg.storage.clone();
-        s3.kind = StorageKind::S3;
-        s3.bucket = Some("b".into());
-        s3.prefix = Some("/ftp/".into());
+        let mut c = ftpgate_backend_s3::S3Config::new("b");
+        c.prefix = Some("/ftp/".into());
+        let mut s3 = StorageConfig::of(BackendConfig::S3(Box::new(c.clone())));
         let pl = Place::of(&s3);
         assert_eq!((pl.kind, pl.base.as_str()), ("s3", "s3://b/ftp"));
-        s3.prefix = None;
+        c.prefix = None;
+        s3.backend = BackendConfig::S3(Box::new(c));
         assert_eq!(Place::of(&s3).base, "s3://b");
-        s3.kind = StorageKind::Memory;
+        s3.backend = BackendConfig::Memory;
         assert_eq!(Place::of(&s3).base, "memory:");
         let f = ev.base("login_failed", &o, None);
         assert!(serde_json::to_value(&f).unwrap().get("path").is_none());
@@ -722,18 +710,12 @@ mod cloud_place_tests {
 
     #[test]
     fn gcs_and_azure_places() {
-        let mut s = StorageConfig {
-            kind: StorageKind::Gcs,
-            bucket: Some("b".into()),
-            prefix: Some("/ftp/".into()),
-            ..Default::default()
-        };
+        let mut g = ftpgate_backend_cloud::GcsConfig::new("b");
+        g.prefix = Some("/ftp/".into());
+        let mut s = StorageConfig::of(BackendConfig::Gcs(Box::new(g)));
         let pl = Place::of(&s);
         assert_eq!((pl.kind, pl.base.as_str()), ("gcs", "gs://b/ftp"));
-        s.kind = StorageKind::Azure;
-        s.bucket = None;
-        s.container = Some("c".into());
-        s.prefix = None;
+        s.backend = BackendConfig::Azure(Box::new(ftpgate_backend_cloud::AzureConfig::new("c")));
         let pl = Place::of(&s);
         assert_eq!((pl.kind, pl.base.as_str()), ("azure", "az://c"));
     }

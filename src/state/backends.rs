@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use ftpgate_storage::{ErrorKind, StorageBackend, VPath};
 
 use crate::auth::User;
-use crate::config::{Config, StorageConfig, StorageKind};
+use crate::config::{BackendConfig, Config, StorageConfig};
 use crate::metrics::{InstrumentedBackend, Metrics};
 
 /// The metrics and log label of the default backend (`[storage]`).
@@ -121,31 +121,28 @@ async fn build_storage(
     storage: &StorageConfig,
     key: &str,
 ) -> anyhow::Result<Arc<dyn StorageBackend>> {
-    Ok(match storage.kind {
-        StorageKind::Local => Arc::new(
-            ftpgate_backend_local::LocalBackend::new(storage.root.clone())
-                .with_context(|| format!("{key}.root {}", storage.root.display()))?,
+    Ok(match &storage.backend {
+        BackendConfig::Local(l) => Arc::new(
+            ftpgate_backend_local::LocalBackend::new(l.root.clone())
+                .with_context(|| format!("{key}.root {}", l.root.display()))?,
         ),
-        StorageKind::Memory => Arc::new(ftpgate_backend_memory::MemoryBackend::new()),
-        StorageKind::S3 => {
-            let cfg = storage.s3_config(key).map_err(anyhow::Error::msg)?;
-            let backend = ftpgate_backend_s3::S3Backend::new(cfg)
+        BackendConfig::Memory => Arc::new(ftpgate_backend_memory::MemoryBackend::new()),
+        BackendConfig::S3(cfg) => {
+            let backend = ftpgate_backend_s3::S3Backend::new((**cfg).clone())
                 .await
                 .with_context(|| format!("{key}: S3 backend"))?;
             // Say clearly at start when the bucket cannot be reached.
             backend.check().await.with_context(|| key.to_owned())?;
             Arc::new(backend)
         }
-        StorageKind::Gcs => {
-            let cfg = storage.gcs_config(key).map_err(anyhow::Error::msg)?;
-            let backend = ftpgate_backend_cloud::CloudBackend::gcs(cfg)
+        BackendConfig::Gcs(cfg) => {
+            let backend = ftpgate_backend_cloud::CloudBackend::gcs((**cfg).clone())
                 .with_context(|| format!("{key}: GCS backend"))?;
             backend.check().await.with_context(|| key.to_owned())?;
             Arc::new(backend)
         }
-        StorageKind::Azure => {
-            let cfg = storage.azure_config(key).map_err(anyhow::Error::msg)?;
-            let backend = ftpgate_backend_cloud::CloudBackend::azure(cfg)
+        BackendConfig::Azure(cfg) => {
+            let backend = ftpgate_backend_cloud::CloudBackend::azure((**cfg).clone())
                 .with_context(|| format!("{key}: Azure backend"))?;
             backend.check().await.with_context(|| key.to_owned())?;
             Arc::new(backend)

@@ -36,18 +36,12 @@ impl DataPlane {
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
         let passive_slots = Arc::new(tokio::sync::Semaphore::new(config.passive.max_pending));
-        let passive_ports = config.passive_ports();
+        let passive_ports = config.passive.ports;
         let shared_ports = match (&config.passive.proxy_listen, passive_ports) {
             (Some(_), Some(range)) => Some(SharedPorts::new(range)),
             _ => None,
         };
-        let proxy_trusted = config
-            .server
-            .proxy_trusted
-            .iter()
-            .map(|c| crate::config::parse_net(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(anyhow::Error::msg)?;
+        let proxy_trusted = config.server.proxy_trusted.clone();
         Ok(Self {
             passive_ports,
             advertise: std::sync::RwLock::new(advertise),
@@ -89,15 +83,16 @@ pub struct Advertise {
 
 impl Advertise {
     /// Resolves every address and host name of `[passive]`.
-    pub async fn resolve(cfg: &crate::config::PassiveConfig) -> Result<Self, String> {
+    pub async fn resolve(
+        cfg: &crate::config::PassiveConfig,
+    ) -> Result<Self, crate::config::ConfigError> {
         let default = match &cfg.advertise {
             Some(a) => Some(crate::config::resolve_advertise(a).await?),
             None => None,
         };
         let mut rules = Vec::new();
         for r in &cfg.advertise_for {
-            let net = crate::config::parse_net(&r.cidr)?;
-            rules.push((net, crate::config::resolve_advertise(&r.address).await?));
+            rules.push((r.cidr, crate::config::resolve_advertise(&r.address).await?));
         }
         Ok(Self { default, rules })
     }
@@ -124,11 +119,11 @@ mod tests {
             advertise: Some("203.0.113.7".into()),
             advertise_for: vec![
                 AdvertiseRule {
-                    cidr: "10.1.0.0/16".into(),
+                    cidr: "10.1.0.0/16".parse().unwrap(),
                     address: "10.1.2.3".into(),
                 },
                 AdvertiseRule {
-                    cidr: "10.0.0.0/8".into(),
+                    cidr: "10.0.0.0/8".parse().unwrap(),
                     address: "localhost".into(),
                 },
             ],

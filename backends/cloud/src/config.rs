@@ -8,6 +8,7 @@ use ftpgate_backend_s3::{
     MIN_PART_SIZE_MIB,
 };
 use ftpgate_storage::{ErrorKind, StorageError};
+use serde::Deserialize;
 
 /// Request and upload bounds, the same keys and defaults as the S3 backend's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +122,8 @@ fn validate_endpoint(
 /// (`GOOGLE_SERVICE_ACCOUNT*` variables, `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's
 /// application-default credentials file, then the metadata server: GKE Workload
 /// Identity, Compute Engine).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "GcsKeys")]
 pub struct GcsConfig {
     /// The bucket (required).
     pub bucket: String,
@@ -174,6 +176,96 @@ impl GcsConfig {
     }
 }
 
+/// A config's keys as an operator writes them, the keys of [`Tuning`] flat beside the
+/// service's own (serde's `flatten` would lose `deny_unknown_fields` and error
+/// paths), and the conversion into the config.
+macro_rules! keys_struct {
+    ($(#[$m:meta])* $name:ident => $target:ident { $($(#[$fm:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($(#[$fm])* $field: $ty,)*
+            #[serde(default)]
+            part_size_mib: Option<u64>,
+            #[serde(default)]
+            max_parts_in_flight: Option<usize>,
+            #[serde(default)]
+            max_retries: Option<usize>,
+            #[serde(default)]
+            retry_timeout_secs: Option<u64>,
+            #[serde(default)]
+            response_timeout_secs: Option<u64>,
+            #[serde(default)]
+            stall_timeout_secs: Option<u64>,
+        }
+
+        impl $name {
+            /// The tuning keys given, the others at [`Tuning::default`].
+            fn tuning(&self) -> Tuning {
+                let d = Tuning::default();
+                Tuning {
+                    part_size_mib: self.part_size_mib.unwrap_or(d.part_size_mib),
+                    max_parts_in_flight: self.max_parts_in_flight.unwrap_or(d.max_parts_in_flight),
+                    max_retries: self.max_retries.unwrap_or(d.max_retries),
+                    retry_timeout_secs: self.retry_timeout_secs.unwrap_or(d.retry_timeout_secs),
+                    response_timeout_secs: self
+                        .response_timeout_secs
+                        .unwrap_or(d.response_timeout_secs),
+                    stall_timeout_secs: self.stall_timeout_secs.unwrap_or(d.stall_timeout_secs),
+                }
+            }
+        }
+
+        impl From<$name> for $target {
+            fn from(k: $name) -> Self {
+                let tuning = k.tuning();
+                Self {
+                    $($field: k.$field,)*
+                    tuning,
+                }
+            }
+        }
+    };
+}
+
+keys_struct! {
+    /// What deserialises into a [`GcsConfig`]: its keys with the tuning keys beside them.
+    GcsKeys => GcsConfig {
+        bucket: String,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        allow_http: bool,
+        #[serde(default)]
+        service_account_file: Option<PathBuf>,
+        #[serde(default)]
+        anonymous: bool,
+    }
+}
+
+keys_struct! {
+    /// What deserialises into an [`AzureConfig`]: its keys with the tuning keys beside
+    /// them.
+    AzureKeys => AzureConfig {
+        #[serde(default)]
+        account: Option<String>,
+        container: String,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        use_emulator: bool,
+        #[serde(default)]
+        allow_http: bool,
+        #[serde(default)]
+        access_key: Option<Secret>,
+    }
+}
+
 /// Azurite's well-known development account.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development account key (public, documented by Microsoft).
@@ -188,7 +280,8 @@ pub const EMULATOR_ENDPOINT: &str = "http://127.0.0.1:10000";
 /// `use_emulator` (Azurite's well-known key); else Azure's standard chain as
 /// object_store reads it (`AZURE_*` variables: client secret, SAS, workload identity
 /// on AKS through `AZURE_FEDERATED_TOKEN_FILE`, then managed identity).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "AzureKeys")]
 pub struct AzureConfig {
     /// The storage account (required unless `use_emulator`).
     pub account: Option<String>,
@@ -256,6 +349,25 @@ impl AzureConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_deserialise_flat_with_defaults() {
+        let g: GcsConfig =
+            serde_json::from_str(r#"{"bucket": "b", "anonymous": true, "part_size_mib": 16}"#)
+                .unwrap();
+        let mut want = GcsConfig::new("b");
+        want.anonymous = true;
+        want.tuning.part_size_mib = 16;
+        assert_eq!(g, want);
+        let a: AzureConfig =
+            serde_json::from_str(r#"{"container": "c", "use_emulator": true}"#).unwrap();
+        assert_eq!((a.container.as_str(), a.use_emulator), ("c", true));
+        assert_eq!(a.tuning, Tuning::default());
+        let e = serde_json::from_str::<GcsConfig>(r#"{"bucket": "b", "region": "x"}"#);
+        assert!(e.unwrap_err().to_string().contains("region"));
+        let e = serde_json::from_str::<AzureConfig>(r#"{"account": "a"}"#);
+        assert!(e.unwrap_err().to_string().contains("container"));
+    }
 
     #[test]
     fn defaults_validate_and_errors_name_keys() {
