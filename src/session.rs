@@ -241,14 +241,6 @@ impl Session {
         self.cwd.resolve(arg)
     }
 
-    /// Maps a session path to the backend path (home joined with it).
-    pub fn storage_path(&self, p: &VPath) -> VPath {
-        match self.user() {
-            Some(u) => u.home.join(p),
-            None => p.clone(),
-        }
-    }
-
     /// Clears one-shot state that only the very next command may use:
     /// RNFR is cleared by anything but RNTO (RFC 959 §4.1.3).
     pub fn before_command(&mut self, cmd: &Command) {
