@@ -16,7 +16,8 @@
 #   - boto3 one streamed `get_object` (1 MiB reads).
 # Per transfer: MiB/s, CPU seconds per GiB of ftpgate, of the S3 server and of the
 # client, ftpgate's peak RSS over the transfer (VmHWM reset before it), and, on moto, the
-# S3 requests it received (from its request log).
+# requests for the object it logged (werkzeug logs a request when it ends, so an aborted
+# one may count in the next transfer's row).
 #
 # The object (BENCH_SIZE_MIB of random bytes) is uploaded once with boto3 upload_file
 # (multipart, 8 MiB parts) and checked: every ftpgate contender's first download is
@@ -155,7 +156,13 @@ done
 RAW=$SCRATCH/raw.tsv
 printf 'contender\trun\tseconds\tMiB_s\tgate_cpu_s\tserver_cpu_s\tclient_cpu_s\tgate_peak_rss_mib\tserver_requests\n' >"$RAW"
 lines() { if [ "$SRV_NAME" = moto ]; then moto_lines; else echo 0; fi; }
-requests_since() { if [ "$SRV_NAME" = moto ]; then moto_requests "$BUCKET" "$(($1 + 1))" | wc -l; else echo -; fi; }
+# Requests for the object itself (the gateways' periodic backend checks and other LISTs of
+# the bucket would count otherwise).
+requests_since() {
+    if [ "$SRV_NAME" = moto ]; then
+        moto_requests "$BUCKET" "$(($1 + 1))" | awk -v t="/$BUCKET/obj.bin" '$2 == t' | wc -l
+    else echo -; fi
+}
 row() { # name run seconds gate_cpu server_cpu client_cpu rss requests
     local mibs
     mibs=$(awk -v t="$3" -v m="$SIZE_MIB" 'BEGIN { printf "%.1f", m / t }')
@@ -201,7 +208,11 @@ for run in $(seq 1 "$RUNS"); do
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-col() { awk -F'\t' -v c="$1" -v col="$2" 'NR > 1 && $1 == c { print $col }' "$RAW" | median; }
+col() { # contender column -> median ("-" when the column does not apply)
+    local v
+    v=$(awk -F'\t' -v c="$1" -v col="$2" 'NR > 1 && $1 == c && $col != "-" { print $col }' "$RAW")
+    if [ -z "$v" ]; then echo -; else median <<<"$v"; fi
+}
 per_gib() { awk -v s="$1" -v m="$SIZE_MIB" 'BEGIN { if (s == "" || s == "-") print "–"; else printf "%.2f", s * 1024 / m }'; }
 FILEOBJ=$(col boto3-fileobj 4)
 {
