@@ -30,6 +30,10 @@
 #   BENCH_RUNS      runs per contender                                              (5)
 #   BENCH_OUT       results Markdown         (bench/s3-retr-<server>-latest.md)
 #   BENCH_TIMEOUT   curl --max-time per transfer                                  (600)
+#   BENCH_FTP_CLIENT curl | ftplib (curl). ftplib: python ftplib in a logged-in session,
+#                   time = EPSV + RETR to the 226, like boto3's connected client; curl
+#                   7.88 adds 200 ms to its data connection's connect in 1 of 4-5
+#                   transfers (its connect-filter timer; see BENCHMARKS.md), ftplib not.
 set -euo pipefail
 
 SCRATCH=/dev/shm/ftpgate-s3-retr
@@ -42,6 +46,8 @@ SIZE_MIB=${BENCH_SIZE_MIB:-256}
 RUNS=${BENCH_RUNS:-5}
 OUT=${BENCH_OUT:-$REPO/bench/s3-retr-$SRV_NAME-latest.md}
 MAXTIME=${BENCH_TIMEOUT:-600}
+FTP_CLIENT=${BENCH_FTP_CLIENT:-curl}
+case "$FTP_CLIENT" in curl | ftplib) ;; *) die "BENCH_FTP_CLIENT must be curl or ftplib" ;; esac
 BUCKET=bench
 case "$SRV_NAME" in moto | s3s-fs) ;; *) die "BENCH_S3 must be moto or s3s-fs" ;; esac
 python3 -c 'import boto3' 2>/dev/null || die "python3 cannot import boto3"
@@ -103,8 +109,30 @@ def one_get(key):
         n += len(chunk)
     return n
 
+def ftp_retr(port):  # EPSV + RETR + 226 in a logged-in ftplib session
+    import ftplib
+    f = ftplib.FTP()
+    f.connect("127.0.0.1", int(port), timeout=600)
+    f.login(os.environ["GATE_USER"], os.environ["GATE_PASS"])
+    f.voidcmd("TYPE I")
+    buf, n = bytearray(1 << 20), 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    conn = f.transfercmd("RETR obj.bin")
+    while True:
+        k = conn.recv_into(buf)
+        if not k:
+            break
+        n += k
+    conn.close()
+    f.voidresp()
+    t1, c1 = time.perf_counter(), time.process_time()
+    f.quit()
+    print(f"{t1 - t0:.4f} {c1 - c0:.3f} {n}")
+
 op, key = sys.argv[1], sys.argv[2]
-if op == "put":
+if op == "ftp":
+    ftp_retr(key)
+elif op == "put":
     s3.upload_file(sys.argv[3], bucket, key)
 elif op == "fileobj":
     def f():
@@ -116,7 +144,7 @@ elif op == "get1":
     timed(lambda: one_get(key))
 PY
 tool() { env -u AWS_CA_BUNDLE -u AWS_PROFILE S3_ENDPOINT="$ENDPOINT" S3_BUCKET="$BUCKET" \
-    SRV_PID="$SRV_PID" python3 "$SCRATCH/tool.py" "$@"; }
+    SRV_PID="$SRV_PID" GATE_USER="$GATE_USER" GATE_PASS="$GATE_PASS" python3 "$SCRATCH/tool.py" "$@"; }
 tool put obj.bin "$SRC"
 log "uploaded obj.bin ($SIZE_MIB MiB) with boto3"
 
@@ -171,16 +199,24 @@ row() { # name run seconds gate_cpu server_cpu client_cpu rss requests
         "$1" "$2" "$mibs" "$4" "$SRV_NAME" "$5" "$6" "$7" "$8")"
 }
 run_gate() { # name run
-    local name=$1 pid=${GATE_PID[$1]} g0 m0 l0 r c0 c1
+    local name=$1 pid=${GATE_PID[$1]} g0 m0 l0 r c0 c1 secs ccpu n
     reset_hwm "$pid"
     l0=$(lines); g0=$(cpu_ticks "$pid"); m0=$(cpu_ticks "$SRV_PID")
     c0=$(cpu_ticks $$)
-    r=$(curl -s --fail --max-time "$MAXTIME" --user "$GATE_USER:$GATE_PASS" -o /dev/null \
-        -w '%{time_total} %{size_download}' "ftp://127.0.0.1:${PORT[$name]}/obj.bin")
+    if [ "$FTP_CLIENT" = ftplib ]; then
+        read -r secs ccpu n <<<"$(tool ftp "${PORT[$name]}")"
+        r="$secs $n"
+    else
+        r=$(curl -s --fail --max-time "$MAXTIME" --user "$GATE_USER:$GATE_PASS" -o /dev/null \
+            -w '%{time_total} %{size_download}' "ftp://127.0.0.1:${PORT[$name]}/obj.bin")
+    fi
     c1=$(cpu_ticks $$)
     [ "${r#* }" = "$BYTES" ] || die "$name: RETR returned ${r#* } bytes"
+    local client
+    client=$(ticks_to_s "$c0" "$c1")
+    [ "$FTP_CLIENT" = ftplib ] && client=$ccpu
     row "$name" "$2" "${r%% *}" "$(ticks_to_s "$g0" "$(cpu_ticks "$pid")")" \
-        "$(ticks_to_s "$m0" "$(cpu_ticks "$SRV_PID")")" "$(ticks_to_s "$c0" "$c1")" \
+        "$(ticks_to_s "$m0" "$(cpu_ticks "$SRV_PID")")" "$client" \
         "$(mib "$(kib "$pid" VmHWM)")" "$(requests_since "$l0")"
 }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -219,7 +255,7 @@ FILEOBJ=$(col boto3-fileobj 4)
     echo "## S3 RETR, $SRV_NAME, $SIZE_MIB MiB, $T0 UTC"
     echo
     machine_note
-    echo "- $RUNS runs per contender, order rotating, medians; load average $LOAD_BEFORE before, $LOAD_AFTER after"
+    echo "- $RUNS runs per contender, order rotating, medians; FTP client $FTP_CLIENT; load average $LOAD_BEFORE before, $LOAD_AFTER after"
     for name in "${NAMES[@]}"; do echo "- \`$name\`: ${DESC[$name]}"; done
     echo
     echo "| contender | MiB/s | ÷ boto3 download_fileobj | ftpgate CPU s/GiB | $SRV_NAME CPU s/GiB | client CPU s/GiB | ftpgate peak RSS MiB | S3 requests |"
