@@ -24,6 +24,8 @@
 #   nodelay:  bench/nodelay-shim.c preloaded (TCP_NODELAY on every accepted socket), to
 #             isolate the ~40 ms Nagle/delayed-ACK stall of every final reply that
 #             bench/latency-probe.sh showed before ee72d75 (a diagnosis aid only).
+#   close-wait-0: `[server] upload_close_wait_us = 0` (no wait for a killed client's
+#             control-connection close after each upload's data; default 1 ms).
 #   none:     no third contender.
 #
 # In s3 mode both trees of a run are deleted after it (moto's LIST cost grows with the
@@ -93,7 +95,8 @@ case "$VARIANT" in
         VENV="$GATE_ENV LD_PRELOAD=$SCRATCH/nodelay-shim.so" ;;
     pasv-range) VEXTRA='[passive]
 ports = "20000-20999"' ;;
-    *) die "BENCH_VARIANT: none | nodelay | pasv-range" ;;
+    close-wait-0) VEXTRA='upload_close_wait_us = 0' ;;
+    *) die "BENCH_VARIANT: none | nodelay | pasv-range | close-wait-0" ;;
 esac
 if [ "$WITH_VARIANT" = 1 ]; then
     HTTP_PORT2=$(pick_port 24110)

@@ -130,3 +130,53 @@ fn object_replaced_during_a_slow_retr_is_never_mixed() {
     assert_eq!(fin.code, 226);
     assert_eq!(sha(&now), sha(&vec![1u8; SIZE]));
 }
+
+#[test]
+fn chunk_buffers_reused_through_a_small_window_keep_every_byte_in_order() {
+    let Some(m) = moto::moto() else { return };
+    // 1 MiB chunks, 3 in memory: 13 chunks (the last one short), so each buffer is
+    // refilled several times; TYPE A sends converted copies, not the buffers.
+    let size = 12 * MIB + 12_345;
+    let bucket = m.bucket();
+    let g = Gate::start_s3(
+        &m.endpoint(),
+        &bucket,
+        "read_parallelism = 3\nread_chunk_mib = 1\n[transfer]\nascii_conversion = true",
+    );
+    let data = payload(size, 977);
+    let mut c = g.login();
+    assert_eq!(c.store("STOR big", &data).1.code, 226, "{}", g.logs());
+    let before = m.requests(&bucket).len();
+    let (fin, got) = c.retr("big");
+    assert_eq!((fin.code, sha(&got)), (226, sha(&data)), "{}", g.logs());
+    // The opening GET and one ranged GET per further chunk, none twice (moto logs a
+    // request after its response: wait for the lines, generously).
+    let since = |all: Vec<String>| all[before.min(all.len())..].to_vec();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gets_of_big(&since(m.requests(&bucket))) < 13 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Then a moment for any request too many to show up.
+    let _ = m.requests_during(&bucket, || ());
+    let reqs = since(m.requests(&bucket));
+    assert_eq!(gets_of_big(&reqs), 13, "{reqs:?}");
+    for offset in [MIB - 1, 5 * MIB + 3, 12 * MIB + 1] {
+        assert_eq!(c.cmd(&format!("REST {offset}")).code, 350);
+        let (fin, got) = c.retr("big");
+        assert_eq!(fin.code, 226, "REST {offset}: {fin:?}\n{}", g.logs());
+        assert_eq!(sha(&got), sha(&data[offset..]), "REST {offset}");
+    }
+    assert_eq!(c.cmd("TYPE A").code, 200);
+    let (fin, got) = c.retr("big");
+    assert_eq!(fin.code, 226, "{}", g.logs());
+    let mut want = Vec::with_capacity(size + size / 64);
+    let mut prev = 0u8;
+    for &b in &data {
+        if b == b'\n' && prev != b'\r' {
+            want.push(b'\r');
+        }
+        want.push(b);
+        prev = b;
+    }
+    assert_eq!(sha(&got), sha(&want), "TYPE A content");
+}
