@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod lanes;
 mod confine;
 mod pending;
 mod stream;
