@@ -19,7 +19,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::auth::{self, Authenticator};
 use crate::config::{Config, PortRange, StorageConfig, StorageKind, UserConfig};
@@ -754,7 +753,6 @@ async fn admit(
         return;
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("session", id, peer = %peer, user = tracing::field::Empty);
     let mut session = Session::new(id, peer, local);
     session.socket_local = socket_local;
     session.tls_mode = if implicit {
@@ -764,9 +762,7 @@ async fn admit(
     };
     shared.metrics.sessions.inc();
     shared.metrics.sessions_active.inc();
-    crate::connection::serve(stream, shared.clone(), session, implicit)
-        .instrument(span)
-        .await;
+    crate::connection::serve(stream, shared.clone(), session, implicit).await;
     shared.metrics.sessions_active.dec();
 }
 
