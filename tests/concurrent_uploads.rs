@@ -80,7 +80,10 @@ fn fifty_parallel_stors_keep_exact_bytes_and_hashes() {
             drop(d);
             let fin = c.read();
             assert_eq!(fin.code, 226, "{name}: {fin:?}");
-            assert_eq!(c.cmd(&format!("HASH {name}")).text.trim_end(), hash_reply(&name, &data));
+            assert_eq!(
+                c.cmd(&format!("HASH {name}")).text.trim_end(),
+                hash_reply(&name, &data)
+            );
             (name, data)
         }));
     }
@@ -104,8 +107,11 @@ fn fifty_parallel_stors_keep_exact_bytes_and_hashes() {
         assert_eq!(sha(&on_disk), sha(data), "{name} on disk");
         let want = format!("sha256={}", sha(data));
         g.wait_logs(&format!("transfer event of {name}"), |l| {
-            l.lines()
-                .any(|x| x.contains(name.as_str()) && x.contains("transfer") && x.replace('"', "").contains(&want))
+            l.lines().any(|x| {
+                x.contains(name.as_str())
+                    && x.contains("transfer")
+                    && x.replace('"', "").contains(&want)
+            })
         });
     }
     assert!(
@@ -138,13 +144,19 @@ fn parallel_rest_and_appe_continue_files_exactly() {
                 c.store(&format!("APPE {name}"), &data[cut..]).1
             };
             assert_eq!(fin.code, 226, "{name}: {fin:?}");
-            assert_eq!(c.cmd(&format!("HASH {name}")).text.trim_end(), hash_reply(&name, &data));
+            assert_eq!(
+                c.cmd(&format!("HASH {name}")).text.trim_end(),
+                hash_reply(&name, &data)
+            );
             (name, data)
         }));
     }
     for t in clients {
         let (name, data) = t.join().unwrap();
-        assert_eq!(sha(&std::fs::read(g.root().join(&name)).unwrap()), sha(&data));
+        assert_eq!(
+            sha(&std::fs::read(g.root().join(&name)).unwrap()),
+            sha(&data)
+        );
     }
 }
 
@@ -192,7 +204,11 @@ fn parallel_cut_uploads_leave_no_file_and_resume_exactly() {
     }
     let until = Instant::now() + Duration::from_secs(60);
     while !temp_files(&g.root()).is_empty() {
-        assert!(Instant::now() < until, "temporary files left: {:?}", temp_files(&g.root()));
+        assert!(
+            Instant::now() < until,
+            "temporary files left: {:?}",
+            temp_files(&g.root())
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Resume three of them from what was kept.
@@ -206,6 +222,9 @@ fn parallel_cut_uploads_leave_no_file_and_resume_exactly() {
         assert_eq!(c.cmd(&format!("REST {kept}")).code, 350);
         let (_, fin) = c.store(&format!("STOR {n}"), &whole[kept..]);
         assert_eq!(fin.code, 226, "{n}: {fin:?}");
-        assert_eq!(c.cmd(&format!("HASH {n}")).text.trim_end(), hash_reply(n, &whole));
+        assert_eq!(
+            c.cmd(&format!("HASH {n}")).text.trim_end(),
+            hash_reply(n, &whole)
+        );
     }
 }

@@ -1003,7 +1003,7 @@ async fn receive_file(
 /// Most chunk buffers a [`Recycler`] keeps.
 const RECYCLE_MAX: usize = 10;
 
-/// The buffers of chunks handed to storage (and to the hashing thread), taken back
+/// The buffers of chunks handed to storage (and to the hashing pool), taken back
 /// for the next chunk once both are done with them (issue 13 §2): a fresh 1 MiB
 /// buffer per chunk cost fresh pages, page faults and zeroing, ~12 % of a STOR's
 /// CPU (perf). Chunks are done in order, so only the oldest is looked at; a backend

@@ -77,10 +77,7 @@ impl Pool {
                 worker: Some(worker),
             }),
         });
-        LaneSender {
-            tx: Some(tx),
-            lane,
-        }
+        LaneSender { tx: Some(tx), lane }
     }
 
     /// A queue depth for a new lane: `max` while few lanes are open, fewer as more
@@ -94,7 +91,10 @@ impl Pool {
 
     /// The pool's thread count.
     pub fn threads(&self) -> usize {
-        self.started.get().copied().unwrap_or_else(|| cores() * self.per_core.max(1))
+        self.started
+            .get()
+            .copied()
+            .unwrap_or_else(|| cores() * self.per_core.max(1))
     }
 
     fn start(&'static self) {

@@ -335,8 +335,8 @@ fn copy_kept(p: &Prepared) -> Result<()> {
     };
     let mut file = &p.file;
     // `io::copy` between files uses copy_file_range where the kernel has it.
-    let copied = io::copy(&mut src.take(*n), &mut file)
-        .map_err(|e| StorageError::from_io(&p.path, e))?;
+    let copied =
+        io::copy(&mut src.take(*n), &mut file).map_err(|e| StorageError::from_io(&p.path, e))?;
     if copied < *n {
         return Err(StorageError::new(
             ErrorKind::InvalidInput,
@@ -521,7 +521,10 @@ impl LocalUpload {
             Stage::Writing { tx, written } => {
                 drop(tx);
                 written.await.unwrap_or_else(|_| {
-                    Err(StorageError::new(ErrorKind::Other, "the upload's writer stopped"))
+                    Err(StorageError::new(
+                        ErrorKind::Other,
+                        "the upload's writer stopped",
+                    ))
                 })
             }
             _ => Err(self.failed()),
