@@ -48,15 +48,15 @@ struct Running {
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, session: Session, implicit: bool) {
     let span = session_span(&session);
     span.in_scope(|| tune_socket(&stream));
-    let Some(mut conn) = Connection::open(stream, shared, session, implicit)
-        .instrument(span)
-        .await
-    else {
+    // Opening and closing run once: boxed, so their futures (the implicit-TLS
+    // handshake, the last transfer's end) take no room in every idle session's task.
+    let open = Box::pin(Connection::open(stream, shared, session, implicit).instrument(span));
+    let Some(mut conn) = open.await else {
         return;
     };
     conn.run().await;
     let span = session_span(&conn.session);
-    conn.close().instrument(span).await;
+    Box::pin(conn.close().instrument(span)).await;
 }
 
 /// The `session` span (id, peer, user) of one step of a connection: its opening, a

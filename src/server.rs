@@ -709,8 +709,12 @@ async fn admit(
         return;
     };
     let (peer, local) = if shared.config.server.proxy_protocol {
-        let Some(header) =
-            crate::proxy::read_trusted(&mut stream, socket_peer, &shared.proxy_trusted).await
+        let Some(header) = Box::pin(crate::proxy::read_trusted(
+            &mut stream,
+            socket_peer,
+            &shared.proxy_trusted,
+        ))
+        .await
         else {
             return;
         };
@@ -762,7 +766,15 @@ async fn admit(
     };
     shared.metrics.sessions.inc();
     shared.metrics.sessions_active.inc();
-    crate::connection::serve(stream, shared.clone(), session, implicit).await;
+    // Boxed: the session's future on its own, instead of laid out beside everything
+    // `admit` awaited before it (the PROXY header, the refusals) in every task.
+    Box::pin(crate::connection::serve(
+        stream,
+        shared.clone(),
+        session,
+        implicit,
+    ))
+    .await;
     shared.metrics.sessions_active.dec();
 }
 
