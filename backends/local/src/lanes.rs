@@ -85,7 +85,7 @@ impl Pool {
     /// deeper queue), never below one.
     pub fn queue_depth(&self, max: usize) -> usize {
         let open = self.open.load(Ordering::Relaxed);
-        let busy = open / (4 * self.threads());
+        let busy = open / (4 * self.threads().max(1));
         (max >> busy.min(8)).max(1)
     }
 
@@ -99,13 +99,16 @@ impl Pool {
 
     fn start(&'static self) {
         self.started.get_or_init(|| {
-            let n = cores() * self.per_core.max(1);
-            for i in 0..n {
+            let mut n = 0;
+            for i in 0..cores() * self.per_core.max(1) {
                 let spawned = std::thread::Builder::new()
                     .name(format!("{}-{i}", self.name))
                     .spawn(move || self.serve());
-                if let Err(e) = spawned {
-                    tracing::error!(pool = self.name, error = %e, "cannot start a pool thread");
+                match spawned {
+                    Ok(_) => n += 1,
+                    Err(e) => {
+                        tracing::error!(pool = self.name, error = %e, "cannot start a pool thread");
+                    }
                 }
             }
             tracing::debug!(pool = self.name, threads = n, "pool started");
@@ -114,6 +117,11 @@ impl Pool {
     }
 
     fn schedule(&self, lane: Arc<dyn Runnable>) {
+        if self.started.get() == Some(&0) {
+            // No thread could be started: run the lane here rather than never.
+            while lane.run() {}
+            return;
+        }
         if let Ok(mut q) = self.queue.lock() {
             q.push_back(lane);
             self.ready.notify_one();
