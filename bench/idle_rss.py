@@ -84,6 +84,11 @@ async def main():
     times = [await loop.run_in_executor(None, fresh_client) for _ in range(7)]
     print(f"fresh client (connect, login, NLST) with them open: median "
           f"{statistics.median(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")
+    # The server trims free heap pages every 10 s when holes are many (resources.rs).
+    await asyncio.sleep(12)
+    later = rss_kib()
+    print(f"RSS with them 12 s later: {later / 1024:.1f} MiB (+{(later - base) / 1024:.1f} MiB, "
+          f"{(later - base) * 1024 / max(sessions, 1):.0f} B/session)")
     for w in held:
         w.close()
     await asyncio.sleep(3)

@@ -3,6 +3,7 @@
 //! streams (RustCrypto's `sha2`, `sha1`, `md-5`; `crc32fast` for the zlib CRC-32).
 
 use bytes::Bytes;
+use ftpgate_backend_local::lanes::{LaneSender, Pool, Worker};
 use sha2::Digest;
 
 /// A digest algorithm, named as draft-bryan-ftpext-hash-02 §3.2 registers them.
@@ -131,16 +132,21 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Bytes of an upload hashed inline before the rest goes to a hashing thread: a
-/// small file (one 1 MiB chunk) costs no thread.
+/// Bytes of an upload hashed inline before the rest goes to the hashing pool: a
+/// small file (one 1 MiB chunk) costs no hand-off.
 const INLINE_MAX: u64 = 1024 * 1024;
-/// Chunks queued for an upload's hashing thread: with 1 MiB chunks at most 4 MiB
-/// (shared with the storage write, not copied) wait to be hashed.
+/// Most chunks queued for hashing per upload: with 1 MiB chunks at most 4 MiB (shared
+/// with the storage write, not copied) wait to be hashed; fewer when many uploads run.
 const HASH_QUEUE: usize = 4;
+
+/// The threads that hash every upload (issue 13 §5): one per core, each upload a lane
+/// whose chunks are hashed in order ([`ftpgate_backend_local::lanes`]), instead of a
+/// thread per upload (300 uploads: 300 hashing threads taking turns on 2 cores).
+static HASHERS: Pool = Pool::new("ftpgate-sha256", 1);
 
 /// The SHA-256 of an upload, fed chunk by chunk as the data arrives (issue 13 §2:
 /// off the critical path). The first [`INLINE_MAX`] bytes are hashed inline; the
-/// rest go through a bounded queue to a thread of this upload's own, so hashing runs
+/// rest go through a bounded queue to the shared hashing pool, so hashing runs
 /// beside the socket reads and the storage writes instead of between them. The
 /// chunks are shared `Bytes` (no copy), and the queue applies back-pressure: a hasher
 /// slower than the network slows the upload down, it never buffers it. The digest is
@@ -150,12 +156,12 @@ pub struct UploadDigest(DigestState);
 enum DigestState {
     /// Hashing on the caller's task; `fed` bytes so far.
     Inline { hasher: Sha256, fed: u64 },
-    /// Hashing on a thread that sends the digest once its queue is closed.
+    /// Hashing on the pool, which sends the digest once the lane is closed.
     Piped {
-        queue: tokio::sync::mpsc::Sender<Bytes>,
+        queue: LaneSender<Bytes>,
         digest: tokio::sync::oneshot::Receiver<[u8; 32]>,
     },
-    /// The hashing thread is gone: no digest.
+    /// The hashing lane is gone: no digest.
     Lost,
 }
 
@@ -169,8 +175,8 @@ impl Default for UploadDigest {
 }
 
 impl UploadDigest {
-    /// Adds the next stored bytes; waits only when the hashing thread is
-    /// [`HASH_QUEUE`] chunks behind.
+    /// Adds the next stored bytes; waits only when the hashing pool is the queue's
+    /// depth behind on this upload.
     pub async fn update(&mut self, data: Bytes) {
         if let DigestState::Inline { hasher, fed } = &mut self.0 {
             if *fed + data.len() as u64 <= INLINE_MAX {
@@ -179,18 +185,7 @@ impl UploadDigest {
                 return;
             }
             let hasher = std::mem::replace(hasher, sha256());
-            match start_hashing(hasher) {
-                Ok(piped) => self.0 = piped,
-                Err(mut hasher) => {
-                    // No thread to be had: hash inline.
-                    hasher.update(&data);
-                    self.0 = DigestState::Inline {
-                        hasher,
-                        fed: INLINE_MAX,
-                    };
-                    return;
-                }
-            }
+            self.0 = start_hashing(hasher);
         }
         match &mut self.0 {
             DigestState::Inline { hasher, .. } => hasher.update(&data),
@@ -203,8 +198,8 @@ impl UploadDigest {
         }
     }
 
-    /// The digest of everything fed, once the hashing thread has caught up; `None`
-    /// only if that thread was lost.
+    /// The digest of everything fed, once the pool has caught up; `None` only if the
+    /// hashing lane was lost.
     pub async fn finish(self) -> Option<[u8; 32]> {
         match self.0 {
             DigestState::Inline { hasher, .. } => Some(finalize(hasher)),
@@ -212,12 +207,12 @@ impl UploadDigest {
                 drop(queue);
                 let d = digest.await.ok();
                 if d.is_none() {
-                    tracing::warn!("the upload's hashing thread stopped: no digest");
+                    tracing::warn!("the upload's hashing lane stopped: no digest");
                 }
                 d
             }
             DigestState::Lost => {
-                tracing::warn!("the upload's hashing thread stopped: no digest");
+                tracing::warn!("the upload's hashing lane stopped: no digest");
                 None
             }
         }
@@ -238,32 +233,39 @@ fn finalize(h: Sha256) -> [u8; 32] {
     out
 }
 
-/// Starts the hashing thread that continues `hasher`; gives it back when no thread
-/// can be started.
-fn start_hashing(hasher: Sha256) -> Result<DigestState, Sha256> {
-    let (queue, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
-    let (digest_tx, digest) = tokio::sync::oneshot::channel();
-    // The state is handed over once the thread runs, so a failed spawn keeps it.
-    let (state_tx, state_rx) = std::sync::mpsc::sync_channel::<Sha256>(1);
-    let spawned = std::thread::Builder::new()
-        .name("ftpgate-sha256".into())
-        .spawn(move || {
-            let Ok(mut h) = state_rx.recv() else { return };
-            while let Some(chunk) = chunks.blocking_recv() {
-                h.update(&chunk);
-            }
-            let _ = digest_tx.send(finalize(h));
-        });
-    match spawned {
-        Ok(_) => match state_tx.send(hasher) {
-            Ok(()) => Ok(DigestState::Piped { queue, digest }),
-            Err(std::sync::mpsc::SendError(hasher)) => Err(hasher),
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start a hashing thread: hashing inline");
-            Err(hasher)
+/// An upload's lane on [`HASHERS`]: continues `hasher` over each chunk in order and
+/// sends the digest when the lane ends.
+struct HashLane {
+    hasher: Option<Sha256>,
+    digest: Option<tokio::sync::oneshot::Sender<[u8; 32]>>,
+}
+
+impl Worker for HashLane {
+    type Item = Bytes;
+
+    fn handle(&mut self, chunk: Bytes) -> bool {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&chunk);
+        }
+        true
+    }
+
+    fn finish(mut self) {
+        if let (Some(h), Some(tx)) = (self.hasher.take(), self.digest.take()) {
+            let _ = tx.send(finalize(h));
         }
     }
+}
+
+/// Continues `hasher` on the hashing pool.
+fn start_hashing(hasher: Sha256) -> DigestState {
+    let (digest_tx, digest) = tokio::sync::oneshot::channel();
+    let lane = HashLane {
+        hasher: Some(hasher),
+        digest: Some(digest_tx),
+    };
+    let queue = HASHERS.lane(lane, HASHERS.queue_depth(HASH_QUEUE));
+    DigestState::Piped { queue, digest }
 }
 
 #[cfg(test)]
@@ -296,7 +298,7 @@ mod tests {
         assert_eq!(digest(Algorithm::Crc32, b"123456789"), "cbf43926");
     }
 
-    /// Inline, then piped to the hashing thread: the digest of every byte in order.
+    /// Inline, then piped to the hashing pool: the digest of every byte in order.
     #[tokio::test]
     async fn upload_digest_across_the_hashing_thread() {
         let mut u = UploadDigest::default();

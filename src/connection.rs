@@ -46,12 +46,44 @@ struct Running {
 /// Serves one control connection until QUIT, EOF, timeout, error or shutdown.
 /// `implicit`: the implicit-FTPS listener — TLS from the first byte.
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, session: Session, implicit: bool) {
-    tune_socket(&stream);
-    let Some(mut conn) = Connection::open(stream, shared, session, implicit).await else {
+    let span = session_span(&session);
+    span.in_scope(|| tune_socket(&stream));
+    // Opening and closing run once: boxed, so their futures (the implicit-TLS
+    // handshake, the last transfer's end) take no room in every idle session's task.
+    let open = Box::pin(Connection::open(stream, shared, session, implicit).instrument(span));
+    let Some(mut conn) = open.await else {
         return;
     };
     conn.run().await;
-    conn.close().await;
+    let span = session_span(&conn.session);
+    Box::pin(conn.close().instrument(span)).await;
+}
+
+/// The `session` span (id, peer, user) of one step of a connection: its opening, a
+/// command, an event, its end. A span per step rather than one for the session's
+/// life (issue 13 §6): an idle session holds none (~0.4 KiB each in the log
+/// subscriber's registry, which also keeps its high-water mark of slots after the
+/// sessions are gone), while every event still names its session.
+fn session_span(s: &Session) -> tracing::Span {
+    let span = tracing::info_span!(
+        "session",
+        id = s.id,
+        peer = %s.peer,
+        user = tracing::field::Empty
+    );
+    if let Some(u) = s.user() {
+        span.record("user", u.name.as_str());
+    }
+    span
+}
+
+/// What woke an idle connection (see [`Connection::wait_event`]).
+enum Event {
+    Input(Input),
+    TransferEnded(Result<TransferEnd, tokio::task::JoinError>),
+    HardStop,
+    Timer,
+    Draining,
 }
 
 /// Socket options of a control connection.
@@ -141,10 +173,16 @@ impl Connection {
     async fn run(&mut self) {
         loop {
             let open = match self.core.next_command() {
-                Some(cmd) => self.run_command(cmd).await,
+                Some(cmd) => {
+                    let span = session_span(&self.session);
+                    self.run_command(cmd).instrument(span).await
+                }
                 None => {
-                    let actions = self.next_event().await;
-                    self.perform(actions).await
+                    // Waits outside any span; what follows runs in one.
+                    let event = self.wait_event().await;
+                    let span = session_span(&self.session);
+                    let actions = span.in_scope(|| self.on_event(event));
+                    self.perform(actions).instrument(span).await
                 }
             };
             if !open {
@@ -196,34 +234,41 @@ impl Connection {
     }
 
     /// Waits for the next thing to happen — a line, the transfer's end, a timer,
-    /// shutdown — and returns what the core makes of it.
-    async fn next_event(&mut self) -> Vec<Action<Running>> {
+    /// shutdown.
+    async fn wait_event(&mut self) -> Event {
         let running = self.core.running();
         let deadline = self.core.next_deadline();
         let shared = &self.shared;
         tokio::select! {
-            line = self.reader.next_line() => {
-                let input = match line {
-                    Ok(Some(LineEvent::Line(l))) => Input::Line(l),
-                    Ok(Some(LineEvent::TooLong)) => Input::TooLong,
-                    Ok(Some(LineEvent::Timeout)) => Input::LineTimeout,
-                    Ok(None) | Err(_) => Input::Closed,
-                };
-                self.core.input(Instant::now(), input)
-            }
-            res = transfer_end(self.core.transfer_mut()), if running => {
-                match self.core.transfer_ended(Instant::now()) {
-                    Some(r) => {
-                        let end = res.unwrap_or_else(|_| failed_end());
-                        log_end(shared, &r, &end);
-                        vec![Action::Send(end.reply)]
-                    }
-                    None => Vec::new(),
+            line = self.reader.next_line() => Event::Input(match line {
+                Ok(Some(LineEvent::Line(l))) => Input::Line(l),
+                Ok(Some(LineEvent::TooLong)) => Input::TooLong,
+                Ok(Some(LineEvent::Timeout)) => Input::LineTimeout,
+                Ok(None) | Err(_) => Input::Closed,
+            }),
+            res = transfer_end(self.core.transfer_mut()), if running => Event::TransferEnded(res),
+            _ = shared.lifecycle.hard_stop.cancelled(), if running => Event::HardStop,
+            _ = until(deadline), if deadline.is_some() => Event::Timer,
+            _ = shared.lifecycle.drained(), if !running => Event::Draining,
+        }
+    }
+
+    /// What the core makes of `event`.
+    fn on_event(&mut self, event: Event) -> Vec<Action<Running>> {
+        let now = Instant::now();
+        match event {
+            Event::Input(input) => self.core.input(now, input),
+            Event::TransferEnded(res) => match self.core.transfer_ended(now) {
+                Some(r) => {
+                    let end = res.unwrap_or_else(|_| failed_end());
+                    log_end(&self.shared, &r, &end);
+                    vec![Action::Send(end.reply)]
                 }
-            }
-            _ = shared.lifecycle.hard_stop.cancelled(), if running => self.core.hard_stop(),
-            _ = until(deadline), if deadline.is_some() => self.core.timer(Instant::now()),
-            _ = shared.lifecycle.drained(), if !running => self.core.draining(),
+                None => Vec::new(),
+            },
+            Event::HardStop => self.core.hard_stop(),
+            Event::Timer => self.core.timer(now),
+            Event::Draining => self.core.draining(),
         }
     }
 

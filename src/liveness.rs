@@ -24,9 +24,11 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// What the control loop has read from the client so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,33 +41,72 @@ pub enum ControlState {
     Closed,
 }
 
+/// [`ControlState`] as a number, and [`GONE`] once the control loop dropped its
+/// [`ControlSignal`].
+const OPEN: u8 = 0;
+const QUIT: u8 = 1;
+const CLOSED: u8 = 2;
+/// Flag: the control loop is gone (its signal dropped).
+const GONE: u8 = 4;
+
+/// What the control loop and its uploads share: the state and a wake-up. Every
+/// session holds one for its life, so it is kept small (issue 13 §6: a tokio
+/// `watch` channel took ~350 bytes with its eight notifiers).
+#[derive(Debug, Default)]
+struct Shared {
+    state: AtomicU8,
+    changed: Notify,
+}
+
+impl Shared {
+    fn state(&self) -> ControlState {
+        match self.state.load(Ordering::Acquire) & !GONE {
+            OPEN => ControlState::Open,
+            QUIT => ControlState::Quit,
+            _ => ControlState::Closed,
+        }
+    }
+
+    fn gone(&self) -> bool {
+        self.state.load(Ordering::Acquire) & GONE != 0
+    }
+}
+
 /// The control loop's side: publishes [`ControlState`].
 #[derive(Debug)]
-pub struct ControlSignal(watch::Sender<ControlState>);
+pub struct ControlSignal(Arc<Shared>);
 
 impl ControlSignal {
     /// QUIT was read. Sticky: a close after it does not undo it.
     pub fn quit(&self) {
-        self.0.send_replace(ControlState::Quit);
+        self.0.state.store(QUIT, Ordering::Release);
+        self.0.changed.notify_waiters();
     }
 
     /// The control connection ended without QUIT (unless one was read before).
     pub fn closed(&self) {
-        self.0.send_if_modified(|s| {
-            if *s == ControlState::Open {
-                *s = ControlState::Closed;
-                true
-            } else {
-                false
-            }
-        });
+        if self
+            .0
+            .state
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.0.changed.notify_waiters();
+        }
+    }
+}
+
+impl Drop for ControlSignal {
+    fn drop(&mut self) {
+        self.0.state.fetch_or(GONE, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
     }
 }
 
 /// The transfers' side: created by the control loop, handed to uploads.
 #[derive(Debug, Clone)]
 pub struct ControlWatch {
-    state: watch::Receiver<ControlState>,
+    state: Arc<Shared>,
     /// The control connection's socket (the TCP socket under any TLS).
     fd: RawFd,
 }
@@ -76,11 +117,11 @@ const SETTLE: Duration = Duration::from_secs(5);
 
 /// A pair for one control connection whose TCP socket is `socket`.
 pub fn channel(socket: &impl AsRawFd) -> (ControlSignal, ControlWatch) {
-    let (tx, rx) = watch::channel(ControlState::Open);
+    let shared = Arc::new(Shared::default());
     (
-        ControlSignal(tx),
+        ControlSignal(Arc::clone(&shared)),
         ControlWatch {
-            state: rx,
+            state: shared,
             fd: socket.as_raw_fd(),
         },
     )
@@ -118,7 +159,7 @@ impl ControlWatch {
         }
         .ok()?;
         Some(ControlProbe {
-            state: self.state.clone(),
+            state: Arc::clone(&self.state),
             socket,
         })
     }
@@ -127,7 +168,7 @@ impl ControlWatch {
 /// An upload's view of its control connection (see the module docs).
 #[derive(Debug)]
 pub struct ControlProbe {
-    state: watch::Receiver<ControlState>,
+    state: Arc<Shared>,
     /// A duplicate of the control socket, registered for readiness.
     socket: tokio::io::unix::AsyncFd<socket2::Socket>,
 }
@@ -162,13 +203,21 @@ impl ControlProbe {
         // a command) or a QUIT/close read by the loop decides at once, without
         // spinning.
         let until = data_end + wait;
-        while *self.state.borrow() == ControlState::Open && self.peek() == Peek::Idle {
+        let state = Arc::clone(&self.state);
+        loop {
+            // Registered before the state is read: a change after the read wakes it.
+            let changed = state.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if state.state() != ControlState::Open || self.peek() != Peek::Idle {
+                break;
+            }
+            if state.gone() {
+                break; // the control loop is gone
+            }
             let ready = tokio::select! {
                 r = self.socket.readable() => r,
-                r = self.state.changed() => match r {
-                    Ok(()) => continue,
-                    Err(_) => break, // the control loop is gone
-                },
+                _ = &mut changed => continue,
                 _ = tokio::time::sleep_until(until) => break,
             };
             match ready {
@@ -178,7 +227,10 @@ impl ControlProbe {
         }
         let deadline = tokio::time::Instant::now() + SETTLE;
         loop {
-            match *self.state.borrow_and_update() {
+            let changed = state.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match state.state() {
                 ControlState::Quit => return true,
                 ControlState::Closed => return false,
                 ControlState::Open => {}
@@ -194,12 +246,11 @@ impl ControlProbe {
             }
             // Wait for the loop to read on (a state change), re-peeking now and
             // then: a pending command read by the loop changes no state.
+            if state.gone() {
+                return false; // the control loop is gone
+            }
             tokio::select! {
-                r = self.state.changed() => {
-                    if r.is_err() {
-                        return false; // the control loop is gone
-                    }
-                }
+                _ = &mut changed => {}
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
         }

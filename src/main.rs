@@ -144,7 +144,11 @@ async fn shutdown_signal() {
 /// login), 8 MiB S3 parts and the like come from the heap and stay there: RSS grew by
 /// ~12 MiB per login, measured. A fixed 4 MiB threshold sends those to mmap (returned
 /// at free) while 1 MiB transfer chunks stay on the heap and are reused; two arenas
-/// stop per-thread arenas multiplying the rest.
+/// stop per-thread arenas multiplying the rest. A 32 MiB trim threshold keeps free()
+/// from handing the top of a heap back to the kernel whenever a few chunks at its end
+/// are freed (the default is 128 KiB): under many uploads that cycle gave every new
+/// chunk buffer fresh pages and page faults (issue 13 §5); memory still goes back
+/// once load ends, through `resources::trim_when_idle`'s `malloc_trim(0)`.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in main, before any other thread exists; mallopt
@@ -152,6 +156,7 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
     }
 }
 

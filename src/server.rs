@@ -16,7 +16,6 @@ use ftpgate_storage::{StorageBackend, VPath};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::auth;
 use crate::config::{Config, UserConfig};
@@ -402,9 +401,12 @@ async fn admit(
         return;
     };
     let (peer, local) = if shared.config.server.proxy_protocol {
-        let Some(header) =
-            crate::proxy::read_trusted(&mut stream, socket_peer, &shared.data_plane.proxy_trusted)
-                .await
+        let Some(header) = Box::pin(crate::proxy::read_trusted(
+            &mut stream,
+            socket_peer,
+            &shared.data_plane.proxy_trusted,
+        ))
+        .await
         else {
             return;
         };
@@ -447,7 +449,6 @@ async fn admit(
         return;
     };
     let id = shared.sessions.next_id();
-    let span = tracing::info_span!("session", id, peer = %peer, user = tracing::field::Empty);
     let mut session = Session::new(id, peer, local);
     session.socket_local = socket_local;
     session.tls_mode = if implicit {
@@ -457,9 +458,15 @@ async fn admit(
     };
     shared.metrics.sessions.inc();
     shared.metrics.sessions_active.inc();
-    crate::connection::serve(stream, shared.clone(), session, implicit)
-        .instrument(span)
-        .await;
+    // Boxed: the session's future on its own, instead of laid out beside everything
+    // `admit` awaited before it (the PROXY header, the refusals) in every task.
+    Box::pin(crate::connection::serve(
+        stream,
+        shared.clone(),
+        session,
+        implicit,
+    ))
+    .await;
     shared.metrics.sessions_active.dec();
 }
 

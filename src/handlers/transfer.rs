@@ -33,6 +33,44 @@ use crate::resume::{self, Park};
 /// the local backend's queue of 4 chunks, one upload holds at most ~5 MiB.
 const UPLOAD_CHUNK: usize = 1024 * 1024;
 
+/// The chunk size once more than [`MANY_UPLOADS`] uploads run (issue 13 §5).
+const SMALL_UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// Uploads running at once above which chunks shrink to [`SMALL_UPLOAD_CHUNK`]: 300
+/// uploads holding two or three 1 MiB chunks each took 600 MiB of fresh pages (a
+/// page fault each) for nothing, since the disk and hashing pools drain no faster
+/// for deeper buffers; one stream still gets large writes.
+const MANY_UPLOADS: usize = 32;
+
+/// Uploads receiving now.
+static UPLOADS_RECEIVING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one receiving upload for as long as it lives.
+struct Receiving;
+
+impl Receiving {
+    fn start() -> Self {
+        UPLOADS_RECEIVING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Receiving
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        UPLOADS_RECEIVING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The size of the next chunk to gather: [`UPLOAD_CHUNK`], or
+/// [`SMALL_UPLOAD_CHUNK`] while more than [`MANY_UPLOADS`] uploads run.
+fn chunk_target() -> usize {
+    if UPLOADS_RECEIVING.load(std::sync::atomic::Ordering::Relaxed) > MANY_UPLOADS {
+        SMALL_UPLOAD_CHUNK
+    } else {
+        UPLOAD_CHUNK
+    }
+}
+
 /// Largest piece of a throttled download written at once (`users.download_bytes_per_sec`).
 const THROTTLE_SLICE: usize = 64 * 1024;
 
@@ -822,17 +860,19 @@ async fn receive_file(
 ) -> TransferEnd {
     let mut received = 0u64;
     let mut pending_cr = false;
-    let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
+    let _receiving = Receiving::start();
+    let mut buf = BytesMut::new();
     let mut recycler = Recycler::default();
     let mut eof = false;
     let mut data_end = tokio::time::Instant::now();
     while !eof {
         // Fill one chunk from as many socket reads as it takes, so the backend gets
         // few large writes instead of one per (often 64 KiB) read.
-        if buf.capacity() < UPLOAD_CHUNK {
-            buf = recycler.buffer();
+        let target = chunk_target();
+        if buf.capacity() < target {
+            buf = recycler.buffer(target);
         }
-        while buf.len() < UPLOAD_CHUNK {
+        while buf.len() < target {
             let read = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
@@ -963,7 +1003,7 @@ async fn receive_file(
 /// Most chunk buffers a [`Recycler`] keeps.
 const RECYCLE_MAX: usize = 10;
 
-/// The buffers of chunks handed to storage (and to the hashing thread), taken back
+/// The buffers of chunks handed to storage (and to the hashing pool), taken back
 /// for the next chunk once both are done with them (issue 13 §2): a fresh 1 MiB
 /// buffer per chunk cost fresh pages, page faults and zeroing, ~12 % of a STOR's
 /// CPU (perf). Chunks are done in order, so only the oldest is looked at; a backend
@@ -980,18 +1020,18 @@ impl Recycler {
         self.0.push_back(chunk.clone());
     }
 
-    /// An empty buffer of at least [`UPLOAD_CHUNK`] bytes: the oldest chunk's when
-    /// nobody else holds it any more, else a new one.
-    fn buffer(&mut self) -> BytesMut {
+    /// An empty buffer of at least `size` bytes: the oldest chunk's when nobody else
+    /// holds it any more, else a new one.
+    fn buffer(&mut self, size: usize) -> BytesMut {
         if self.0.front().is_some_and(Bytes::is_unique) {
             if let Some(Ok(mut b)) = self.0.pop_front().map(Bytes::try_into_mut) {
-                if b.capacity() >= UPLOAD_CHUNK {
+                if b.capacity() >= size {
                     b.clear();
                     return b;
                 }
             }
         }
-        BytesMut::with_capacity(UPLOAD_CHUNK)
+        BytesMut::with_capacity(size)
     }
 }
 

@@ -9,9 +9,12 @@
 //! - `stream`: reads and listings, streamed from a blocking thread through a bounded
 //!   channel (a listing is never collected whole); for downloads that the FTP layer
 //!   sends with `sendfile(2)`, the checked open file itself (`open_source`).
-//! - `upload`: uploads written by one blocking thread to a temporary file in the target
-//!   directory, committed with `sync_all`, rename (hard link for `CreateNew`) and a
-//!   directory fsync.
+//! - `upload`: uploads written to a temporary file in the target directory by a small
+//!   pool of threads shared by all uploads (`lanes`: each upload's chunks in order),
+//!   committed on a blocking thread with `sync_all`, rename (hard link for `CreateNew`)
+//!   and a directory fsync.
+//! - `lanes`: that pool (also the FTP layer's upload hashing), many ordered streams of
+//!   blocking work on a few threads, round robin, with bounded queues.
 //! - `pending`: interrupted uploads kept for resuming in `<root>/.ftpgate-tmp-pending/`
 //!   (suspend moves the fsynced temporary file there, a resume moves it back), their
 //!   per-owner usage and expiry.
@@ -34,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod confine;
+pub mod lanes;
 mod pending;
 mod stream;
 mod upload;

@@ -1,11 +1,13 @@
-//! Uploads: one blocking thread per upload writes to `<dir>/.ftpgate-tmp-<random>`,
-//! fed by a bounded channel so socket reads and disk writes overlap, then commits with
-//! `sync_all`, a rename (or a hard link for `CreateNew`) and a directory fsync.
+//! Uploads: the chunks of an upload are written to `<dir>/.ftpgate-tmp-<random>` by a
+//! small pool of threads shared by every upload ([`WRITERS`], see `lanes`), fed by a
+//! bounded queue per upload so socket reads and disk writes overlap; the upload then
+//! commits on the blocking pool with `sync_all`, a rename (or a hard link for
+//! `CreateNew`) and a directory fsync.
 //! An interrupted upload can instead be suspended: fsynced and moved to the pending
 //! directory (see `pending`), from where [`resume`] takes it up again.
 
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -14,28 +16,29 @@ use bytes::Bytes;
 use ftpgate_storage::{
     ErrorKind, Metadata, PendingKey, Result, StorageError, Upload, VPath, WriteMode,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use crate::confine::{error, special, to_meta, Root, TEMP_PREFIX};
 use crate::join_error;
+use crate::lanes::{LaneSender, Pool, Worker};
 use crate::pending;
 
-/// Chunks buffered between the connection and the writing thread.
+/// Most chunks queued between the connection and the writers for one upload; fewer
+/// when many uploads run ([`Pool::queue_depth`]).
 const UPLOAD_QUEUE: usize = 4;
 
-enum Msg {
-    Data(Bytes),
-    Commit,
-    /// Keep the file as the pending upload of this name in the pending directory.
-    Suspend(String),
-}
+/// The threads that write every upload's chunks (issue 13 §5): two per core, so a
+/// write that waits for the disk leaves others running, instead of one thread per
+/// upload (300 uploads: 300 threads).
+static WRITERS: Pool = Pool::new("ftpgate-write", 2);
 
-/// Everything the writing thread needs, settled before `create` returns. The target
+/// Everything the writers need, settled before `create` returns. The target
 /// directory is held by descriptor: the temporary file, the commit and the cleanup all
-/// happen in that directory, whatever is renamed or swapped meanwhile.
+/// happen in that directory, whatever is renamed or swapped meanwhile. Dropped before
+/// it was published, it removes its temporary file.
 struct Prepared {
     path: VPath,
     file: File,
@@ -51,6 +54,16 @@ struct Prepared {
     root: Arc<Root>,
     /// Bytes already in `file` (a resumed upload), written after.
     start_at: u64,
+    /// The temporary file was renamed or linked away: nothing to remove.
+    published: bool,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = rfs::unlinkat(self.dir.as_fd(), &self.temp, AtFlags::empty());
+        }
+    }
 }
 
 type Prepare = Box<dyn FnOnce() -> Result<(Prepared, Option<File>)> + Send>;
@@ -86,42 +99,26 @@ pub(crate) async fn resume(
     }
 }
 
-/// Starts the writing thread with what `prep` settles on it.
+/// Settles the upload with `prep` on the blocking pool, then copies the kept prefix
+/// (if any) there while the first chunks queue up.
 async fn spawn(vpath: VPath, prep: Prepare) -> Result<(Box<dyn Upload>, Option<File>)> {
-    let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let worker = tokio::task::spawn_blocking(move || {
-        let (prepared, reader) = match prep() {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return Err(StorageError::new(ErrorKind::Other, "upload not started"));
-            }
-        };
-        let temp = (Arc::clone(&prepared.dir), prepared.temp.clone());
-        if ready_tx.send(Ok((temp, reader))).is_err() {
-            // `create` was cancelled.
-            let _ = rfs::unlinkat(prepared.dir.as_fd(), &prepared.temp, AtFlags::empty());
-            return Err(StorageError::new(ErrorKind::Other, "upload cancelled"));
-        }
-        run(prepared, rx)
-    });
-    let (temp, reader) = match ready_rx.await {
-        Ok(Ok(ready)) => ready,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(match worker.await {
-                Err(join) => join_error(join),
-                Ok(Err(e)) => e,
-                Ok(Ok(_)) => StorageError::new(ErrorKind::Other, "upload thread stopped"),
-            })
-        }
+    // A `create` cancelled meanwhile drops the result, and `Prepared` its file.
+    let (prepared, reader) = tokio::task::spawn_blocking(prep)
+        .await
+        .unwrap_or_else(|e| Err(join_error(e)))?;
+    let temp = (Arc::clone(&prepared.dir), prepared.temp.clone());
+    let stage = if prepared.keep.is_some() {
+        Stage::Copying(tokio::task::spawn_blocking(move || {
+            copy_kept(&prepared)?;
+            Ok(prepared)
+        }))
+    } else {
+        open_lane(prepared)
     };
     let upload: Box<dyn Upload> = Box::new(LocalUpload {
         path: vpath,
         temp,
-        tx: Some(tx),
-        worker: Some(worker),
+        stage,
         done: false,
     });
     Ok((upload, reader))
@@ -196,6 +193,7 @@ fn prepare_resume(root: &Arc<Root>, key: &PendingKey, offset: u64) -> Result<(Pr
         keep: None,
         root: Arc::clone(root),
         start_at: offset,
+        published: false,
     };
     Ok((prepared, reader))
 }
@@ -284,6 +282,7 @@ fn prepare(root: &Arc<Root>, path: &VPath, mode: WriteMode) -> Result<Prepared> 
         keep,
         root: Arc::clone(root),
         start_at: 0,
+        published: false,
     })
 }
 
@@ -329,63 +328,96 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
-/// The writing thread: copies the kept prefix, writes chunks until `Commit` (or until
-/// the channel closes, which aborts), then commits. On any failure the temporary file
-/// is removed.
-fn run(p: Prepared, rx: mpsc::Receiver<Msg>) -> Result<Metadata> {
-    let result = write_and_commit(&p, rx);
-    if result.is_err() {
-        let _ = rfs::unlinkat(p.dir.as_fd(), &p.temp, AtFlags::empty());
+/// Copies the kept prefix of an `Append`/`Offset` upload into the temporary file.
+fn copy_kept(p: &Prepared) -> Result<()> {
+    let Some((src, n)) = &p.keep else {
+        return Ok(());
+    };
+    let mut file = &p.file;
+    // `io::copy` between files uses copy_file_range where the kernel has it.
+    let copied =
+        io::copy(&mut src.take(*n), &mut file).map_err(|e| StorageError::from_io(&p.path, e))?;
+    if copied < *n {
+        return Err(StorageError::new(
+            ErrorKind::InvalidInput,
+            format!("{}: the file shrank below offset {n}", p.path),
+        ));
     }
-    result
+    if let Ok(m) = src.metadata() {
+        let _ = p.file.set_permissions(m.permissions());
+    }
+    Ok(())
 }
 
-fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadata> {
-    let io_err = |e| StorageError::from_io(&p.path, e);
-    let mut file = &p.file;
-    if let Some((src, n)) = &p.keep {
-        // `io::copy` between files uses copy_file_range where the kernel has it.
-        let copied = io::copy(&mut src.take(*n), &mut file).map_err(io_err)?;
-        if copied < *n {
-            return Err(StorageError::new(
-                ErrorKind::InvalidInput,
-                format!("{}: the file shrank below offset {n}", p.path),
-            ));
-        }
-        if let Ok(m) = src.metadata() {
-            let _ = p.file.set_permissions(m.permissions());
-        }
-    }
-    // Whatever has queued up is written with one `writev`, without copying.
-    let mut batch: Vec<Bytes> = Vec::with_capacity(UPLOAD_QUEUE + 1);
-    let mut end: Option<Option<String>> = None;
-    let mut writeback = Writeback::new(p.keep.as_ref().map_or(p.start_at, |(_, n)| *n));
-    while end.is_none() {
-        match rx.blocking_recv() {
-            Some(Msg::Data(b)) => batch.push(b),
-            Some(Msg::Commit) => end = Some(None),
-            Some(Msg::Suspend(name)) => end = Some(Some(name)),
-            None => return Err(StorageError::new(ErrorKind::Other, "upload aborted")),
-        }
-        while end.is_none() {
-            match rx.try_recv() {
-                Ok(Msg::Data(b)) => batch.push(b),
-                Ok(Msg::Commit) => end = Some(None),
-                Ok(Msg::Suspend(name)) => end = Some(Some(name)),
-                Err(_) => break,
+/// An upload's lane on [`WRITERS`]: writes each chunk in order; after the last (or
+/// the first failure) hands the prepared file back for the commit.
+struct WriteLane {
+    prepared: Option<Prepared>,
+    writeback: Writeback,
+    failed: Option<StorageError>,
+    back: Option<oneshot::Sender<Result<Prepared>>>,
+}
+
+impl Worker for WriteLane {
+    type Item = Bytes;
+
+    fn handle(&mut self, chunk: Bytes) -> bool {
+        let Some(p) = &self.prepared else {
+            return false;
+        };
+        match (&p.file).write_all(&chunk) {
+            Ok(()) => {
+                self.writeback.written(&p.file, chunk.len() as u64);
+                true
+            }
+            Err(e) => {
+                self.failed = Some(StorageError::from_io(&p.path, e));
+                false
             }
         }
-        let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
-        write_all_chunks(&mut file, &mut batch).map_err(io_err)?;
-        writeback.written(&p.file, len);
     }
-    drop(rx);
-    p.file.sync_all().map_err(io_err)?;
+
+    fn finish(mut self) {
+        let result = match (self.failed.take(), self.prepared.take()) {
+            (None, Some(p)) => Ok(p),
+            (Some(e), _) => Err(e),
+            (None, None) => Err(StorageError::new(ErrorKind::Other, "upload lost")),
+        };
+        if let Some(back) = self.back.take() {
+            // Nobody waiting (the upload was dropped): the file goes with `result`.
+            let _ = back.send(result);
+        }
+    }
+}
+
+/// Opens the upload's lane on [`WRITERS`].
+fn open_lane(p: Prepared) -> Stage {
+    let (back, written) = oneshot::channel();
+    let start = p.keep.as_ref().map_or(p.start_at, |(_, n)| *n);
+    let lane = WriteLane {
+        prepared: Some(p),
+        writeback: Writeback::new(start),
+        failed: None,
+        back: Some(back),
+    };
+    let tx = WRITERS.lane(lane, WRITERS.queue_depth(UPLOAD_QUEUE));
+    Stage::Writing { tx, written }
+}
+
+/// After the last chunk: `sync_all`, then publishes the file (a rename; for
+/// `CreateNew` a hard link) and fsyncs the directory, or with `suspend_as` moves it
+/// to the pending directory under that name.
+fn commit(mut p: Prepared, suspend_as: Option<String>) -> Result<Metadata> {
+    p.file
+        .sync_all()
+        .map_err(|e| StorageError::from_io(&p.path, e))?;
     let meta = rfs::fstat(&p.file).map_err(|e| error(&p.path, e))?;
-    let dir = p.dir.as_fd();
-    if let Some(Some(pname)) = end {
-        return suspend(p, &pname, &meta);
+    if let Some(pname) = suspend_as {
+        let m = suspend(&p, &pname, &meta)?;
+        p.published = true;
+        return Ok(m);
     }
+    let dir = p.dir.as_fd();
     if p.create_new {
         link_new(dir, &p.temp, &p.name).map_err(|e| error(&p.path, e))?;
         if let Err(e) = rfs::unlinkat(dir, &p.temp, AtFlags::empty()) {
@@ -394,6 +426,7 @@ fn write_and_commit(p: &Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Metadat
     } else {
         rfs::renameat(dir, &p.temp, dir, &p.name).map_err(|e| error(&p.path, e))?;
     }
+    p.published = true;
     let synced = rfs::openat(
         dir,
         ".",
@@ -437,22 +470,17 @@ fn link_new(dir: BorrowedFd<'_>, temp: &str, target: &str) -> rustix::io::Result
     }
 }
 
-/// Writes every chunk with vectored writes, then empties `chunks`.
-fn write_all_chunks(file: &mut &File, chunks: &mut Vec<Bytes>) -> io::Result<()> {
-    chunks.retain(|c| !c.is_empty());
-    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    drop(slices);
-    chunks.clear();
-    Ok(())
+/// Where an upload stands.
+enum Stage {
+    /// Copying the kept prefix on the blocking pool.
+    Copying(JoinHandle<Result<Prepared>>),
+    /// Chunks go to the upload's lane; `written` gets the file back after the last.
+    Writing {
+        tx: LaneSender<Bytes>,
+        written: oneshot::Receiver<Result<Prepared>>,
+    },
+    /// Failed, completed or aborted.
+    Over,
 }
 
 /// An upload in progress on a [`LocalBackend`](crate::LocalBackend).
@@ -460,76 +488,91 @@ struct LocalUpload {
     path: VPath,
     /// The target directory and the temporary file's name in it.
     temp: (Arc<OwnedFd>, String),
-    /// `None` once the upload failed, completed or was aborted.
-    tx: Option<mpsc::Sender<Msg>>,
-    worker: Option<JoinHandle<Result<Metadata>>>,
+    stage: Stage,
     /// Set once the temporary file needs no removal on drop.
     done: bool,
 }
 
 impl LocalUpload {
-    /// The outcome of the writing thread, once it has stopped.
-    async fn outcome(&mut self) -> Result<Metadata> {
-        match self.worker.take() {
-            Some(worker) => worker.await.unwrap_or_else(|e| Err(join_error(e))),
-            None => Err(self.failed()),
-        }
-    }
-
     fn failed(&self) -> StorageError {
         StorageError::new(
             ErrorKind::Other,
             format!("{}: the upload failed earlier", self.path),
         )
     }
+
+    /// Waits for the kept prefix to be copied, then opens the lane.
+    async fn copied(&mut self) -> Result<()> {
+        if let Stage::Copying(_) = &self.stage {
+            let Stage::Copying(copy) = std::mem::replace(&mut self.stage, Stage::Over) else {
+                return Err(self.failed());
+            };
+            let prepared = copy.await.unwrap_or_else(|e| Err(join_error(e)))?;
+            self.stage = open_lane(prepared);
+        }
+        Ok(())
+    }
+
+    /// Ends the lane and waits until every queued chunk is written: the file, or
+    /// why the writes failed.
+    async fn written(&mut self) -> Result<Prepared> {
+        self.copied().await?;
+        match std::mem::replace(&mut self.stage, Stage::Over) {
+            Stage::Writing { tx, written } => {
+                drop(tx);
+                written.await.unwrap_or_else(|_| {
+                    Err(StorageError::new(
+                        ErrorKind::Other,
+                        "the upload's writer stopped",
+                    ))
+                })
+            }
+            _ => Err(self.failed()),
+        }
+    }
+
+    /// Commits (or suspends) on the blocking pool once every chunk is written.
+    async fn finish(&mut self, suspend_as: Option<String>) -> Result<Metadata> {
+        let prepared = self.written().await?;
+        let result = tokio::task::spawn_blocking(move || commit(prepared, suspend_as))
+            .await
+            .unwrap_or_else(|e| Err(join_error(e)));
+        if result.is_ok() {
+            self.done = true;
+        }
+        result
+    }
 }
 
 #[async_trait]
 impl Upload for LocalUpload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        let Some(tx) = &self.tx else {
+        self.copied().await?;
+        let Stage::Writing { tx, .. } = &mut self.stage else {
             return Err(self.failed());
         };
-        if tx.send(Msg::Data(data)).await.is_ok() {
+        if tx.send(data).await.is_ok() {
             return Ok(());
         }
-        // The thread stopped: it failed, and says why.
-        self.tx = None;
-        match self.outcome().await {
+        // The lane stopped: a write failed, and says why.
+        match self.written().await {
             Err(e) => Err(e),
             Ok(_) => Err(self.failed()),
         }
     }
 
     async fn complete(mut self: Box<Self>) -> Result<Metadata> {
-        let Some(tx) = self.tx.take() else {
-            return Err(self.failed());
-        };
-        // A failed send means the thread already stopped with an error.
-        let _ = tx.send(Msg::Commit).await;
-        drop(tx);
-        let result = self.outcome().await;
-        if result.is_ok() {
-            self.done = true;
-        }
-        result
+        self.finish(None).await
     }
 
     async fn suspend(mut self: Box<Self>, key: &PendingKey) -> Result<Option<u64>> {
-        let Some(tx) = self.tx.take() else {
-            return Err(self.failed());
-        };
-        let _ = tx.send(Msg::Suspend(pending::file_name(key))).await;
-        drop(tx);
-        let meta = self.outcome().await?;
-        self.done = true;
+        let meta = self.finish(Some(pending::file_name(key))).await?;
         Ok(Some(meta.size))
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
-        drop(self.tx.take());
-        // The thread removes the temporary file when the channel closes; wait for it.
-        let _ = self.outcome().await;
+        // Dropping the file removes it, once the queued chunks are through.
+        let _ = self.written().await;
         Ok(())
     }
 }
