@@ -1,15 +1,16 @@
 //! Uploads: the chunks of an upload are written to `<dir>/.ftpgate-tmp-<random>` by a
-//! small pool of threads shared by every upload ([`WRITERS`], see `lanes`), fed by a
+//! small pool of threads shared by every upload to a file system ([`writers`], see `lanes`), fed by a
 //! bounded queue per upload so socket reads and disk writes overlap; the upload then
 //! commits on the blocking pool with `sync_all`, a rename (or a hard link for
 //! `CreateNew`) and a directory fsync.
 //! An interrupted upload can instead be suspended: fsynced and moved to the pending
 //! directory (see `pending`), from where [`resume`] takes it up again.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,10 +31,20 @@ use crate::pending;
 /// when many uploads run ([`Pool::queue_depth`]).
 const UPLOAD_QUEUE: usize = 4;
 
-/// The threads that write every upload's chunks (issue 13 §5): two per core, so a
-/// write that waits for the disk leaves others running, instead of one thread per
-/// upload (300 uploads: 300 threads).
-static WRITERS: Pool = Pool::new("ftpgate-write", 2);
+/// The threads that write the uploads' chunks (issue 13 §5): two per core, so a write
+/// that waits for the disk leaves others running, instead of one thread per upload
+/// (300 uploads: 300 threads). One pool per file system (`st_dev` of the upload's
+/// file): a file system that freezes (a hung NFS mount under one `[backends.NAME]`)
+/// holds only its own pool's threads, never the uploads to another file system.
+fn writers(dev: u64) -> &'static Pool {
+    static POOLS: Mutex<BTreeMap<u64, &'static Pool>> = Mutex::new(BTreeMap::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    // One small pool per mounted file system the process writes to: bounded by the
+    // mounts, so leaking them is the same as a `static` each.
+    pools
+        .entry(dev)
+        .or_insert_with(|| Box::leak(Box::new(Pool::new("ftpgate-write", 2))))
+}
 
 /// Everything the writers need, settled before `create` returns. The target
 /// directory is held by descriptor: the temporary file, the commit and the cleanup all
@@ -349,7 +360,7 @@ fn copy_kept(p: &Prepared) -> Result<()> {
     Ok(())
 }
 
-/// An upload's lane on [`WRITERS`]: writes each chunk in order; after the last (or
+/// An upload's lane on its file system's [`writers`]: writes each chunk in order; after the last (or
 /// the first failure) hands the prepared file back for the commit.
 struct WriteLane {
     prepared: Option<Prepared>,
@@ -390,8 +401,9 @@ impl Worker for WriteLane {
     }
 }
 
-/// Opens the upload's lane on [`WRITERS`].
+/// Opens the upload's lane on the [`writers`] of its file system.
 fn open_lane(p: Prepared) -> Stage {
+    let dev = rfs::fstat(&p.file).map_or(0, |st| st.st_dev);
     let (back, written) = oneshot::channel();
     let start = p.keep.as_ref().map_or(p.start_at, |(_, n)| *n);
     let lane = WriteLane {
@@ -400,7 +412,8 @@ fn open_lane(p: Prepared) -> Stage {
         failed: None,
         back: Some(back),
     };
-    let tx = WRITERS.lane(lane, WRITERS.queue_depth(UPLOAD_QUEUE));
+    let pool = writers(dev);
+    let tx = pool.lane(lane, pool.queue_depth(UPLOAD_QUEUE));
     Stage::Writing { tx, written }
 }
 
@@ -590,5 +603,66 @@ impl Drop for LocalUpload {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks its pool thread on `release` for its first item; reports each item.
+    struct Stuck {
+        release: Option<std::sync::mpsc::Receiver<()>>,
+        seen: tokio::sync::mpsc::UnboundedSender<u32>,
+    }
+
+    impl Worker for Stuck {
+        type Item = u32;
+        fn handle(&mut self, item: u32) -> bool {
+            if let Some(r) = self.release.take() {
+                let _ = r.recv();
+            }
+            self.seen.send(item).is_ok()
+        }
+        fn finish(self) {}
+    }
+
+    /// Every writer thread of one file system frozen (a hung mount): an upload to
+    /// another file system is still written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_file_system_holds_only_its_own_writers() {
+        let (frozen, other) = (u64::MAX - 7, u64::MAX - 8);
+        assert!(std::ptr::eq(writers(frozen), writers(frozen)));
+        assert!(!std::ptr::eq(writers(frozen), writers(other)));
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let mut releases = Vec::new();
+        let mut stuck = Vec::new();
+        for i in 0..writers(frozen).threads() + 1 {
+            let (release, wait) = std::sync::mpsc::channel();
+            releases.push(release);
+            let worker = Stuck {
+                release: Some(wait),
+                seen: seen_tx.clone(),
+            };
+            let mut tx = writers(frozen).lane(worker, 1);
+            assert!(tx.send(i as u32).await.is_ok());
+            stuck.push(tx);
+        }
+        let worker = Stuck {
+            release: None,
+            seen: seen_tx.clone(),
+        };
+        let mut tx = writers(other).lane(worker, 1);
+        assert!(tx.send(1000).await.is_ok());
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), seen.recv()).await;
+        assert_eq!(
+            first.ok().flatten(),
+            Some(1000),
+            "the other file system's write waited"
+        );
+        for r in releases {
+            let _ = r.send(());
+        }
+        drop(stuck);
     }
 }
