@@ -428,10 +428,7 @@ async fn run_command(
     // Boxed: the handlers' futures (transfers, listings) are large, and inline
     // they would make every idle session's task as big as the largest of them.
     let outcome = Box::pin(handlers::dispatch(cmd, &mut ctx)).await;
-    let backend = session
-        .logged_in()
-        .map_or(crate::state::DEFAULT_LABEL, |c| c.backend.label())
-        .to_owned();
+    let backend = session.backend_label().to_owned();
     match outcome {
         Outcome::Reply(r) => {
             metrics.command(&verb, r.code);

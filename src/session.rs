@@ -211,6 +211,13 @@ impl Session {
         }
     }
 
+    /// The metrics and event label of the session's backend: the logged-in user's
+    /// (`[backends.NAME]`), else `storage`.
+    pub fn backend_label(&self) -> &str {
+        self.logged_in()
+            .map_or(crate::state::DEFAULT_LABEL, |c| c.backend.label())
+    }
+
     /// Commands allowed before login: the login itself and harmless queries.
     pub fn allowed_before_login(cmd: &Command) -> bool {
         matches!(

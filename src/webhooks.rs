@@ -252,10 +252,7 @@ impl Origin {
             session_id: s.id,
             user: u.map(|u| u.name.clone()).unwrap_or_default(),
             client_ip: crate::datachan::canonical(s.peer.ip()),
-            backend: s
-                .logged_in()
-                .map_or(crate::state::DEFAULT_LABEL, |c| c.backend.label())
-                .to_owned(),
+            backend: s.backend_label().to_owned(),
             home: u.map(|u| u.home.clone()).unwrap_or_else(VPath::root),
         }
     }
