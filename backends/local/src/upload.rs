@@ -1,8 +1,8 @@
 //! Uploads: the chunks of an upload are written to `<dir>/.ftpgate-tmp-<random>` by a
-//! small pool of threads shared by every upload to a file system ([`writers`], see `lanes`), fed by a
-//! bounded queue per upload so socket reads and disk writes overlap; the upload then
-//! commits on the blocking pool with `sync_all`, a rename (or a hard link for
-//! `CreateNew`) and a directory fsync.
+//! small pool of threads shared by every upload to a file system ([`writers`], see
+//! `lanes`), fed by a bounded queue per upload so socket reads and disk writes
+//! overlap; the upload then commits on the blocking pool with `sync_all`, a rename (or
+//! a hard link for `CreateNew`) and a directory fsync.
 //! An interrupted upload can instead be suspended: fsynced and moved to the pending
 //! directory (see `pending`), from where [`resume`] takes it up again.
 
