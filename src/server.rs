@@ -457,7 +457,6 @@ async fn admit(
         shared.config.server.tls
     };
     shared.metrics.sessions.inc();
-    shared.metrics.sessions_active.inc();
     // Boxed: the session's future on its own, instead of laid out beside everything
     // `admit` awaited before it (the PROXY header, the refusals) in every task.
     Box::pin(crate::connection::serve(
@@ -467,10 +466,10 @@ async fn admit(
         implicit,
     ))
     .await;
-    shared.metrics.sessions_active.dec();
 }
 
-/// A counted session; releases its slot when dropped.
+/// A counted session (in the per-address caps and `ftpgate_sessions_active`);
+/// releases both when dropped, also when the session's task is cancelled or panics.
 struct SessionSlot {
     shared: Arc<Shared>,
     ip: IpAddr,
@@ -482,15 +481,19 @@ impl SessionSlot {
         shared
             .sessions
             .take(ip, cfg.max_sessions, cfg.max_sessions_per_ip)
-            .then(|| Self {
-                shared: shared.clone(),
-                ip,
+            .then(|| {
+                shared.metrics.sessions_active.inc();
+                Self {
+                    shared: shared.clone(),
+                    ip,
+                }
             })
     }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
+        self.shared.metrics.sessions_active.dec();
         self.shared.sessions.release(self.ip);
     }
 }

@@ -1,7 +1,15 @@
-//! Reads and listings: a blocking thread does the file-system work and feeds a bounded
-//! channel that the caller consumes as a stream, so disk and network overlap and the
-//! thread stops as soon as the stream is dropped.
+//! Reads and listings as streams fed by the blocking pool one step at a time: each
+//! step (one chunk of a file, one batch of directory entries) runs as its own
+//! blocking task that takes the open file or directory and hands it back with what it
+//! read, and the next step starts as soon as the previous one is handed to the
+//! consumer. So disk and network overlap, and a consumer that stops pulling (a client
+//! that stops reading a download or a listing, over TLS or throttled) holds no thread:
+//! at most one step finishes and the thread goes back to the pool, instead of a
+//! thread parked for the stall timeout per stalled transfer (which a few hundred
+//! stalled clients would turn into an exhausted blocking pool, stopping every other
+//! session's file-system work).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
@@ -13,68 +21,74 @@ use ftpgate_storage::{
     StorageError, VPath,
 };
 use futures::stream::{self, BoxStream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, OFlags};
 
 use crate::confine::{error, served_meta, special, to_meta, Root, TEMP_PREFIX};
 use crate::join_error;
 
-/// Bytes per read chunk. With [`READ_QUEUE`], a download whose client stops
-/// reading holds at most (queue + 2) chunks = 512 KiB: the queued ones, the one
-/// the thread waits to send and the one being written to the socket (issue 11 §3;
-/// 512 KiB × 6 = 3 MiB before).
+/// Bytes per read step. A download whose client stops reading holds at most two
+/// chunks = 256 KiB: the one handed to the data connection and the one read ahead
+/// (issue 11 §3).
 const READ_CHUNK: u64 = 128 * 1024;
-/// Chunks buffered between the reading thread and the consumer.
-const READ_QUEUE: usize = 2;
-/// Entries buffered between the listing thread and the consumer.
-const LIST_QUEUE: usize = 64;
+/// Entries per listing step.
+const LIST_BATCH: usize = 64;
 
-fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> BoxStream<'static, T> {
-    stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
-}
+/// What one blocking step produced: items for the consumer, and the state for the
+/// next step (`None`: the stream ends after these items).
+type Stepped<S, T> = (Vec<Result<T>>, Option<S>);
 
-/// Waits for the blocking thread's "opened" signal; a thread that vanished without
-/// one panicked.
-async fn ready(rx: oneshot::Receiver<Result<()>>) -> Result<()> {
-    rx.await.unwrap_or_else(|_| {
-        Err(StorageError::new(
-            ErrorKind::Other,
-            "storage thread stopped unexpectedly",
-        ))
+/// A stream of the items that `step` produces from `state`, one blocking task per
+/// step, the next step running while the consumer takes the previous one's items.
+fn blocking_steps<S, T>(state: S, step: fn(S) -> Stepped<S, T>) -> BoxStream<'static, Result<T>>
+where
+    S: Send + 'static,
+    T: Send + 'static,
+{
+    struct Driver<S, T> {
+        items: VecDeque<Result<T>>,
+        next: Option<JoinHandle<Stepped<S, T>>>,
+        step: fn(S) -> Stepped<S, T>,
+    }
+    let spawn = move |st: S| tokio::task::spawn_blocking(move || step(st));
+    let driver = Driver {
+        items: VecDeque::new(),
+        next: Some(spawn(state)),
+        step,
+    };
+    stream::unfold(driver, |mut d| async move {
+        loop {
+            if let Some(item) = d.items.pop_front() {
+                return Some((item, d));
+            }
+            let (items, state) = match d.next.take()?.await {
+                Ok(stepped) => stepped,
+                // The step panicked: reported, and the stream ends.
+                Err(e) => (vec![Err(join_error(e))], None),
+            };
+            let step = d.step;
+            d.next = state.map(|st| tokio::task::spawn_blocking(move || step(st)));
+            d.items.extend(items);
+        }
     })
+    .boxed()
 }
 
 /// Streams the file at `path` from `offset`.
 pub(crate) async fn read(root: Arc<Root>, path: VPath, offset: u64) -> Result<ByteStream> {
-    let (tx, rx) = mpsc::channel(READ_QUEUE);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::task::spawn_blocking(move || match open_at(&root, &path, offset) {
-        Err(e) => {
-            let _ = ready_tx.send(Err(e));
-        }
-        Ok((file, remaining)) => {
-            if ready_tx.send(Ok(())).is_ok() {
-                pump(file, remaining, &path, &tx);
-            }
-        }
-    });
-    if let Err(e) = ready(ready_rx).await {
-        // Surface a panic of the thread rather than a vague message.
-        if let Err(join) = task.await {
-            return Err(join_error(join));
-        }
-        return Err(e);
-    }
-    Ok(receiver_stream(rx))
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || open_at(&root, &path, offset)).await
+    };
+    let (file, remaining) = opened.unwrap_or_else(|e| Err(join_error(e)))?;
+    Ok(file_chunks(file, remaining, path))
 }
 
 /// Streams the first `len` bytes of the open `file` (positioned at 0), whatever is
 /// appended to it meanwhile (the kept bytes of a resumed upload, for its digest).
 pub(crate) fn stream_prefix(file: File, len: u64, path: VPath) -> ByteStream {
-    let (tx, rx) = mpsc::channel(READ_QUEUE);
-    tokio::task::spawn_blocking(move || pump(file.take(len), len, &path, &tx));
-    receiver_stream(rx)
+    file_chunks(file.take(len), len, path)
 }
 
 /// Metadata and content of the file at `path` from `offset`, opened once on one
@@ -85,31 +99,12 @@ pub(crate) async fn open(
     path: VPath,
     offset: u64,
 ) -> Result<(Metadata, ByteStream)> {
-    let (tx, rx) = mpsc::channel(READ_QUEUE);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::task::spawn_blocking(move || match positioned(&root, &path, offset) {
-        Err(e) => {
-            let _ = ready_tx.send(Err(e));
-        }
-        Ok((meta, file, len)) => {
-            if ready_tx.send(Ok(meta)).is_ok() {
-                pump(file, len, &path, &tx);
-            }
-        }
-    });
-    let meta = match ready_rx.await {
-        Ok(Ok(meta)) => meta,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(match task.await {
-                Err(join) => join_error(join),
-                Ok(()) => {
-                    StorageError::new(ErrorKind::Other, "storage thread stopped unexpectedly")
-                }
-            })
-        }
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || positioned(&root, &path, offset)).await
     };
-    Ok((meta, receiver_stream(rx)))
+    let (meta, file, len) = opened.unwrap_or_else(|e| Err(join_error(e)))?;
+    Ok((meta, file_chunks(file, len, path)))
 }
 
 /// Metadata and the open file at `path` with the range from `offset` a download
@@ -178,60 +173,77 @@ fn open_range(root: &Root, path: &VPath, offset: u64) -> Result<(Metadata, FileR
     ))
 }
 
-/// Reads chunks until end of file and sends them; returns early once the receiver
-/// is gone or after sending an error. (An upload replaces a file by renaming, so the
-/// open file keeps the content it had when opened.) A file that ends before the
-/// `remaining` bytes promised (truncated in place meanwhile) ends the stream with an
-/// error: the transfer fails instead of looking complete.
-fn pump(mut file: impl Read, remaining: u64, path: &VPath, tx: &mpsc::Sender<Result<Bytes>>) {
-    // An empty file needs one read of one byte to see its end.
-    let mut remaining = remaining;
-    let mut first = true;
-    loop {
-        // One `read` per chunk for a regular file: the buffer is full-sized from the
-        // start (growing it read by read cost ~7 syscalls per chunk). Sized to what
-        // is left plus one byte (so end of file shows in the same read), so a small
-        // file does not cost a zeroed 512 KiB buffer.
-        // (A file that grew meanwhile is read on in full chunks.)
-        let size = match remaining {
-            0 if first => 1,
-            0 => READ_CHUNK,
-            n => READ_CHUNK.min(n.saturating_add(1)),
-        } as usize;
-        let mut buf = vec![0u8; size];
-        let mut filled = 0;
-        let mut failure = None;
-        while filled < buf.len() {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    failure = Some(StorageError::from_io(path, e));
-                    break;
-                }
+/// The stream of `file`'s chunks, `remaining` bytes promised (see [`read_step`]).
+fn file_chunks<R: Read + Send + 'static>(file: R, remaining: u64, path: VPath) -> ByteStream {
+    blocking_steps(
+        FileReader {
+            file,
+            remaining,
+            first: true,
+            path,
+        },
+        read_step::<R>,
+    )
+}
+
+/// An open file being streamed: what one [`read_step`] takes and hands back.
+struct FileReader<R> {
+    file: R,
+    /// Bytes promised at open and not yet read.
+    remaining: u64,
+    /// No chunk read yet (an empty file needs one read of one byte to see its end).
+    first: bool,
+    path: VPath,
+}
+
+/// Reads one chunk. The stream ends at end of file, after an error, or — with an
+/// error — when the file ends before the `remaining` bytes promised (truncated in
+/// place meanwhile): the transfer fails instead of looking complete. (An upload
+/// replaces a file by renaming, so the open file keeps the content it had when
+/// opened; a file that grew meanwhile is read on in full chunks.)
+fn read_step<R: Read>(mut r: FileReader<R>) -> Stepped<FileReader<R>, Bytes> {
+    // One `read` per chunk for a regular file: the buffer is full-sized from the
+    // start (growing it read by read cost ~7 syscalls per chunk). Sized to what is
+    // left plus one byte (so end of file shows in the same read), so a small file
+    // does not cost a zeroed full-sized buffer.
+    let size = match r.remaining {
+        0 if r.first => 1,
+        0 => READ_CHUNK,
+        n => READ_CHUNK.min(n.saturating_add(1)),
+    } as usize;
+    let mut buf = vec![0u8; size];
+    let mut filled = 0;
+    let mut failure = None;
+    while filled < buf.len() {
+        match r.file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                failure = Some(StorageError::from_io(&r.path, e));
+                break;
             }
         }
-        if filled > 0 {
-            buf.truncate(filled);
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return;
-            }
-        }
-        if let Some(e) = failure {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        if filled < size {
-            // End of file: short of what was promised when the file shrank.
-            if (filled as u64) < remaining {
-                let _ = tx.blocking_send(Err(shrank(path, remaining - filled as u64)));
-            }
-            return;
-        }
-        remaining = remaining.saturating_sub(filled as u64);
-        first = false;
     }
+    let mut items = Vec::with_capacity(2);
+    if filled > 0 {
+        buf.truncate(filled);
+        items.push(Ok(Bytes::from(buf)));
+    }
+    if let Some(e) = failure {
+        items.push(Err(e));
+        return (items, None);
+    }
+    if filled < size {
+        // End of file: short of what was promised when the file shrank.
+        if (filled as u64) < r.remaining {
+            items.push(Err(shrank(&r.path, r.remaining - filled as u64)));
+        }
+        return (items, None);
+    }
+    r.remaining = r.remaining.saturating_sub(filled as u64);
+    r.first = false;
+    (items, Some(r))
 }
 
 /// The error for a file that ended `missing` bytes before the size it had at open.
@@ -244,48 +256,40 @@ pub(crate) fn shrank(path: &VPath, missing: u64) -> StorageError {
 
 /// Streams the entries of the directory at `dir`.
 pub(crate) async fn list(root: Arc<Root>, dir: VPath) -> Result<EntryStream> {
-    let (tx, rx) = mpsc::channel(LIST_QUEUE);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::task::spawn_blocking(move || {
-        let opened = root
-            .open_path(&dir, OFlags::RDONLY | OFlags::DIRECTORY)
-            .and_then(|fd| rfs::Dir::new(fd).map_err(|e| error(&dir, e)));
-        match opened {
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
-            Ok(entries) => {
-                if ready_tx.send(Ok(())).is_ok() {
-                    feed_entries(&root, &dir, entries, &tx);
-                }
-            }
-        }
-    });
-    if let Err(e) = ready(ready_rx).await {
-        if let Err(join) = task.await {
-            return Err(join_error(join));
-        }
-        return Err(e);
-    }
-    Ok(receiver_stream(rx))
+    let opened = {
+        let (root, dir) = (Arc::clone(&root), dir.clone());
+        tokio::task::spawn_blocking(move || {
+            root.open_path(&dir, OFlags::RDONLY | OFlags::DIRECTORY)
+                .and_then(|fd| rfs::Dir::new(fd).map_err(|e| error(&dir, e)))
+        })
+        .await
+    };
+    let entries = opened.unwrap_or_else(|e| Err(join_error(e)))?;
+    Ok(blocking_steps(DirReader { root, dir, entries }, list_step))
 }
 
-fn feed_entries(
-    root: &Root,
-    dir: &VPath,
-    mut entries: rfs::Dir,
-    tx: &mpsc::Sender<Result<DirEntry>>,
-) {
-    while let Some(entry) = entries.read() {
-        let item = match entry.and_then(|e| dir_entry(root, dir, &entries, &e)) {
-            Ok(Some(e)) => Ok(e),
-            Ok(None) => continue,
-            Err(e) => Err(error(dir, e)),
+/// An open directory being listed: what one [`list_step`] takes and hands back.
+struct DirReader {
+    root: Arc<Root>,
+    dir: VPath,
+    entries: rfs::Dir,
+}
+
+/// Reads up to [`LIST_BATCH`] listed entries (skipped ones do not count); the
+/// stream ends at the end of the directory.
+fn list_step(mut r: DirReader) -> Stepped<DirReader, DirEntry> {
+    let mut items = Vec::new();
+    while items.len() < LIST_BATCH {
+        let Some(entry) = r.entries.read() else {
+            return (items, None);
         };
-        if tx.blocking_send(item).is_err() {
-            return;
+        match entry.and_then(|e| dir_entry(&r.root, &r.dir, &r.entries, &e)) {
+            Ok(Some(e)) => items.push(Ok(e)),
+            Ok(None) => {}
+            Err(e) => items.push(Err(error(&r.dir, e))),
         }
     }
+    (items, Some(r))
 }
 
 /// One listed entry, or `None` when it is skipped: `.` and `..`, temporary files, names

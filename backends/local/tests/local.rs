@@ -547,6 +547,62 @@ async fn dropped_read_stream_releases_the_file() {
     panic!("the reading thread did not stop after the stream was dropped");
 }
 
+/// Streams whose consumer stopped pulling (clients that stopped reading a TLS or
+/// throttled download, or a listing) hold no blocking thread: with a pool of two
+/// threads and twenty stalled downloads and listings, other file-system work still
+/// runs.
+#[test]
+fn stalled_streams_hold_no_blocking_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = Setup::new();
+    let all = async {
+        let data = payload(4 * 1024 * 1024, 5);
+        put(&s.store, "/big", &data).await;
+        s.store.mkdir(&p("/d")).await.unwrap();
+        for i in 0..200 {
+            put(&s.store, &format!("/d/f{i}"), b"x").await;
+        }
+        let mut stalled = Vec::new();
+        let mut listings = Vec::new();
+        for _ in 0..10 {
+            let mut stream = s.store.read(&p("/big"), 0).await.unwrap();
+            let first = stream.next().await.unwrap().unwrap();
+            assert_eq!(first, data[..first.len()]);
+            stalled.push(stream);
+            let mut listing = s.store.list(&p("/d")).await.unwrap();
+            listing.next().await.unwrap().unwrap();
+            listings.push(listing);
+        }
+        let stat = s.store.stat(&p("/big")).await.unwrap();
+        assert_eq!(stat.size, data.len() as u64);
+        // And the stalled streams still deliver everything, in order, when resumed.
+        let mut rest = Vec::new();
+        let mut stream = stalled.pop().unwrap();
+        while let Some(chunk) = stream.next().await {
+            rest.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(rest == data[data.len() - rest.len()..]);
+        let mut listing = listings.pop().unwrap();
+        let mut n = 1;
+        while let Some(e) = listing.next().await {
+            e.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 200);
+    };
+    // Every step needs a blocking thread: held threads would hang it, not slow it.
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .expect("file-system work waited for threads held by stalled streams")
+    });
+}
+
 #[tokio::test]
 async fn complete_fails_cleanly_when_the_directory_vanished() {
     let s = Setup::new();

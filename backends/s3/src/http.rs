@@ -128,9 +128,19 @@ pub(crate) enum Stalled {
 impl fmt::Display for Stalled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Stalled::Upload(d) => write!(f, "S3 took no request data for {} s", d.as_secs()),
-            Stalled::Response(d) => write!(f, "no response from S3 within {} s", d.as_secs()),
-            Stalled::Download(d) => write!(f, "no data from S3 for {} s", d.as_secs()),
+            Stalled::Upload(d) => write!(
+                f,
+                "the storage service took no request data for {} s",
+                d.as_secs()
+            ),
+            Stalled::Response(d) => write!(
+                f,
+                "no response from the storage service within {} s",
+                d.as_secs()
+            ),
+            Stalled::Download(d) => {
+                write!(f, "no data from the storage service for {} s", d.as_secs())
+            }
         }
     }
 }
