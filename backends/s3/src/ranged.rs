@@ -50,13 +50,13 @@ const PIECE: usize = 1 << 20;
 
 /// Most bytes one ranged GET holds that the client has not taken yet: the pieces
 /// queued for the consumer plus the one being filled.
-pub const GET_BUFFER: usize = 4 * PIECE;
+pub(crate) const GET_BUFFER: usize = 4 * PIECE;
 
 /// Pieces queued per GET (the one being filled makes up [`GET_BUFFER`]).
 const QUEUED_PIECES: usize = GET_BUFFER / PIECE - 1;
 
 /// How often one GET's response is asked again from where it broke off.
-pub const BODY_RETRIES: u32 = 3;
+pub(crate) const BODY_RETRIES: u32 = 3;
 
 /// The ranges a read of `offset..size` is split into: chunks of `chunk` bytes from
 /// `offset`, the last one shorter. The first is the one the opening GET serves.
@@ -94,7 +94,8 @@ impl Iterator for RangePlan {
 
 /// The most bytes one download holds in memory with `window` GETs of `chunk` bytes
 /// each: what each GET may buffer, and the piece being sent.
-pub fn download_memory_bound(window: usize, chunk: u64) -> u64 {
+#[cfg(test)]
+fn download_memory_bound(window: usize, chunk: u64) -> u64 {
     let per_get = chunk.min(GET_BUFFER as u64);
     per_get * window.max(1) as u64 + PIECE as u64
 }
@@ -158,7 +159,11 @@ async fn fetch_range(t: Target, range: Range<u64>, tx: mpsc::Sender<Result<Bytes
                 at += n;
                 StorageError::new(
                     ErrorKind::Transient,
-                    format!("{}: a ranged read ended {} bytes early", t.context, range.end - at),
+                    format!(
+                        "{}: a ranged read ended {} bytes early",
+                        t.context,
+                        range.end - at
+                    ),
                 )
             }
             Ok(Ended::Broke(n, e)) => {
@@ -238,7 +243,10 @@ async fn read_from(
         if sent + (piece.len() + frame.len()) as u64 > want {
             return Err(StorageError::new(
                 ErrorKind::Transient,
-                format!("{}: a ranged read returned more than {want} bytes", t.context),
+                format!(
+                    "{}: a ranged read returned more than {want} bytes",
+                    t.context
+                ),
             ));
         }
         let mut frame = frame;
