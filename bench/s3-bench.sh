@@ -26,7 +26,7 @@
 #                         (see "Logins" below)
 #   BENCH_PART_SIZE_MIB   ftpgate part_size_mib; unset = ftpgate's default (8)
 #   BENCH_PARTS_IN_FLIGHT ftpgate max_parts_in_flight; unset = default (4)
-#   BENCH_READ_PARALLELISM ftpgate read_parallelism; unset = default (4; 1 = one GET)
+#   BENCH_READ_PARALLELISM ftpgate read_parallelism; unset = default (8; 1 = one GET)
 #   BENCH_READ_CHUNK_MIB  ftpgate read_chunk_mib; unset = default (8)
 #   BENCH_DIR             scratch directory, removed at exit (/dev/shm/ftpgate-s3-bench)
 #   BENCH_OUT             results Markdown          (bench/s3-results-latest.md)

@@ -13,7 +13,7 @@ use std::io::Read;
 use common::{payload, sha, Gate};
 
 const MIB: usize = 1 << 20;
-/// Five chunks of 8 MiB (ten of the default 4 MiB).
+/// Five chunks of 8 MiB (the default `read_chunk_mib`).
 const SIZE: usize = 40 * MIB;
 
 /// A gate on a fresh bucket of moto with a 40 MiB object `big` stored through FTP.
@@ -132,10 +132,10 @@ fn object_replaced_during_a_slow_retr_is_never_mixed() {
 }
 
 #[test]
-fn chunk_buffers_reused_through_a_small_window_keep_every_byte_in_order() {
+fn a_small_window_keeps_every_byte_in_order() {
     let Some(m) = moto::moto() else { return };
-    // 1 MiB chunks, 3 in memory: 13 chunks (the last one short), so each buffer is
-    // refilled several times; TYPE A sends converted copies, not the buffers.
+    // 1 MiB chunks, 3 GETs at once: 13 chunks (the last one short), each GET's window
+    // slot taken over several times; TYPE A sends converted copies of the pieces.
     let size = 12 * MIB + 12_345;
     let bucket = m.bucket();
     let g = Gate::start_s3(

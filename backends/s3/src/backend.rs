@@ -73,7 +73,7 @@ pub(crate) struct Inner {
     endpoint: String,
     pub(crate) part_size: usize,
     pub(crate) max_parts_in_flight: usize,
-    /// `read_parallelism`: chunks of one download in memory at once (see `ranged`).
+    /// `read_parallelism`: ranged GETs of one download at once (see `ranged`).
     pub(crate) read_parallelism: usize,
     /// `read_chunk_mib` in bytes: the size of each ranged GET.
     pub(crate) read_chunk: u64,

@@ -24,7 +24,7 @@ fn default_read_parallelism() -> usize {
     8
 }
 fn default_read_chunk_mib() -> u64 {
-    4
+    8
 }
 fn default_max_retries() -> usize {
     3
@@ -141,14 +141,16 @@ pub struct S3Config {
     /// default).
     #[serde(default = "default_max_parts_in_flight")]
     pub max_parts_in_flight: usize,
-    /// How many chunks of one download (RETR) may be in memory at once, 1 to 64: the
-    /// one being sent plus `read_parallelism − 1` ranged GETs fetching ahead, in
-    /// parallel. 1 = one streaming GET per RETR. Default: 8. A download holds at most
-    /// `read_parallelism × read_chunk_mib` MiB (32 MiB by default). Objects of at most
-    /// one chunk (from the REST offset) are always read with one GET.
+    /// How many ranged GETs of one download (RETR) run at once, 1 to 64: the one being
+    /// sent plus the next ones ahead. 1 = one streaming GET per RETR. Default: 8. Each
+    /// GET holds at most 4 MiB the client has not taken (then it waits), so a download
+    /// holds at most `read_parallelism × min(read_chunk_mib, 4)` MiB + 1 MiB (33 MiB by
+    /// default). Objects of at most one chunk (from the REST offset) are always read
+    /// with one GET.
     #[serde(default = "default_read_parallelism")]
     pub read_parallelism: usize,
-    /// The size in MiB of each ranged GET of a download, 1 to 1024. Default: 4.
+    /// The size in MiB of each ranged GET of a download, 1 to 1024: one request per
+    /// this many MiB. Default: 8 (as boto3's downloads).
     #[serde(default = "default_read_chunk_mib")]
     pub read_chunk_mib: u64,
     /// How many times one S3 request is retried after a transient failure (connection
@@ -350,7 +352,7 @@ mod tests {
         assert_eq!(cfg.region, "us-east-1");
         assert_eq!(cfg.part_size_mib, 8);
         assert_eq!(cfg.max_parts_in_flight, 4);
-        assert_eq!((cfg.read_parallelism, cfg.read_chunk_mib), (8, 4));
+        assert_eq!((cfg.read_parallelism, cfg.read_chunk_mib), (8, 8));
         assert_eq!(cfg.max_retries, 3);
         assert_eq!(cfg.retry_timeout_secs, 20);
         assert_eq!(cfg.list_cache_secs, 2);

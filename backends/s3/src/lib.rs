@@ -76,10 +76,11 @@
 //!
 //! # Downloads and memory
 //! A RETR is one GET from its offset; when more than one chunk (`read_chunk_mib`,
-//! default 4 MiB) follows the offset, that response serves the first chunk and
-//! ranged GETs conditional on its ETag fetch the rest, `read_parallelism − 1` (default
-//! 7) ahead of the chunk being sent (`ranged`): one download holds at most
-//! **read_parallelism × read_chunk_mib** (32 MiB by default).
+//! default 8 MiB) follows the offset, that response serves the first chunk and
+//! ranged GETs conditional on its ETag fetch the rest, `read_parallelism` (default 8)
+//! at once, each holding at most 4 MiB the client has not taken (`ranged`): one
+//! download holds at most **read_parallelism × min(read_chunk_mib, 4) MiB + 1 MiB**
+//! (33 MiB by default).
 //!
 //! `CreateNew` (STOU) uses a conditional PUT (`If-None-Match: *`); for a multipart
 //! upload the target is checked just before completion, which leaves a short race in

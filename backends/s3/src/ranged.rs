@@ -1,5 +1,5 @@
 //! Parallel ranged reads (RETR of large objects): a bounded window of ranged GETs
-//! whose chunks are yielded in order.
+//! streamed in order.
 //!
 //! A RETR starts with one GET from its offset (`open`), exactly as for a small object;
 //! its headers tell the size and the ETag. When more than one chunk (`read_chunk_mib`)
@@ -10,17 +10,23 @@
 //! of mixing two versions (RFC 9110 §13.1.1). A response without an ETag cannot be
 //! pinned: such an object is read with the one GET.
 //!
-//! Memory: at most `read_parallelism` chunks at a time — the one being sent to the
-//! client plus `read_parallelism − 1` fetched ahead, the next ranged GET starting as
-//! soon as a chunk is taken for sending — so one download holds at most
-//! `read_parallelism × read_chunk_mib` MiB (32 MiB with the defaults 8 × 4 MiB). A
-//! sent chunk's buffer is refilled by a later ranged GET instead of being freed and a
-//! new one mapped (each new buffer costs a page fault per 4 KiB: ~25 % of the
-//! gateway's CPU in a download, measured), so a download allocates at most
-//! `read_parallelism` buffers and frees them when its stream is dropped.
+//! The window: `read_parallelism` GETs run at once, the one being sent to the client
+//! and the next ones ahead of it; the next starts as soon as the one being sent ends.
+//! Each GET streams its body into 1 MiB pieces and keeps at most [`GET_BUFFER`]
+//! (4 MiB) of them: then it stops reading its response until the client has taken
+//! some, and TCP flow control holds the rest at the S3 server. So the number of GETs
+//! (the S3 server's parallelism, and the number of requests: one per `read_chunk_mib`)
+//! and the memory are set apart: one download holds at most
+//! `read_parallelism × min(read_chunk_mib, 4) MiB` + one piece (33 MiB with the
+//! defaults 8 × 8 MiB), and a client that stops reading stops the reads. A GET whose
+//! response breaks off (a reset, a stall while it was read) is asked again from the
+//! byte where it stopped, of the same version, up to [`BODY_RETRIES`] times: a GET
+//! waiting behind a slow client may sit idle for long.
+//!
 //! Dropping the stream (ABOR, a closed data connection, an error) aborts every task,
 //! and with it its request. Every request goes through the transport's response and
-//! stall timeouts (`response_timeout_secs`, `stall_timeout_secs`).
+//! stall timeouts (`response_timeout_secs`, `stall_timeout_secs`); the stall timer
+//! runs only while a body is being read, not while a GET waits for the client.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -30,6 +36,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use ftpgate_storage::{ByteStream, ErrorKind, Result, StorageError};
@@ -37,8 +44,19 @@ use ftpgate_storage::{ByteStream, ErrorKind, Result, StorageError};
 use crate::backend::Inner;
 use crate::errors::map_error;
 
-/// Largest piece a fetched chunk is handed on in (as the data connection sends it).
-const SEND_PIECE: usize = 1 << 20;
+/// The size of the pieces a GET's body is gathered into and handed on in (as the data
+/// connection sends them): few large socket writes instead of one per HTTP frame.
+const PIECE: usize = 1 << 20;
+
+/// Most bytes one ranged GET holds that the client has not taken yet: the pieces
+/// queued for the consumer plus the one being filled.
+pub(crate) const GET_BUFFER: usize = 4 * PIECE;
+
+/// Pieces queued per GET (the one being filled makes up [`GET_BUFFER`]).
+const QUEUED_PIECES: usize = GET_BUFFER / PIECE - 1;
+
+/// How often one GET's response is asked again from where it broke off.
+pub(crate) const BODY_RETRIES: u32 = 3;
 
 /// The ranges a read of `offset..size` is split into: chunks of `chunk` bytes from
 /// `offset`, the last one shorter. The first is the one the opening GET serves.
@@ -74,10 +92,12 @@ impl Iterator for RangePlan {
     }
 }
 
-/// How many ranged GETs run ahead of the chunk being sent, for `window` chunks in
-/// memory at most (the one being sent counts).
-pub(crate) fn fetch_ahead(window: usize) -> usize {
-    window.saturating_sub(1).max(1)
+/// The most bytes one download holds in memory with `window` GETs of `chunk` bytes
+/// each: what each GET may buffer, and the piece being sent.
+#[cfg(test)]
+fn download_memory_bound(window: usize, chunk: u64) -> u64 {
+    let per_get = chunk.min(GET_BUFFER as u64);
+    per_get * window.max(1) as u64 + PIECE as u64
 }
 
 /// True when a read of `remaining` bytes is split into ranged GETs: parallelism on
@@ -86,12 +106,18 @@ pub(crate) fn is_parallel(remaining: u64, chunk: u64, window: usize) -> bool {
     window > 1 && remaining > chunk
 }
 
-/// A task fetching one range into one buffer; aborted (with its request) when dropped.
-struct Fetch(JoinHandle<Result<Bytes>>);
+/// One ranged GET: its task (aborted, with its request, when dropped) and the
+/// pieces it read, in order.
+struct Fetch {
+    task: JoinHandle<()>,
+    pieces: mpsc::Receiver<Result<Bytes>>,
+    /// Bytes of the range not yet handed on.
+    left: u64,
+}
 
 impl Drop for Fetch {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -100,70 +126,179 @@ struct State {
     inner: Arc<Inner>,
     location: Path,
     context: Arc<str>,
-    e_tag: String,
+    e_tag: Arc<str>,
     /// The opening response and how many bytes of it still belong to the first chunk.
     first: Option<(BoxStream<'static, Result<Bytes>>, u64)>,
-    /// Pieces of the current chunk not yet yielded.
-    ready: VecDeque<Bytes>,
-    /// The whole current chunk: once its pieces are sent and dropped, its buffer is
-    /// taken back for the next ranged GET.
-    current: Option<Bytes>,
-    /// Buffers of sent chunks, refilled by the next ranged GETs (no new allocation:
-    /// a fresh chunk-sized buffer is mapped anew and every page faulted in again,
-    /// ~25 % of the gateway's CPU in a download, measured with perf).
-    spare: Vec<BytesMut>,
-    /// Ranges fetching or fetched, in order.
+    /// GETs running or read but not yet handed on, in order.
     fetches: VecDeque<Fetch>,
+    /// Pieces handed on, kept until the data connection has dropped them; then their
+    /// buffers go back to `pool`.
+    sent: VecDeque<Bytes>,
+    pool: Arc<PiecePool>,
     plan: RangePlan,
-    ahead: usize,
+    window: usize,
     failed: bool,
 }
 
-/// One ranged GET of `range`, conditional on `e_tag`, read whole into `buf` (a
-/// sent chunk's buffer, or a new one).
-async fn fetch_range(
+/// What a ranged GET needs to know.
+struct Target {
     inner: Arc<Inner>,
     location: Path,
     context: Arc<str>,
-    e_tag: String,
+    e_tag: Arc<str>,
+    pool: Arc<PiecePool>,
+}
+
+/// The piece buffers of one download: a piece the data connection has sent and
+/// dropped is taken back and refilled by a GET, so a download allocates its pieces
+/// once (fresh buffers cost page faults and heap growth: peak RSS +8 MiB, measured).
+#[derive(Default)]
+struct PiecePool(std::sync::Mutex<Vec<BytesMut>>);
+
+impl PiecePool {
+    /// An empty buffer of [`PIECE`] bytes, reused when one is free.
+    fn take(&self) -> BytesMut {
+        let spare = self.0.lock().ok().and_then(|mut free| free.pop());
+        spare.unwrap_or_else(|| BytesMut::with_capacity(PIECE))
+    }
+
+    /// Takes back a sent piece's buffer.
+    fn give(&self, mut buf: BytesMut) {
+        buf.clear();
+        if let Ok(mut free) = self.0.lock() {
+            free.push(buf);
+        }
+    }
+}
+
+/// One ranged GET of `range`, conditional on the ETag: its body gathered into
+/// [`PIECE`]s sent to `tx` (which holds at most [`QUEUED_PIECES`]: a full queue stops
+/// the reading). A response that breaks off is asked again from where it stopped
+/// ([`BODY_RETRIES`] times); an error ends the pieces. Returns when done, on an
+/// error, or when the consumer is gone.
+async fn fetch_range(t: Target, range: Range<u64>, tx: mpsc::Sender<Result<Bytes>>) {
+    let mut at = range.start;
+    let mut retries = 0;
+    while at < range.end {
+        let broke = match read_from(&t, at..range.end, &tx).await {
+            Ok(Ended::Done(n)) | Ok(Ended::Broke(n, _)) if n == range.end - at => return,
+            Ok(Ended::Done(n)) => {
+                at += n;
+                StorageError::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "{}: a ranged read ended {} bytes early",
+                        t.context,
+                        range.end - at
+                    ),
+                )
+            }
+            Ok(Ended::Broke(n, e)) => {
+                at += n;
+                e
+            }
+            Ok(Ended::Gone) => return,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        if retries >= BODY_RETRIES {
+            let _ = tx.send(Err(broke)).await;
+            return;
+        }
+        retries += 1;
+        tracing::info!(context = %t.context, at, error = %broke, retry = retries,
+            "a ranged read broke off; asking again from where it stopped");
+    }
+}
+
+/// How one request of [`fetch_range`] ended.
+enum Ended {
+    /// The body ended after this many bytes were handed on.
+    Done(u64),
+    /// The body broke off (a transient error) after this many bytes.
+    Broke(u64, StorageError),
+    /// The consumer is gone.
+    Gone,
+}
+
+/// One conditional GET of `range`, its body handed on in pieces. `Err` when the
+/// request fails (after the transport's own retries) or the object changed: not
+/// asked again.
+async fn read_from(
+    t: &Target,
     range: Range<u64>,
-    buf: Option<BytesMut>,
-) -> Result<Bytes> {
+    tx: &mpsc::Sender<Result<Bytes>>,
+) -> Result<Ended> {
     let want = range.end - range.start;
     let options = GetOptions {
         range: Some(GetRange::Bounded(range)),
-        if_match: Some(e_tag),
+        if_match: Some(t.e_tag.to_string()),
         ..Default::default()
     };
-    let result = inner
+    let result = t
+        .inner
         .store
-        .get_opts(&location, options)
+        .get_opts(&t.location, options)
         .await
-        .map_err(|e| changed_or(&context, e))?;
-    // One allocation of the chunk's size, reused for the following chunks and freed
-    // with the stream (above glibc's mmap threshold: returned to the system then, so
-    // the memory bound holds for RSS, not only live data).
-    let want_len = usize::try_from(want).unwrap_or(0);
-    let mut buf = buf.unwrap_or_else(|| BytesMut::with_capacity(want_len));
-    buf.clear();
-    buf.reserve(want_len);
+        .map_err(|e| changed_or(&t.context, e))?;
     let mut body = result.into_stream();
-    let mut got = 0u64;
-    while let Some(piece) = body.next().await {
-        let piece = piece.map_err(|e| changed_or(&context, e))?;
-        got += piece.len() as u64;
-        if got > want {
-            break;
+    let mut sent = 0u64;
+    let mut piece = BytesMut::new();
+    loop {
+        let frame = match body.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                let changed = matches!(e, object_store::Error::Precondition { .. });
+                let e = changed_or(&t.context, e);
+                if changed || e.kind() != ErrorKind::Transient {
+                    return Err(e);
+                }
+                if !hand_on(&mut piece, &mut sent, tx).await {
+                    return Ok(Ended::Gone);
+                }
+                return Ok(Ended::Broke(sent, e));
+            }
+            None => {
+                if !hand_on(&mut piece, &mut sent, tx).await {
+                    return Ok(Ended::Gone);
+                }
+                return Ok(Ended::Done(sent));
+            }
+        };
+        if sent + (piece.len() + frame.len()) as u64 > want {
+            return Err(StorageError::new(
+                ErrorKind::Transient,
+                format!(
+                    "{}: a ranged read returned more than {want} bytes",
+                    t.context
+                ),
+            ));
         }
-        buf.extend_from_slice(&piece);
+        let mut frame = frame;
+        while !frame.is_empty() {
+            if piece.capacity() == 0 {
+                piece = t.pool.take();
+            }
+            let take = (PIECE - piece.len()).min(frame.len());
+            piece.extend_from_slice(&frame.split_to(take));
+            if piece.len() == PIECE && !hand_on(&mut piece, &mut sent, tx).await {
+                return Ok(Ended::Gone);
+            }
+        }
     }
-    if got != want {
-        return Err(StorageError::new(
-            ErrorKind::Transient,
-            format!("{context}: a ranged read returned {got} bytes instead of {want}"),
-        ));
+}
+
+/// Sends the gathered piece on (waiting while the queue is full); false when the
+/// consumer is gone.
+async fn hand_on(piece: &mut BytesMut, sent: &mut u64, tx: &mpsc::Sender<Result<Bytes>>) -> bool {
+    if piece.is_empty() {
+        return true;
     }
-    Ok(buf.freeze())
+    let out = std::mem::take(piece).freeze();
+    *sent += out.len() as u64;
+    tx.send(Ok(out)).await.is_ok()
 }
 
 /// A failed precondition is a replaced object; other errors map as usual.
@@ -179,21 +314,24 @@ pub(crate) fn changed_or(context: &str, e: object_store::Error) -> StorageError 
 }
 
 impl State {
-    /// Starts ranged GETs until `ahead` are fetching or fetched.
+    /// Starts ranged GETs until `window` run (the opening GET counts while it serves).
     fn top_up(&mut self) {
-        while self.fetches.len() < self.ahead {
+        let busy = usize::from(self.first.is_some());
+        while self.fetches.len() + busy < self.window {
             let Some(range) = self.plan.next() else {
                 return;
             };
-            let task = tokio::spawn(fetch_range(
-                Arc::clone(&self.inner),
-                self.location.clone(),
-                Arc::clone(&self.context),
-                self.e_tag.clone(),
-                range,
-                self.spare.pop(),
-            ));
-            self.fetches.push_back(Fetch(task));
+            let (tx, pieces) = mpsc::channel(QUEUED_PIECES);
+            let target = Target {
+                inner: Arc::clone(&self.inner),
+                location: self.location.clone(),
+                context: Arc::clone(&self.context),
+                e_tag: Arc::clone(&self.e_tag),
+                pool: Arc::clone(&self.pool),
+            };
+            let left = range.end - range.start;
+            let task = tokio::spawn(fetch_range(target, range, tx));
+            self.fetches.push_back(Fetch { task, pieces, left });
         }
     }
 
@@ -203,17 +341,16 @@ impl State {
             return None;
         }
         loop {
-            if let Some(piece) = self.ready.pop_front() {
-                return Some(Ok(piece));
-            }
             if let Some((body, left)) = self.first.as_mut() {
                 match body.next().await {
                     Some(Ok(mut piece)) => {
                         if piece.len() as u64 >= *left {
                             piece.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
                             // The first chunk is complete: drop the opening response
-                            // (its connection is closed, not reused).
+                            // (its connection is closed, not reused) and let the
+                            // window's next GET start.
                             self.first = None;
+                            self.top_up();
                         } else {
                             *left -= piece.len() as u64;
                         }
@@ -232,39 +369,35 @@ impl State {
                     }
                 }
             }
-            // The chunk being sent is done: its buffer serves the next ranged GET
-            // (when the consumer dropped every piece of it), which is started now.
-            if let Some(sent) = self.current.take() {
-                if let Ok(buf) = sent.try_into_mut() {
-                    self.spare.push(buf);
+            self.top_up();
+            let head = self.fetches.front_mut()?;
+            match head.pieces.recv().await {
+                Some(Ok(piece)) if piece.len() as u64 <= head.left => {
+                    head.left -= piece.len() as u64;
+                    if head.left == 0 {
+                        // This range is done: the next GET of the window starts.
+                        self.fetches.pop_front();
+                        self.top_up();
+                    }
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    self.recycle(&piece);
+                    return Some(Ok(piece));
                 }
-            }
-            self.top_up();
-            let fetch = self.fetches.pop_front()?;
-            // And the one after the window while this one is awaited and sent: the
-            // window counts the chunk being sent, so `ahead` may fetch meanwhile.
-            self.top_up();
-            let joined = {
-                let mut fetch = fetch;
-                let r = (&mut fetch.0).await;
-                drop(fetch);
-                r
-            };
-            match joined {
-                Ok(Ok(chunk)) => {
-                    // Handed on in pieces of at most SEND_PIECE (zero-copy slices).
-                    self.ready.extend(
-                        (0..chunk.len())
-                            .step_by(SEND_PIECE)
-                            .map(|at| chunk.slice(at..(at + SEND_PIECE).min(chunk.len()))),
+                Some(Ok(_)) => {
+                    let e = StorageError::new(
+                        ErrorKind::Transient,
+                        format!("{}: a ranged read returned too many bytes", self.context),
                     );
-                    self.current = Some(chunk);
+                    return Some(Err(self.fail(e)));
                 }
-                Ok(Err(e)) => return Some(Err(self.fail(e))),
-                Err(e) => {
+                Some(Err(e)) => return Some(Err(self.fail(e))),
+                None => {
+                    // The task ended without its bytes or an error: it panicked.
                     let e = StorageError::new(
                         ErrorKind::Other,
-                        format!("{}: a ranged read task failed: {e}", self.context),
+                        format!("{}: a ranged read task stopped early", self.context),
                     );
                     return Some(Err(self.fail(e)));
                 }
@@ -272,14 +405,30 @@ impl State {
         }
     }
 
+    /// Takes back the buffers of sent pieces nobody holds any more (the data
+    /// connection drops each after writing it; they are freed in order), and keeps
+    /// `piece`, about to be handed on.
+    fn recycle(&mut self, piece: &Bytes) {
+        while self.sent.front().is_some_and(Bytes::is_unique) {
+            if let Some(Ok(buf)) = self.sent.pop_front().map(Bytes::try_into_mut) {
+                if buf.capacity() >= PIECE {
+                    self.pool.give(buf);
+                }
+            }
+        }
+        // A consumer that keeps pieces (none does) must not make this list grow.
+        if self.sent.len() >= self.window * GET_BUFFER / PIECE {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(piece.clone());
+    }
+
     /// Stops everything after an error (the remaining tasks are aborted).
     fn fail(&mut self, e: StorageError) -> StorageError {
         self.failed = true;
         self.first = None;
-        self.ready.clear();
-        self.current = None;
-        self.spare.clear();
         self.fetches.clear();
+        self.sent.clear();
         e
     }
 }
@@ -287,8 +436,8 @@ impl State {
 /// The bytes `start..size` of the object version `e_tag` at `location`, in order.
 ///
 /// `first`, when given, is a response that begins at `start` (the opening GET): it
-/// serves the first chunk. The rest comes from ranged GETs, `window − 1` ahead of the
-/// chunk being sent. Must run inside a tokio runtime.
+/// serves the first chunk. The rest comes from ranged GETs, `read_parallelism` at
+/// once. Must run inside a tokio runtime.
 pub(crate) fn stream(
     inner: Arc<Inner>,
     location: Path,
@@ -299,21 +448,20 @@ pub(crate) fn stream(
     first: Option<BoxStream<'static, Result<Bytes>>>,
 ) -> ByteStream {
     let chunk = inner.read_chunk;
-    let ahead = fetch_ahead(inner.read_parallelism);
+    let window = inner.read_parallelism.max(1);
     let mut plan = RangePlan::new(start, size, chunk);
     let first = first.and_then(|body| plan.next().map(|r| (body, r.end - r.start)));
     let mut state = State {
         inner,
         location,
         context: context.into(),
-        e_tag,
+        e_tag: e_tag.into(),
         first,
-        ready: VecDeque::new(),
-        current: None,
-        spare: Vec::new(),
         fetches: VecDeque::new(),
+        sent: VecDeque::new(),
+        pool: Arc::default(),
         plan,
-        ahead,
+        window,
         failed: false,
     };
     // The chunks after the first are fetched from the start.
@@ -367,9 +515,13 @@ mod tests {
     }
 
     #[test]
-    fn window_bounds_the_chunks_in_memory() {
-        assert_eq!(fetch_ahead(4), 3);
-        assert_eq!(fetch_ahead(2), 1);
+    fn window_bounds_the_memory() {
+        // Defaults: 8 GETs of 8 MiB, each holding at most 4 MiB, and one piece.
+        assert_eq!(download_memory_bound(8, 8 * MIB), 33 * MIB);
+        // Chunks below the per-GET buffer are held whole.
+        assert_eq!(download_memory_bound(4, 2 * MIB), 9 * MIB);
+        assert_eq!(download_memory_bound(64, 1024 * MIB), 257 * MIB);
+        assert_eq!(QUEUED_PIECES, 3);
         // Small reads (≤ one chunk) and parallelism 1 stay one GET.
         assert!(!is_parallel(8 * MIB, 8 * MIB, 4));
         assert!(is_parallel(8 * MIB + 1, 8 * MIB, 4));
