@@ -20,8 +20,9 @@
 //! `read_parallelism × min(read_chunk_mib, 4) MiB` + one piece (33 MiB with the
 //! defaults 8 × 8 MiB), and a client that stops reading stops the reads. A GET whose
 //! response breaks off (a reset, a stall while it was read) is asked again from the
-//! byte where it stopped, of the same version, up to [`BODY_RETRIES`] times: a GET
-//! waiting behind a slow client may sit idle for long.
+//! byte where it stopped, of the same version, up to [`BODY_RETRIES`] times in a row
+//! without progress: a GET waiting behind a slow client may sit idle for long, each
+//! time it is read on.
 //!
 //! Dropping the stream (ABOR, a closed data connection, an error) aborts every task,
 //! and with it its request. Every request goes through the transport's response and
@@ -55,7 +56,8 @@ pub(crate) const GET_BUFFER: usize = 4 * PIECE;
 /// Pieces queued per GET (the one being filled makes up [`GET_BUFFER`]).
 const QUEUED_PIECES: usize = GET_BUFFER / PIECE - 1;
 
-/// How often one GET's response is asked again from where it broke off.
+/// How often in a row one GET's response is asked again from where it broke off
+/// without having handed on a byte in between.
 pub(crate) const BODY_RETRIES: u32 = 3;
 
 /// The ranges a read of `offset..size` is split into: chunks of `chunk` bytes from
@@ -174,35 +176,38 @@ impl PiecePool {
 /// One ranged GET of `range`, conditional on the ETag: its body gathered into
 /// [`PIECE`]s sent to `tx` (which holds at most [`QUEUED_PIECES`]: a full queue stops
 /// the reading). A response that breaks off is asked again from where it stopped
-/// ([`BODY_RETRIES`] times); an error ends the pieces. Returns when done, on an
-/// error, or when the consumer is gone.
+/// ([`BODY_RETRIES`] times in a row without progress); an error ends the pieces.
+/// Returns when done, on an error, or when the consumer is gone.
 async fn fetch_range(t: Target, range: Range<u64>, tx: mpsc::Sender<Result<Bytes>>) {
     let mut at = range.start;
     let mut retries = 0;
     while at < range.end {
-        let broke = match read_from(&t, at..range.end, &tx).await {
+        let (got, broke) = match read_from(&t, at..range.end, &tx).await {
             Ok(Ended::Done(n)) | Ok(Ended::Broke(n, _)) if n == range.end - at => return,
-            Ok(Ended::Done(n)) => {
-                at += n;
+            Ok(Ended::Done(n)) => (
+                n,
                 StorageError::new(
                     ErrorKind::Transient,
                     format!(
                         "{}: a ranged read ended {} bytes early",
                         t.context,
-                        range.end - at
+                        range.end - at - n
                     ),
-                )
-            }
-            Ok(Ended::Broke(n, e)) => {
-                at += n;
-                e
-            }
+                ),
+            ),
+            Ok(Ended::Broke(n, e)) => (n, e),
             Ok(Ended::Gone) => return,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
         };
+        at += got;
+        // The budget is for breaks in a row: a GET that progressed between breaks (one
+        // behind a slow client, idle for long each time) is never given up on.
+        if got > 0 {
+            retries = 0;
+        }
         if retries >= BODY_RETRIES {
             let _ = tx.send(Err(broke)).await;
             return;
