@@ -683,7 +683,7 @@ async fn begin_upload_with(
     };
     let cancel = CancellationToken::new();
     let c = cancel.clone();
-    let own = ctx.session.own_uploads.clone();
+    let own = ctx.session.own_uploads();
     let stored = path.clone();
     transfer(pre, &path, cancel, async move {
         let sock = match link.open().await {

@@ -82,22 +82,28 @@ pub trait ReadSome {
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize>;
 }
 
-/// The control socket. Reads go through `readable()` + `try_read_buf()` so that a
-/// short read never drops readiness: with Telnet Synch the kernel stops a read at
-/// the urgent mark (lftp's `IAC IP IAC DM ABOR`, ftplib's `MSG_OOB` ABOR), and the
-/// bytes after it must still be read without waiting for more input.
+/// The control socket. Reads go through `poll_read_ready()` + `try_read_buf()` so
+/// that a short read never drops readiness: with Telnet Synch the kernel stops a
+/// read at the urgent mark (lftp's `IAC IP IAC DM ABOR`, ftplib's `MSG_OOB` ABOR),
+/// and the bytes after it must still be read without waiting for more input.
+/// Readiness is polled rather than awaited through `readable()`, whose future (a
+/// waiter for the socket's list, ~170 bytes) every idle session would hold while it
+/// waits: polling keeps the one waker in the socket's own slot.
 impl ReadSome for OwnedReadHalf {
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        loop {
-            self.readable().await?;
+        let stream: &tokio::net::TcpStream = self.as_ref();
+        std::future::poll_fn(|cx| loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
             // Room only once bytes are there: an idle session holds no buffer.
             buf.reserve(READ_CHUNK);
-            match self.try_read_buf(buf) {
-                Ok(n) => return Ok(n),
+            // A `WouldBlock` clears the readiness: poll again (and register).
+            match stream.try_read_buf(buf) {
+                Ok(n) => return std::task::Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return std::task::Poll::Ready(Err(e)),
             }
-        }
+        })
+        .await
     }
 }
 
@@ -190,10 +196,12 @@ impl<R: ReadSome> LineReader<R> {
                     let since = *self
                         .partial_since
                         .get_or_insert_with(tokio::time::Instant::now);
-                    match tokio::time::timeout_at(
+                    // Boxed: only a line in pieces needs the timer, and inline it
+                    // would take room in every idle session.
+                    match Box::pin(tokio::time::timeout_at(
                         since + limit,
                         self.inner.read_some(&mut self.buf),
-                    )
+                    ))
                     .await
                     {
                         Ok(r) => r?,
