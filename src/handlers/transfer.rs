@@ -187,6 +187,7 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
     let endpoint = ctx
         .data
         .take()
+        .map(|e| *e)
         .ok_or_else(|| Reply::new(code::CANT_OPEN_DATA, "Use PORT, PASV or EPSV first"))?;
     Ok(DataLink {
         endpoint,
