@@ -87,7 +87,7 @@ pub trait ReadSome {
 /// read at the urgent mark (lftp's `IAC IP IAC DM ABOR`, ftplib's `MSG_OOB` ABOR),
 /// and the bytes after it must still be read without waiting for more input.
 /// Readiness is polled rather than awaited through `readable()`, whose future (a
-/// waiter for the socket's list, ~170 bytes) every idle session would hold while it
+/// waiter for the socket's list, ~160 bytes) every idle session would hold while it
 /// waits: polling keeps the one waker in the socket's own slot.
 impl ReadSome for OwnedReadHalf {
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
