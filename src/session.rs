@@ -72,11 +72,12 @@ pub struct Session {
     /// Algorithm of `HASH`, selected by `OPTS HASH` (draft-bryan-ftpext-hash-02 §4).
     pub hash_algorithm: crate::checksum::Algorithm,
     /// What this connection's transfers moved, for the `session ended` event
-    /// (shared with the running transfer's bookkeeping; kept across REIN).
-    pub totals: Arc<Totals>,
+    /// (counted by the connection as each transfer ends; kept across REIN).
+    pub totals: Totals,
     /// Backend paths this login uploaded (committed), newest last: a user
     /// without `list` (a drop box) may change the times and modes of these only.
-    pub own_uploads: Arc<std::sync::Mutex<std::collections::VecDeque<VPath>>>,
+    /// Made by the login's first upload ([`Session::own_uploads`]).
+    pub own_uploads: Option<OwnUploads>,
     /// This login's place in its user's `max_sessions` (released on logout, REIN
     /// or when the session ends, however it ends).
     pub user_slot: Option<crate::limits::UserSlot>,
@@ -124,6 +125,9 @@ impl Totals {
     }
 }
 
+/// The committed uploads of one login, shared with its running uploads.
+pub type OwnUploads = Arc<std::sync::Mutex<std::collections::VecDeque<VPath>>>;
+
 /// Uploads remembered per session for [`Session::uploaded`].
 const OWN_UPLOADS: usize = 1024;
 
@@ -159,8 +163,8 @@ impl Session {
             epsv_all: false,
             facts: Facts::default(),
             hash_algorithm: crate::checksum::Algorithm::default(),
-            totals: Arc::default(),
-            own_uploads: Arc::default(),
+            totals: Totals::default(),
+            own_uploads: None,
             user_slot: None,
             throttles: crate::limits::Throttles::default(),
         }
@@ -168,8 +172,18 @@ impl Session {
 
     /// True if this login uploaded the backend path `p` (and it was committed).
     pub fn uploaded(&self, p: &VPath) -> bool {
-        let own = self.own_uploads.lock().unwrap_or_else(|e| e.into_inner());
-        own.iter().any(|o| o == p)
+        self.own_uploads.as_ref().is_some_and(|own| {
+            let own = own.lock().unwrap_or_else(|e| e.into_inner());
+            own.iter().any(|o| o == p)
+        })
+    }
+
+    /// The list an upload of this login adds itself to once committed, made on
+    /// the first upload: a session that uploads nothing holds none.
+    pub fn own_uploads(&mut self) -> OwnUploads {
+        self.own_uploads
+            .get_or_insert_with(OwnUploads::default)
+            .clone()
     }
 
     /// REIN: back to the state right after the greeting (RFC 959 §4.1.1).
@@ -180,7 +194,7 @@ impl Session {
         let conn_tls = self.tls.take();
         let (socket_local, tls_mode, tls_control) =
             (self.socket_local, self.tls_mode, self.tls_control);
-        let totals = self.totals.clone();
+        let totals = std::mem::take(&mut self.totals);
         *self = Self::new(id, peer, local);
         self.login_failures = failures;
         self.socket_local = socket_local;

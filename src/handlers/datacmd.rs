@@ -15,7 +15,7 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
         return match ports.reserve(ctx.session.peer.ip()) {
             Ok(p) => {
                 let addr = SocketAddr::new(ctx.session.local.ip(), p.port);
-                *ctx.data = Some(DataEndpoint::Shared(p));
+                *ctx.data = Some(Box::new(DataEndpoint::Shared(p)));
                 Ok(addr)
             }
             Err(e) => {
@@ -46,7 +46,7 @@ async fn listen(ctx: &mut Ctx<'_>) -> Result<SocketAddr, Reply> {
             let addr = l
                 .local_addr()
                 .map_err(|_| Reply::new(code::CANT_OPEN_DATA, "Cannot open passive connection"))?;
-            *ctx.data = Some(DataEndpoint::Passive(l, Some(slot)));
+            *ctx.data = Some(Box::new(DataEndpoint::Passive(l, Some(slot))));
             Ok(addr)
         }
         Err(e) => {
@@ -137,7 +137,7 @@ pub(super) fn port(ctx: &mut Ctx<'_>, target: SocketAddr) -> Outcome {
         tracing::warn!(%target, "refused active data target");
         return Reply::new(code::NOT_IMPLEMENTED_FOR_PARAMETER, why).into();
     }
-    *ctx.data = Some(DataEndpoint::Active(target));
+    *ctx.data = Some(Box::new(DataEndpoint::Active(target)));
     Reply::new(
         code::COMMAND_OK,
         "PORT command successful. Consider using PASV",

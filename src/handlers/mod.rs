@@ -39,8 +39,9 @@ pub struct Ctx<'a> {
     pub session: &'a mut Session,
     /// Configuration, users, storage.
     pub server: &'a Arc<Shared>,
-    /// The endpoint set up by PASV/EPSV/PORT/EPRT, taken by the next transfer.
-    pub data: &'a mut Option<DataEndpoint>,
+    /// The endpoint set up by PASV/EPSV/PORT/EPRT, taken by the next transfer
+    /// (boxed: most of a session's life has none).
+    pub data: &'a mut Option<Box<DataEndpoint>>,
     /// The control connection, as an upload checks it before committing.
     pub control: &'a crate::liveness::ControlWatch,
 }

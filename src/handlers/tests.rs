@@ -86,7 +86,7 @@ quota_bytes = 1000
 struct Rig {
     shared: Arc<Shared>,
     session: Session,
-    data: Option<DataEndpoint>,
+    data: Option<Box<DataEndpoint>>,
     control: ControlWatch,
     /// Keeps the descriptor `control` refers to open.
     _pair: (

@@ -187,6 +187,7 @@ fn data_link(ctx: &mut Ctx<'_>) -> Result<DataLink, Reply> {
     let endpoint = ctx
         .data
         .take()
+        .map(|e| *e)
         .ok_or_else(|| Reply::new(code::CANT_OPEN_DATA, "Use PORT, PASV or EPSV first"))?;
     Ok(DataLink {
         endpoint,
@@ -683,7 +684,7 @@ async fn begin_upload_with(
     };
     let cancel = CancellationToken::new();
     let c = cancel.clone();
-    let own = ctx.session.own_uploads.clone();
+    let own = ctx.session.own_uploads();
     let stored = path.clone();
     transfer(pre, &path, cancel, async move {
         let sock = match link.open().await {

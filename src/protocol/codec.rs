@@ -14,9 +14,9 @@ use tokio::net::tcp::OwnedReadHalf;
 /// Telnet "Interpret As Command".
 const IAC: u8 = 255;
 
-/// Bytes of room made for each read. The buffer is allocated when input arrives
-/// and released when it holds no unfinished line, so 10,000 idle sessions hold no
-/// read buffers at all.
+/// Bytes taken by one read. The buffer is allocated when input arrives (the plain
+/// socket reads into the stack first and keeps only what came) and released when
+/// it holds no unfinished line, so 10,000 idle sessions hold no read buffers.
 const READ_CHUNK: usize = 1024;
 
 /// What the reader produced.
@@ -82,22 +82,34 @@ pub trait ReadSome {
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize>;
 }
 
-/// The control socket. Reads go through `readable()` + `try_read_buf()` so that a
-/// short read never drops readiness: with Telnet Synch the kernel stops a read at
-/// the urgent mark (lftp's `IAC IP IAC DM ABOR`, ftplib's `MSG_OOB` ABOR), and the
-/// bytes after it must still be read without waiting for more input.
+/// The control socket. Reads go through `poll_read_ready()` + `try_read_buf()` so
+/// that a short read never drops readiness: with Telnet Synch the kernel stops a
+/// read at the urgent mark (lftp's `IAC IP IAC DM ABOR`, ftplib's `MSG_OOB` ABOR),
+/// and the bytes after it must still be read without waiting for more input.
+/// Readiness is polled rather than awaited through `readable()`, whose future (a
+/// waiter for the socket's list, ~160 bytes) every idle session would hold while it
+/// waits: polling keeps the one waker in the socket's own slot.
 impl ReadSome for OwnedReadHalf {
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        loop {
-            self.readable().await?;
-            // Room only once bytes are there: an idle session holds no buffer.
-            buf.reserve(READ_CHUNK);
-            match self.try_read_buf(buf) {
-                Ok(n) => return Ok(n),
+        let stream: &tokio::net::TcpStream = self.as_ref();
+        std::future::poll_fn(|cx| loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            // Into the stack, then only what came into `buf`: readiness can be
+            // stale (the last read took every byte without seeing `WouldBlock`),
+            // and room made before reading would then stay with the waiting,
+            // idle session (issue 13 §6: 1 KiB each).
+            let mut chunk = [0u8; READ_CHUNK];
+            // A `WouldBlock` clears the readiness: poll again (and register).
+            match stream.try_read(&mut chunk) {
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    return std::task::Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return std::task::Poll::Ready(Err(e)),
             }
-        }
+        })
+        .await
     }
 }
 
@@ -190,10 +202,12 @@ impl<R: ReadSome> LineReader<R> {
                     let since = *self
                         .partial_since
                         .get_or_insert_with(tokio::time::Instant::now);
-                    match tokio::time::timeout_at(
+                    // Boxed: only a line in pieces needs the timer, and inline it
+                    // would take room in every idle session.
+                    match Box::pin(tokio::time::timeout_at(
                         since + limit,
                         self.inner.read_some(&mut self.buf),
-                    )
+                    ))
                     .await
                     {
                         Ok(r) => r?,
@@ -303,6 +317,33 @@ mod tests {
         let mut r = LineReader::new(&b"NOOP\r\n"[..], 4096);
         r.next_line().await.unwrap();
         assert_eq!(r.buf.capacity(), 0, "an empty buffer is let go");
+    }
+
+    /// Issue 13 §6: after a line the socket still looks readable (nothing told
+    /// it otherwise); waiting for the next line must not leave room made for it.
+    #[tokio::test]
+    async fn a_waiting_socket_reader_holds_no_buffer() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        let mut r = LineReader::new(rd, 4096);
+        client.write_all(b"NOOP\r\n").await.unwrap();
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("NOOP".into()))
+        );
+        let wait = tokio::time::timeout(std::time::Duration::from_millis(50), r.next_line());
+        assert!(wait.await.is_err(), "no second line was sent");
+        assert_eq!(r.buf.capacity(), 0, "an idle reader holds no buffer");
+        client.write_all(b"PWD\r\n").await.unwrap();
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            Some(LineEvent::Line("PWD".into()))
+        );
     }
 
     #[tokio::test]

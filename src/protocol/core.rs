@@ -149,7 +149,8 @@ pub struct ControlCore<T> {
     limits: Limits,
     rate: Option<RateLimit>,
     queued: VecDeque<Command>,
-    running: Option<Running<T>>,
+    /// Boxed: only a transfer needs its room, and every idle session holds a core.
+    running: Option<Box<Running<T>>>,
     commands_seen: u64,
     /// The command handed out by [`ControlCore::next_command`] sets up a data
     /// endpoint.
@@ -203,6 +204,11 @@ impl<T> ControlCore<T> {
             return None;
         }
         let cmd = self.queued.pop_front()?;
+        if self.queued.is_empty() {
+            // Usually the queue holds one command for a moment: let go of its
+            // room rather than keep it for the session's life.
+            self.queued = VecDeque::new();
+        }
         self.sets_data = matches!(
             cmd,
             Command::Pasv | Command::Epsv(_) | Command::Port(_) | Command::Eprt(_)
@@ -225,12 +231,12 @@ impl<T> ControlCore<T> {
             self.login_deadline = self.limits.login.map(|d| now + d);
         }
         if let Some(s) = done.started {
-            self.running = Some(Running {
+            self.running = Some(Box::new(Running {
                 started: now,
                 verb: s.verb,
                 path: s.path,
                 handle: s.handle,
-            });
+            }));
         }
     }
 

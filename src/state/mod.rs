@@ -98,10 +98,15 @@ impl Lifecycle {
     /// grace period is over.
     pub async fn drained(&self) {
         self.shutdown.cancelled().await;
-        tokio::select! {
-            _ = tokio::time::sleep(DRAIN_QUIET) => {}
-            _ = self.hard_stop.cancelled() => {}
-        }
+        // Boxed: every idle session waits in this future, and this part runs
+        // only once the shutdown has begun.
+        Box::pin(async {
+            tokio::select! {
+                _ = tokio::time::sleep(DRAIN_QUIET) => {}
+                _ = self.hard_stop.cancelled() => {}
+            }
+        })
+        .await
     }
 }
 
