@@ -8,27 +8,33 @@
 //! `[storage]`, an ordinary temporary directory. After a baseline upload through the
 //! mount, more uploads to the mount than B's writer pool has threads (2 per core, + 1)
 //! are opened and A is frozen with SIGSTOP: the FUSE writes hang inside rclone. The
-//! test checks the precondition from `/proc` — every `ftpgate-write-*` thread of B
-//! blocked in write(2) for over a second — and then that an upload to the other backend
-//! still ends with 226 within 15 s (bytes checked by SHA-256 on disk, RETR and LIST
-//! too), and that the writers of the mount are still blocked at that point. A is
-//! thawed (a guard sends SIGCONT, also on failure), and every hung upload ends
-//! either with 226 and exactly its bytes on A's disk, or with 4xx/5xx and nothing
-//! under its name.
+//! test checks that precondition in `/proc` (every `ftpgate-write-*` thread of B in
+//! write(2), over four samples 400 ms apart), then that an upload to the other
+//! backend still ends with 226 within 15 s (its bytes checked by SHA-256 on disk,
+//! RETR and LIST too), and that the mount's writers were still blocked after it. A is
+//! thawed (a guard sends SIGCONT, also on failure), and every hung upload ends either
+//! with 226 and exactly its bytes stored on A, or with 4xx/5xx and nothing under its
+//! name.
 //!
-//! The uploads are opened (STOR answered 150, first MiB sent) *before* the freeze
-//! and pushed on after it: with A frozen first, B's STOR would stop at its lookups
-//! and create on the mount, which run on tokio's blocking pool, not on the writers,
-//! and the test would prove nothing about the writers.
+//! - The uploads are opened (STOR answered 150, first MiB sent) *before* the freeze
+//!   and pushed on after it: with A frozen first, B's STOR stops at its lookup of the
+//!   name on the mount (rclone re-reads a directory older than 1 s from A), on
+//!   tokio's blocking pool, and the test proves nothing about the writers (tried: no
+//!   STOR got its 150 within 30 s, all four writer threads stayed idle).
+//! - A stores in memory and is read back over FTP: a local-disk ftpgate refuses B's
+//!   temporary names (`.ftpgate-tmp-*`, reserved: 553), so B cannot upload through a
+//!   mount of it at all.
 //!
-//! With one writer pool for every file system this test fails: all of its threads
-//! are blocked in the mount's writes (checked before the other upload starts), so
-//! the other upload's lane waits on the run queue behind the fifth hung lane, its
-//! chunks are never written and no 226 comes. Checked by making `writers()` ignore
-//! `dev` (one pool): the other upload got no reply within the 15 s bound and the
-//! test failed there.
+//! **A shared pool fails this test.** With one writer pool for every file system, all
+//! of its threads are blocked in the mount's writes (checked before the other upload
+//! starts), the other upload's lane waits on the run queue behind the fifth hung
+//! lane, its chunks are never written and no 226 comes. Checked on 2026-12-04 by
+//! making `writers()` ignore `dev`: the STOR on the other backend got no reply within
+//! 15 s, the four writer threads all in `request_wait_answer` (FUSE), and the test
+//! failed there.
 //!
-//! The mount is undone by a guard (`fusermount3 -uz`), also when the test fails.
+//! Runs in about 6 s. The mount is undone by a guard (`fusermount3 -uz`, rclone
+//! killed before B so that B's pending FUSE requests are aborted), also on failure.
 
 mod common;
 
@@ -48,9 +54,10 @@ const FZ_PASS: &str = "frozen pw";
 
 /// Bytes of each hung upload sent before the freeze.
 const HEAD: usize = 1024 * 1024;
-/// Bytes of each hung upload in all: more than what loopback socket buffers and rclone
-/// absorb after the freeze, so the FUSE writes block.
-const HUNG_SIZE: usize = 48 * 1024 * 1024;
+/// Bytes of each hung upload in all: more than loopback socket buffers (here
+/// `tcp_rmem` max 32 MiB + `tcp_wmem` max 4 MiB) and rclone absorb after the freeze, so
+/// the FUSE writes block (measured: they block after 20-22 MiB).
+const HUNG_SIZE: usize = 64 * 1024 * 1024;
 /// How long the upload to the other backend may take.
 const BOUND: Duration = Duration::from_secs(15);
 
@@ -107,6 +114,30 @@ fn describe(ws: &[Writer]) -> String {
         .map(|w| format!("{} in_write={} wchan={}", w.name, w.in_write, w.wchan))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// How far B has written each of its temporary files under `dir` (MiB, from the
+/// file offsets in /proc/PID/fdinfo).
+fn written_mib(pid: u32, dir: &Path) -> Vec<u64> {
+    let prefix = dir.join(".ftpgate-tmp-").display().to_string();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u64> = fds
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.display().to_string().starts_with(&prefix))
+        })
+        .filter_map(|e| {
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", e.file_name().display()))
+                    .ok()?;
+            let pos = info.lines().find_map(|l| l.strip_prefix("pos:"))?;
+            pos.trim().parse::<u64>().ok().map(|p| p >> 20)
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// Waits until at least `n` writer threads of B stay blocked in write(2) over four
@@ -199,6 +230,20 @@ fn wait_on_a(a: &Gate, rel: &str, data: &[u8], m: &Mount, b: &Gate) {
     }
 }
 
+/// B: the default user on `[storage]` (a temporary directory), user `fz` on
+/// `[backends.fuse]` rooted at `fuse_root`.
+fn gate_beside(fuse_root: &Path) -> Gate {
+    Gate::start_with(Opts {
+        extra: format!(
+            "[[users]]\nname = \"{FZ_USER}\"\npassword_hash = \"{}\"\nbackend = \"fuse\"\n\n\
+             [backends.fuse]\nkind = \"local\"\nroot = \"{}\"\n",
+            common::hash(FZ_PASS),
+            fuse_root.display()
+        ),
+        ..Default::default()
+    })
+}
+
 fn tools_present() -> bool {
     common::require("rclone") && common::require("fusermount3") && {
         let fuse = Path::new("/dev/fuse").exists();
@@ -237,20 +282,12 @@ fn a_frozen_mount_holds_only_its_own_writers() {
     std::fs::create_dir(&fuse_root).expect("mkdir in the mount");
 
     // 2. B: the default user on an ordinary directory, `fz` inside the mount.
-    let b = Gate::start_with(Opts {
-        extra: format!(
-            "[[users]]\nname = \"{FZ_USER}\"\npassword_hash = \"{}\"\nbackend = \"fuse\"\n\n\
-             [backends.fuse]\nkind = \"local\"\nroot = \"{}\"\n",
-            common::hash(FZ_PASS),
-            fuse_root.display()
-        ),
-        ..Default::default()
-    });
+    let b = gate_beside(&fuse_root);
     // Dropped before B (declared after it): killing rclone aborts the FUSE requests B
     // may still wait on, so B can be killed.
     let m = m;
 
-    // 3. Baseline: an upload through B into the mount lands on A's disk.
+    // 3. Baseline: an upload through B into the mount is stored on A.
     let mut fz = b.ctl();
     fz.login(FZ_USER, FZ_PASS);
     let small = payload(300_000, 1);
@@ -299,8 +336,11 @@ fn a_frozen_mount_holds_only_its_own_writers() {
         describe(&ws)
     );
     println!(
-        "{n} uploads hold all {threads} writer threads in write(2) {:.1} s after the freeze",
-        frozen_at.elapsed().as_secs_f64()
+        "{n} uploads hold all {threads} writer threads in write(2) {:.1} s after the freeze; \
+         written (MiB of {}): {:?}",
+        frozen_at.elapsed().as_secs_f64(),
+        HUNG_SIZE >> 20,
+        written_mib(b.pid(), &fuse_root)
     );
 
     // 5. Meanwhile an upload to the other backend ends with 226 within the bound, and
@@ -409,4 +449,37 @@ fn a_frozen_mount_holds_only_its_own_writers() {
     );
     drop(b);
     drop(m);
+}
+
+/// Known bug, found while writing the test above: an upload whose write error only
+/// `close()` reports still gets 226. With `--vfs-cache-mode off`, rclone's fsync is a
+/// no-op and its upload's result comes back at the FUSE flush, i.e. at `close()`
+/// (NFS also reports write-back errors there); ftpgate's local backend drops the file
+/// after the rename without looking at `close()`. Here A is a local-disk ftpgate, which
+/// refuses B's `.ftpgate-tmp-*` name (553): B answers 226 and logs `result="ok"`, and
+/// nothing is stored. A possible fix (untried): close a `dup` of the descriptor after
+/// `sync_all` and before the rename (the FUSE flush goes out on every `close`), and
+/// fail the upload on its error. Run with `--ignored`.
+#[test]
+#[ignore = "known bug: write errors reported at close() are ignored (226, nothing stored)"]
+fn a_write_error_reported_at_close_fails_the_upload() {
+    if !tools_present() {
+        return;
+    }
+    let a = Gate::start();
+    let work = tempfile::tempdir().unwrap();
+    let m = Mount::start(&a, &work.path().join("mnt"), "off");
+    let fuse_root = m.path("b");
+    std::fs::create_dir(&fuse_root).expect("mkdir in the mount");
+    let b = gate_beside(&fuse_root);
+    let m = m;
+    let mut fz = b.ctl();
+    fz.login(FZ_USER, FZ_PASS);
+    let data = payload(300_000, 3);
+    let (_, fin) = fz.store("STOR lost.bin", &data);
+    if fin.code == 226 {
+        wait_on_a(&a, "b/lost.bin", &data, &m, &b);
+    } else {
+        assert!(on_a(&a, "b/lost.bin").is_none(), "{fin:?}");
+    }
 }
