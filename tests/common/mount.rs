@@ -17,6 +17,12 @@ impl Mount {
     /// Mounts the gate's root at `dir` with `--vfs-cache-mode cache_mode` and waits
     /// until the mount is listed in /proc/mounts.
     pub fn start(g: &Gate, dir: &Path, cache_mode: &str) -> Mount {
+        Self::start_with(g, dir, cache_mode, &[])
+    }
+
+    /// [`Mount::start`] with `extra` rclone flags after the defaults (a later flag
+    /// wins, e.g. `--ftp-concurrency`).
+    pub fn start_with(g: &Gate, dir: &Path, cache_mode: &str, extra: &[&str]) -> Mount {
         let (ok, out, err) = run(Command::new("rclone").args(["obscure", PASS]));
         assert!(ok, "rclone obscure: {err}");
         let remote = format!(
@@ -33,6 +39,7 @@ impl Mount {
             .args(["--vfs-cache-mode", cache_mode])
             .args(["--vfs-write-back", "1s", "--dir-cache-time", "1s"])
             .args(["--ftp-concurrency", "4", "--log-level", "INFO"])
+            .args(extra)
             .arg("--log-file")
             .arg(&log)
             .arg("--cache-dir")
