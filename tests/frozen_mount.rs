@@ -451,17 +451,14 @@ fn a_frozen_mount_holds_only_its_own_writers() {
     drop(m);
 }
 
-/// Known bug, found while writing the test above: an upload whose write error only
-/// `close()` reports still gets 226. With `--vfs-cache-mode off`, rclone's fsync is a
-/// no-op and its upload's result comes back at the FUSE flush, i.e. at `close()`
-/// (NFS also reports write-back errors there); ftpgate's local backend drops the file
-/// after the rename without looking at `close()`. Here A is a local-disk ftpgate, which
-/// refuses B's `.ftpgate-tmp-*` name (553): B answers 226 and logs `result="ok"`, and
-/// nothing is stored. A possible fix (untried): close a `dup` of the descriptor after
-/// `sync_all` and before the rename (the FUSE flush goes out on every `close`), and
-/// fail the upload on its error. Run with `--ignored`.
+/// An upload whose write error only `close()` reports fails instead of getting 226
+/// (a bug found while writing the test above). With `--vfs-cache-mode off`, rclone's
+/// fsync is a no-op and its upload's result comes back at the FUSE flush, i.e. at
+/// `close()` (NFS also reports write-back errors there). Here A is a local-disk ftpgate,
+/// which refuses B's `.ftpgate-tmp-*` name (553): B used to answer 226 and log
+/// `result="ok"` with nothing stored. The local backend now closes the temporary file
+/// before publishing it and fails the upload on `close()`'s error.
 #[test]
-#[ignore = "known bug: write errors reported at close() are ignored (226, nothing stored)"]
 fn a_write_error_reported_at_close_fails_the_upload() {
     if !tools_present() {
         return;
@@ -477,9 +474,14 @@ fn a_write_error_reported_at_close_fails_the_upload() {
     fz.login(FZ_USER, FZ_PASS);
     let data = payload(300_000, 3);
     let (_, fin) = fz.store("STOR lost.bin", &data);
-    if fin.code == 226 {
-        wait_on_a(&a, "b/lost.bin", &data, &m, &b);
-    } else {
-        assert!(on_a(&a, "b/lost.bin").is_none(), "{fin:?}");
-    }
+    // A can never store it (it refuses the temporary name): the upload must fail.
+    assert!(
+        (400..600).contains(&fin.code),
+        "an upload that never landed got {fin:?}\n{}",
+        b.logs()
+    );
+    assert!(on_a(&a, "b/lost.bin").is_none(), "{fin:?}");
+    // The session goes on, and the backend's other uploads are unaffected.
+    assert_eq!(fz.cmd("NOOP").code, 200);
+    drop(m);
 }

@@ -52,7 +52,8 @@ fn writers(dev: u64) -> &'static Pool {
 /// it was published, it removes its temporary file.
 struct Prepared {
     path: VPath,
-    file: File,
+    /// The temporary file; taken (and closed, its error checked) by [`commit`].
+    file: Option<File>,
     /// The directory of the target (`O_PATH`), shared with [`LocalUpload`] for cleanup.
     dir: Arc<OwnedFd>,
     temp: String,
@@ -67,6 +68,16 @@ struct Prepared {
     start_at: u64,
     /// The temporary file was renamed or linked away: nothing to remove.
     published: bool,
+}
+
+impl Prepared {
+    /// The temporary file, open until [`commit`] closes it.
+    fn file(&self) -> &File {
+        // Taken only by `commit`, which consumes `self`.
+        self.file
+            .as_ref()
+            .expect("the temporary file is open until the commit")
+    }
 }
 
 impl Drop for Prepared {
@@ -196,7 +207,7 @@ fn prepare_resume(root: &Arc<Root>, key: &PendingKey, offset: u64) -> Result<(Pr
     }
     let prepared = Prepared {
         path: path.clone(),
-        file,
+        file: Some(file),
         dir: Arc::new(dir),
         temp,
         name: name.to_owned(),
@@ -285,7 +296,7 @@ fn prepare(root: &Arc<Root>, path: &VPath, mode: WriteMode) -> Result<Prepared> 
     .map_err(|e| error(path, e))?;
     Ok(Prepared {
         path: path.clone(),
-        file: File::from(file),
+        file: Some(File::from(file)),
         dir: Arc::new(dir),
         temp,
         name: name.to_owned(),
@@ -344,7 +355,7 @@ fn copy_kept(p: &Prepared) -> Result<()> {
     let Some((src, n)) = &p.keep else {
         return Ok(());
     };
-    let mut file = &p.file;
+    let mut file = p.file();
     // `io::copy` between files uses copy_file_range where the kernel has it.
     let copied =
         io::copy(&mut src.take(*n), &mut file).map_err(|e| StorageError::from_io(&p.path, e))?;
@@ -355,7 +366,7 @@ fn copy_kept(p: &Prepared) -> Result<()> {
         ));
     }
     if let Ok(m) = src.metadata() {
-        let _ = p.file.set_permissions(m.permissions());
+        let _ = p.file().set_permissions(m.permissions());
     }
     Ok(())
 }
@@ -376,9 +387,9 @@ impl Worker for WriteLane {
         let Some(p) = &self.prepared else {
             return false;
         };
-        match (&p.file).write_all(&chunk) {
+        match p.file().write_all(&chunk) {
             Ok(()) => {
-                self.writeback.written(&p.file, chunk.len() as u64);
+                self.writeback.written(p.file(), chunk.len() as u64);
                 true
             }
             Err(e) => {
@@ -403,7 +414,7 @@ impl Worker for WriteLane {
 
 /// Opens the upload's lane on the [`writers`] of its file system.
 fn open_lane(p: Prepared) -> Stage {
-    let dev = rfs::fstat(&p.file).map_or(0, |st| st.st_dev);
+    let dev = rfs::fstat(p.file()).map_or(0, |st| st.st_dev);
     let (back, written) = oneshot::channel();
     let start = p.keep.as_ref().map_or(p.start_at, |(_, n)| *n);
     let lane = WriteLane {
@@ -421,10 +432,17 @@ fn open_lane(p: Prepared) -> Stage {
 /// `CreateNew` a hard link) and fsyncs the directory, or with `suspend_as` moves it
 /// to the pending directory under that name.
 fn commit(mut p: Prepared, suspend_as: Option<String>) -> Result<Metadata> {
-    p.file
+    p.file()
         .sync_all()
         .map_err(|e| StorageError::from_io(&p.path, e))?;
-    let meta = rfs::fstat(&p.file).map_err(|e| error(&p.path, e))?;
+    let meta = rfs::fstat(p.file()).map_err(|e| error(&p.path, e))?;
+    // Closed before it is published, and its error counts: FUSE and NFS clients may
+    // report an upload's write error only at close (rclone's mount: its upload's
+    // result, at the flush; its fsync does nothing), so a 226 never covers bytes that
+    // did not land.
+    if let Some(file) = p.file.take() {
+        close_checked(file).map_err(|e| StorageError::from_io(&p.path, e))?;
+    }
     if let Some(pname) = suspend_as {
         let m = suspend(&p, &pname, &meta)?;
         p.published = true;
@@ -451,6 +469,16 @@ fn commit(mut p: Prepared, suspend_as: Option<String>) -> Result<Metadata> {
         tracing::warn!(path = %p.path, error = %e, "cannot fsync directory after upload");
     }
     to_meta(&meta).ok_or_else(|| special(&p.path))
+}
+
+/// Closes `file`, returning what `close(2)` returned (`File`'s drop ignores it).
+fn close_checked(file: File) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` was just taken out of an owned `File`, so nothing else closes or
+    // uses it; it is closed exactly once, here (also when the call fails: Linux frees
+    // the descriptor even then).
+    unsafe { rustix::io::try_close(fd) }.map_err(io::Error::from)
 }
 
 /// Moves the fsynced temporary file into the pending directory as `pname`
