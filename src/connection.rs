@@ -621,15 +621,7 @@ mod tests {
     /// lays a large future out inline again fails here.
     #[tokio::test]
     async fn an_idle_sessions_future_stays_small() {
-        let h = bcrypt::hash("x", 4).unwrap();
-        let toml = format!(
-            "[storage]\nkind = \"memory\"\n[[users]]\nname = \"a\"\npassword_hash = \"{h}\"\n"
-        );
-        let shared = Arc::new(Shared::build(toml::from_str(&toml).unwrap()).await.unwrap());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (s, peer) = l.accept().await.unwrap();
+        let (shared, s, peer, addr, _client) = Shared::for_tests().await;
         let f = serve(s, shared, Session::new(1, peer, addr), false);
         let size = std::mem::size_of_val(&f);
         assert!(size <= 1_300, "serve's future is {size} bytes");

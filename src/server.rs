@@ -522,18 +522,8 @@ mod tests {
     /// (the session itself is boxed inside): 136 bytes when written, 328 before.
     #[tokio::test]
     async fn admits_future_stays_small() {
-        let h = bcrypt::hash("x", 4).unwrap();
-        let toml = format!(
-            "[storage]\nkind = \"memory\"\n[[users]]\nname = \"a\"\npassword_hash = \"{h}\"\n"
-        );
-        let shared = super::Shared::build(toml::from_str(&toml).unwrap())
-            .await
-            .unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (s, peer) = l.accept().await.unwrap();
-        let f = super::admit(s, peer, std::sync::Arc::new(shared), false);
+        let (shared, s, peer, _addr, _client) = super::Shared::for_tests().await;
+        let f = super::admit(s, peer, shared, false);
         let size = std::mem::size_of_val(&f);
         assert!(size <= 192, "admit's future is {size} bytes");
     }
