@@ -128,10 +128,19 @@ impl LocalBackend {
         F: FnOnce(&Root) -> Result<T> + Send + 'static,
     {
         let root = Arc::clone(&self.root);
-        tokio::task::spawn_blocking(move || f(&root))
-            .await
-            .unwrap_or_else(|e| Err(join_error(e)))
+        on_blocking_thread(move || f(&root)).await
     }
+}
+
+/// Runs `f` on tokio's blocking pool; a panic there becomes a [`join_error`].
+pub(crate) async fn on_blocking_thread<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(join_error(e)))
 }
 
 /// A blocking thread panicked or was cancelled.

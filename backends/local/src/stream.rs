@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use rustix::fs::{self as rfs, AtFlags, FileType, OFlags};
 
 use crate::confine::{error, served_meta, special, to_meta, Root, TEMP_PREFIX};
-use crate::join_error;
+use crate::{join_error, on_blocking_thread};
 
 /// Bytes per read step. A download whose client stops reading holds at most two
 /// chunks = 256 KiB: the one handed to the data connection and the one read ahead
@@ -51,10 +51,15 @@ where
         next: Option<JoinHandle<Stepped<S, T>>>,
         step: fn(S) -> Stepped<S, T>,
     }
-    let spawn = move |st: S| tokio::task::spawn_blocking(move || step(st));
+    fn spawn<S: Send + 'static, T: Send + 'static>(
+        step: fn(S) -> Stepped<S, T>,
+        state: S,
+    ) -> JoinHandle<Stepped<S, T>> {
+        tokio::task::spawn_blocking(move || step(state))
+    }
     let driver = Driver {
         items: VecDeque::new(),
-        next: Some(spawn(state)),
+        next: Some(spawn(step, state)),
         step,
     };
     stream::unfold(driver, |mut d| async move {
@@ -67,8 +72,7 @@ where
                 // The step panicked: reported, and the stream ends.
                 Err(e) => (vec![Err(join_error(e))], None),
             };
-            let step = d.step;
-            d.next = state.map(|st| tokio::task::spawn_blocking(move || step(st)));
+            d.next = state.map(|st| spawn(d.step, st));
             d.items.extend(items);
         }
     })
@@ -77,11 +81,8 @@ where
 
 /// Streams the file at `path` from `offset`.
 pub(crate) async fn read(root: Arc<Root>, path: VPath, offset: u64) -> Result<ByteStream> {
-    let opened = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || open_at(&root, &path, offset)).await
-    };
-    let (file, remaining) = opened.unwrap_or_else(|e| Err(join_error(e)))?;
+    let at = path.clone();
+    let (file, remaining) = on_blocking_thread(move || open_at(&root, &at, offset)).await?;
     Ok(file_chunks(file, remaining, path))
 }
 
@@ -99,11 +100,8 @@ pub(crate) async fn open(
     path: VPath,
     offset: u64,
 ) -> Result<(Metadata, ByteStream)> {
-    let opened = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || positioned(&root, &path, offset)).await
-    };
-    let (meta, file, len) = opened.unwrap_or_else(|e| Err(join_error(e)))?;
+    let at = path.clone();
+    let (meta, file, len) = on_blocking_thread(move || positioned(&root, &at, offset)).await?;
     Ok((meta, file_chunks(file, len, path)))
 }
 
@@ -114,9 +112,7 @@ pub(crate) async fn open_file(
     path: VPath,
     offset: u64,
 ) -> Result<(Metadata, FileRange)> {
-    tokio::task::spawn_blocking(move || open_range(&root, &path, offset))
-        .await
-        .unwrap_or_else(|e| Err(join_error(e)))
+    on_blocking_thread(move || open_range(&root, &path, offset)).await
 }
 
 /// The open file positioned at `offset`, and the bytes left after it. Opened with
@@ -256,15 +252,12 @@ pub(crate) fn shrank(path: &VPath, missing: u64) -> StorageError {
 
 /// Streams the entries of the directory at `dir`.
 pub(crate) async fn list(root: Arc<Root>, dir: VPath) -> Result<EntryStream> {
-    let opened = {
-        let (root, dir) = (Arc::clone(&root), dir.clone());
-        tokio::task::spawn_blocking(move || {
-            root.open_path(&dir, OFlags::RDONLY | OFlags::DIRECTORY)
-                .and_then(|fd| rfs::Dir::new(fd).map_err(|e| error(&dir, e)))
-        })
-        .await
-    };
-    let entries = opened.unwrap_or_else(|e| Err(join_error(e)))?;
+    let (at, of) = (Arc::clone(&root), dir.clone());
+    let entries = on_blocking_thread(move || {
+        at.open_path(&of, OFlags::RDONLY | OFlags::DIRECTORY)
+            .and_then(|fd| rfs::Dir::new(fd).map_err(|e| error(&of, e)))
+    })
+    .await?;
     Ok(blocking_steps(DirReader { root, dir, entries }, list_step))
 }
 

@@ -23,9 +23,9 @@ use tokio::task::JoinHandle;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use crate::confine::{error, special, to_meta, Root, TEMP_PREFIX};
-use crate::join_error;
 use crate::lanes::{LaneSender, Pool, Worker};
 use crate::pending;
+use crate::{join_error, on_blocking_thread};
 
 /// Most chunks queued between the connection and the writers for one upload; fewer
 /// when many uploads run ([`Pool::queue_depth`]).
@@ -125,9 +125,7 @@ pub(crate) async fn resume(
 /// (if any) there while the first chunks queue up.
 async fn spawn(vpath: VPath, prep: Prepare) -> Result<(Box<dyn Upload>, Option<File>)> {
     // A `create` cancelled meanwhile drops the result, and `Prepared` its file.
-    let (prepared, reader) = tokio::task::spawn_blocking(prep)
-        .await
-        .unwrap_or_else(|e| Err(join_error(e)))?;
+    let (prepared, reader) = on_blocking_thread(prep).await?;
     let temp = (Arc::clone(&prepared.dir), prepared.temp.clone());
     let stage = if prepared.keep.is_some() {
         Stage::Copying(tokio::task::spawn_blocking(move || {
@@ -575,9 +573,7 @@ impl LocalUpload {
     /// Commits (or suspends) on the blocking pool once every chunk is written.
     async fn finish(&mut self, suspend_as: Option<String>) -> Result<Metadata> {
         let prepared = self.written().await?;
-        let result = tokio::task::spawn_blocking(move || commit(prepared, suspend_as))
-            .await
-            .unwrap_or_else(|e| Err(join_error(e)));
+        let result = on_blocking_thread(move || commit(prepared, suspend_as)).await;
         if result.is_ok() {
             self.done = true;
         }
