@@ -125,30 +125,28 @@ impl Drop for Fetch {
 
 /// What the stream yields from next.
 struct State {
-    inner: Arc<Inner>,
-    location: Path,
-    context: Arc<str>,
-    e_tag: Arc<str>,
+    /// The object version read, shared with every GET.
+    target: Arc<Target>,
     /// The opening response and how many bytes of it still belong to the first chunk.
     first: Option<(BoxStream<'static, Result<Bytes>>, u64)>,
     /// GETs running or read but not yet handed on, in order.
     fetches: VecDeque<Fetch>,
     /// Pieces handed on, kept until the data connection has dropped them; then their
-    /// buffers go back to `pool`.
+    /// buffers go back to the target's pool.
     sent: VecDeque<Bytes>,
-    pool: Arc<PiecePool>,
     plan: RangePlan,
     window: usize,
     failed: bool,
 }
 
-/// What a ranged GET needs to know.
+/// What a ranged GET needs to know: the object version, and the download's piece
+/// buffers.
 struct Target {
     inner: Arc<Inner>,
     location: Path,
-    context: Arc<str>,
-    e_tag: Arc<str>,
-    pool: Arc<PiecePool>,
+    context: String,
+    e_tag: String,
+    pool: PiecePool,
 }
 
 /// The piece buffers of one download: a piece the data connection has sent and
@@ -178,7 +176,7 @@ impl PiecePool {
 /// the reading). A response that breaks off is asked again from where it stopped
 /// ([`BODY_RETRIES`] times in a row without progress); an error ends the pieces.
 /// Returns when done, on an error, or when the consumer is gone.
-async fn fetch_range(t: Target, range: Range<u64>, tx: mpsc::Sender<Result<Bytes>>) {
+async fn fetch_range(t: Arc<Target>, range: Range<u64>, tx: mpsc::Sender<Result<Bytes>>) {
     let mut at = range.start;
     let mut retries = 0;
     while at < range.end {
@@ -239,7 +237,7 @@ async fn read_from(
     let want = range.end - range.start;
     let options = GetOptions {
         range: Some(GetRange::Bounded(range)),
-        if_match: Some(t.e_tag.to_string()),
+        if_match: Some(t.e_tag.clone()),
         ..Default::default()
     };
     let result = t
@@ -327,15 +325,8 @@ impl State {
                 return;
             };
             let (tx, pieces) = mpsc::channel(QUEUED_PIECES);
-            let target = Target {
-                inner: Arc::clone(&self.inner),
-                location: self.location.clone(),
-                context: Arc::clone(&self.context),
-                e_tag: Arc::clone(&self.e_tag),
-                pool: Arc::clone(&self.pool),
-            };
             let left = range.end - range.start;
-            let task = tokio::spawn(fetch_range(target, range, tx));
+            let task = tokio::spawn(fetch_range(Arc::clone(&self.target), range, tx));
             self.fetches.push_back(Fetch { task, pieces, left });
         }
     }
@@ -368,7 +359,7 @@ impl State {
                     None => {
                         let e = StorageError::new(
                             ErrorKind::Transient,
-                            format!("{}: the response ended early", self.context),
+                            format!("{}: the response ended early", self.target.context),
                         );
                         return Some(Err(self.fail(e)));
                     }
@@ -384,16 +375,17 @@ impl State {
                         self.fetches.pop_front();
                         self.top_up();
                     }
-                    if piece.is_empty() {
-                        continue;
-                    }
+                    // (Never empty: a GET hands on only pieces with bytes.)
                     self.recycle(&piece);
                     return Some(Ok(piece));
                 }
                 Some(Ok(_)) => {
                     let e = StorageError::new(
                         ErrorKind::Transient,
-                        format!("{}: a ranged read returned too many bytes", self.context),
+                        format!(
+                            "{}: a ranged read returned too many bytes",
+                            self.target.context
+                        ),
                     );
                     return Some(Err(self.fail(e)));
                 }
@@ -402,7 +394,7 @@ impl State {
                     // The task ended without its bytes or an error: it panicked.
                     let e = StorageError::new(
                         ErrorKind::Other,
-                        format!("{}: a ranged read task stopped early", self.context),
+                        format!("{}: a ranged read task stopped early", self.target.context),
                     );
                     return Some(Err(self.fail(e)));
                 }
@@ -417,7 +409,7 @@ impl State {
         while self.sent.front().is_some_and(Bytes::is_unique) {
             if let Some(Ok(buf)) = self.sent.pop_front().map(Bytes::try_into_mut) {
                 if buf.capacity() >= PIECE {
-                    self.pool.give(buf);
+                    self.target.pool.give(buf);
                 }
             }
         }
@@ -457,14 +449,16 @@ pub(crate) fn stream(
     let mut plan = RangePlan::new(start, size, chunk);
     let first = first.and_then(|body| plan.next().map(|r| (body, r.end - r.start)));
     let mut state = State {
-        inner,
-        location,
-        context: context.into(),
-        e_tag: e_tag.into(),
+        target: Arc::new(Target {
+            inner,
+            location,
+            context,
+            e_tag,
+            pool: PiecePool::default(),
+        }),
         first,
         fetches: VecDeque::new(),
         sent: VecDeque::new(),
-        pool: Arc::default(),
         plan,
         window,
         failed: false,
