@@ -621,7 +621,9 @@ mod tests {
     /// lays a large future out inline again fails here.
     #[tokio::test]
     async fn an_idle_sessions_future_stays_small() {
-        let (shared, s, peer, addr, _client) = Shared::for_tests().await;
+        let shared = Shared::for_tests().await;
+        let (s, _client) = crate::testing::tcp_pair().await;
+        let (peer, addr) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
         let f = serve(s, shared, Session::new(1, peer, addr), false);
         let size = std::mem::size_of_val(&f);
         assert!(size <= 1_300, "serve's future is {size} bytes");

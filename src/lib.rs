@@ -84,3 +84,6 @@ pub(crate) mod session;
 pub(crate) mod state;
 pub(crate) mod tls;
 pub(crate) mod webhooks;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -137,15 +137,9 @@ fn socket_error(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::tcp_pair;
     use std::io::Write;
     use tokio::io::AsyncReadExt;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
-        (s.unwrap().0, c.unwrap())
-    }
 
     fn file_of(data: &[u8]) -> File {
         let mut f = tempfile::tempfile().unwrap();
@@ -157,7 +151,7 @@ mod tests {
     async fn sends_from_the_offset_to_the_end() {
         let data: Vec<u8> = (0..3 * CHUNK + 12_345).map(|i| (i % 251) as u8).collect();
         let f = file_of(&data);
-        let (server, mut client) = pair().await;
+        let (server, mut client) = tcp_pair().await;
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             client.read_to_end(&mut got).await.unwrap();
@@ -183,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn a_shorter_file_than_promised_is_reported() {
         let f = file_of(&[7u8; 5000]);
-        let (server, _client) = pair().await;
+        let (server, _client) = tcp_pair().await;
         let r = send(
             &server,
             &f,
@@ -208,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_stops_stalls_and_cancel_ends_it() {
         let f = file_of(&vec![1u8; 64 * CHUNK]);
-        let (server, client) = pair().await;
+        let (server, client) = tcp_pair().await;
         let r = send(
             &server,
             &f,

@@ -522,7 +522,9 @@ mod tests {
     /// (the session itself is boxed inside): 136 bytes when written, 328 before.
     #[tokio::test]
     async fn admits_future_stays_small() {
-        let (shared, s, peer, _addr, _client) = super::Shared::for_tests().await;
+        let shared = super::Shared::for_tests().await;
+        let (s, _client) = crate::testing::tcp_pair().await;
+        let peer = s.peer_addr().unwrap();
         let f = super::admit(s, peer, shared, false);
         let size = std::mem::size_of_val(&f);
         assert!(size <= 192, "admit's future is {size} bytes");

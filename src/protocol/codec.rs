@@ -324,11 +324,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_socket_reader_holds_no_buffer() {
         use tokio::io::AsyncWriteExt;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = l.accept().await.unwrap();
+        let (server, mut client) = crate::testing::tcp_pair().await;
         let (rd, _wr) = server.into_split();
         let mut r = LineReader::new(rd, 4096);
         client.write_all(b"NOOP\r\n").await.unwrap();

@@ -177,29 +177,14 @@ pub struct UserContext {
 
 #[cfg(test)]
 impl Shared {
-    /// For tests: a server on the memory backend with one user `a` (password `x`) and
-    /// a loopback socket pair — the accepted side, its peer and the listening address,
-    /// plus the client side to keep open.
-    pub(crate) async fn for_tests() -> (
-        Arc<Shared>,
-        tokio::net::TcpStream,
-        std::net::SocketAddr,
-        std::net::SocketAddr,
-        tokio::net::TcpStream,
-    ) {
+    /// For tests: a server on the memory backend with one user `a` (password `x`).
+    pub(crate) async fn for_tests() -> Arc<Shared> {
         let h = bcrypt::hash("x", 4).expect("bcrypt");
         let toml = format!(
             "[storage]\nkind = \"memory\"\n[[users]]\nname = \"a\"\npassword_hash = \"{h}\"\n"
         );
         let config = toml::from_str(&toml).expect("test config");
-        let shared = Arc::new(Shared::build(config).await.expect("shared state"));
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("address");
-        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (accepted, peer) = l.accept().await.expect("accept");
-        (shared, accepted, peer, addr, client)
+        Arc::new(Shared::build(config).await.expect("shared state"))
     }
 }
 
