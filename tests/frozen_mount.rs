@@ -244,6 +244,17 @@ fn gate_beside(fuse_root: &Path) -> Gate {
     })
 }
 
+/// Mounts A at `work/mnt` (`rclone mount --vfs-cache-mode off` plus `flags`) and
+/// starts B ([`gate_beside`]) on the directory `b` inside it. Bind the result as
+/// `let (b, m)`: the mount is dropped first, and killing rclone aborts the FUSE
+/// requests B may still wait on, so B can then be killed.
+fn gate_in_mount(a: &Gate, work: &Path, flags: &[&str]) -> (Gate, Mount) {
+    let m = Mount::start_with(a, &work.join("mnt"), "off", flags);
+    let fuse_root: PathBuf = m.path("b");
+    std::fs::create_dir(&fuse_root).expect("mkdir in the mount");
+    (gate_beside(&fuse_root), m)
+}
+
 fn tools_present() -> bool {
     common::require("rclone") && common::require("fusermount3") && {
         let fuse = Path::new("/dev/fuse").exists();
@@ -272,20 +283,9 @@ fn a_frozen_mount_holds_only_its_own_writers() {
     let threads = 2 * std::thread::available_parallelism().map_or(1, usize::from);
     let n = threads + 1;
     let conns = (n + 4).to_string();
-    let m = Mount::start_with(
-        &a,
-        &work.path().join("mnt"),
-        "off",
-        &["--ftp-concurrency", &conns],
-    );
-    let fuse_root: PathBuf = m.path("b");
-    std::fs::create_dir(&fuse_root).expect("mkdir in the mount");
-
     // 2. B: the default user on an ordinary directory, `fz` inside the mount.
-    let b = gate_beside(&fuse_root);
-    // Dropped before B (declared after it): killing rclone aborts the FUSE requests B
-    // may still wait on, so B can be killed.
-    let m = m;
+    let (b, m) = gate_in_mount(&a, work.path(), &["--ftp-concurrency", &conns]);
+    let fuse_root = m.path("b");
 
     // 3. Baseline: an upload through B into the mount is stored on A.
     let mut fz = b.ctl();
@@ -465,11 +465,7 @@ fn a_write_error_reported_at_close_fails_the_upload() {
     }
     let a = Gate::start();
     let work = tempfile::tempdir().unwrap();
-    let m = Mount::start(&a, &work.path().join("mnt"), "off");
-    let fuse_root = m.path("b");
-    std::fs::create_dir(&fuse_root).expect("mkdir in the mount");
-    let b = gate_beside(&fuse_root);
-    let m = m;
+    let (b, m) = gate_in_mount(&a, work.path(), &[]);
     let mut fz = b.ctl();
     fz.login(FZ_USER, FZ_PASS);
     let data = payload(300_000, 3);
